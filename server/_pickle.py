@@ -1,0 +1,155 @@
+"""Every use of cloudpickle on the server side, in one place.
+
+Loading a payload runs the caller's code: only :mod:`server.core` calls
+:func:`load_payload`, after the caller was allowed to send code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import cloudpickle
+import dask
+
+from server.errors import InvalidPayload
+
+#: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
+PROTOCOL = 5
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize ``obj`` with cloudpickle."""
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
+def load_payload(payload: bytes, what: str) -> Any:
+    """Load serialized work sent by a caller.
+
+    Raises:
+        InvalidPayload: The bytes are not a pickle this server can load; the
+            message says why (a module missing on the server, a truncated
+            payload, an error raised while loading).
+    """
+    if not payload:
+        raise InvalidPayload(f"{what}: payload is empty")
+    try:
+        return pickle.loads(payload)
+    except ModuleNotFoundError as exc:
+        raise InvalidPayload(
+            f"{what}: cannot load the payload: module {exc.name!r} is not installed on the "
+            "server (install it there, or pickle the code by value with "
+            "cloudpickle.register_pickle_by_value)"
+        ) from exc
+    except Exception as exc:
+        raise InvalidPayload(
+            f"{what}: cannot load the payload: {type(exc).__name__}: {_short(exc)}"
+        ) from exc
+
+
+def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
+    """Load a pickled call: a ``(callable, args, kwargs)`` tuple.
+
+    Raises:
+        InvalidPayload: Not loadable, or not shaped as a call.
+    """
+    obj = load_payload(payload, "pickled_call")
+    if (
+        not isinstance(obj, tuple)
+        or len(obj) != 3
+        or not callable(obj[0])
+        or not isinstance(obj[1], (tuple, list))
+        or not isinstance(obj[2], Mapping)
+    ):
+        raise InvalidPayload(
+            "pickled_call: payload must be a (callable, args tuple, kwargs dict) tuple, "
+            f"got {_shape(obj)}"
+        )
+    return obj[0], tuple(obj[1]), dict(obj[2])
+
+
+def load_graph(payload: bytes) -> tuple[str, Any, Any]:
+    """Load a Dask graph payload.
+
+    Returns:
+        ``("collection", collection, None)``, ``("collections", tuple, None)``
+        or ``("graph", mapping, keys)``.
+
+    Raises:
+        InvalidPayload: Not loadable, or not one of the shapes above.
+    """
+    obj = load_payload(payload, "graph")
+    if dask.is_dask_collection(obj):
+        return "collection", obj, None
+    if isinstance(obj, (tuple, list)):
+        if len(obj) == 2 and isinstance(obj[0], Mapping) and not dask.is_dask_collection(obj[0]):
+            return "graph", obj[0], obj[1]
+        if obj and all(dask.is_dask_collection(item) for item in obj):
+            return "collections", tuple(obj), None
+    raise InvalidPayload(
+        "graph: payload must be a Dask collection, a tuple of collections, or a "
+        f"(graph mapping, keys) pair, got {_shape(obj)}"
+    )
+
+
+def describe_callable(func: Any) -> str:
+    """A qualified name for a callable, for job records."""
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}" if module else name
+
+
+def exception_type_name(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's type."""
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The exception's traceback as text."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def dump_exception(exc: BaseException) -> bytes:
+    """The exception cloudpickled, or ``b""`` when it cannot be."""
+    try:
+        return dumps(exc)
+    except Exception:
+        return b""
+
+
+def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:
+    """Run a pickled ``(callable, args, kwargs)`` in a pool process.
+
+    Returns ``(ok, pickled result or exception, traceback text)`` so the
+    remote traceback survives the trip back and a result the standard pickle
+    cannot carry (a lambda, a local class) still can.
+    """
+    func, args, kwargs = pickle.loads(payload)
+    try:
+        result = func(*args, **kwargs)
+    except Exception as exc:
+        return False, dump_exception(exc), format_traceback(exc)
+    return True, dumps(result), ""
+
+
+def warm_up() -> int:
+    """A no-op for pool processes, so they start (and import Dask) before the first job."""
+    import os
+
+    import dask.array  # noqa: F401  (the import is the warm-up)
+
+    return os.getpid()
+
+
+def _shape(obj: Any) -> str:
+    if isinstance(obj, tuple):
+        return f"a tuple of {len(obj)}"
+    return type(obj).__name__
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,122 @@
+"""Assembling and running the gRPC server: services, health, reflection, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from server.builtins import builtins
+from server.config import Settings
+from server.core import ComputeCore
+from server.registry import Registry, default_registry, load_modules
+from server.servicer import ComputeServicer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ComputeService"].full_name
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def build_registry(settings: Settings) -> Registry:
+    """The built-ins plus the functions of ``settings.functions`` and entry points."""
+    registry = Registry()
+    registry.update(builtins)
+    load_modules(settings.functions)
+    registry.update(default_registry)
+    return registry
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """Channel arguments of the server: message limits and keepalive policy."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Let clients keep idle connections alive with pings every 10 s or more.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+
+
+def build_server(
+    settings: Settings, core: ComputeCore
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Create the server with every service, bound to ``settings.host:port``.
+
+    Returns:
+        The (not yet started) server, the port it bound (useful with port 0),
+        and its health servicer.
+
+    Raises:
+        RuntimeError: The address could not be bound.
+    """
+    server = grpc.aio.server(options=server_options(settings))
+    pb_grpc.add_ComputeServiceServicer_to_server(ComputeServicer(core), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    """Set the overall and the ComputeService health status."""
+    status = SERVING if serving else NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the service until ``stop`` is set or SIGINT/SIGTERM arrives.
+
+    The cluster starts before the gRPC server (so no request meets a half-made
+    cluster); on a signal, health turns NOT_SERVING at once, running RPCs get
+    ``settings.shutdown_grace`` seconds, then the client and cluster close.
+    """
+    registry = build_registry(settings)
+    core = ComputeCore(settings, registry)
+    await core.start()
+    server, port, health_servicer = build_server(settings, core)
+    await set_serving(health_servicer, True)
+    await server.start()
+    logger.info(
+        "serving compute.v1.ComputeService on %s:%d (%d functions)",
+        settings.host,
+        port,
+        len(registry),
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        logger.info("shutting down: waiting up to %gs for running calls", settings.shutdown_grace)
+        await health_servicer.enter_graceful_shutdown()
+        core.drain()
+        await server.stop(settings.shutdown_grace)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await core.close()
+    logger.info("stopped")

@@ -1,0 +1,66 @@
+"""Named functions every server offers: smoke tests and demos.
+
+``fib`` is pure Python and CPU bound, so it shows why ``processes`` beats
+``threads`` for work that holds the GIL; ``pi`` is a ``dask.array`` Monte Carlo
+estimate that the job's scheduler computes chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import time
+
+from server.registry import Registry
+
+#: The built-in functions.
+builtins = Registry()
+
+
+@builtins.function
+def ping() -> str:
+    """Return "pong": the cheapest job there is, for checking the service."""
+    return "pong"
+
+
+@builtins.function
+def add(a: float, b: float) -> float:
+    """Return a + b."""
+    return a + b
+
+
+@builtins.function
+def sleep(seconds: float) -> float:
+    """Sleep for ``seconds`` (at most one hour) and return it."""
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"seconds must be between 0 and 3600, got {seconds}")
+    time.sleep(seconds)
+    return seconds
+
+
+@builtins.function(lazy=True)
+def pi(samples: int = 1_000_000, chunks: int = 100_000, seed: int | None = None) -> float:
+    """Estimate pi by Monte Carlo on a dask.array of ``samples`` points in ``chunks``-sized chunks.
+
+    The array is computed by the job's scheduler, one task per chunk.
+    """
+    import dask.array as da
+
+    if samples < 1 or chunks < 1:
+        raise ValueError("samples and chunks must be at least 1")
+    if samples // chunks > 10_000:
+        raise ValueError("at most 10,000 chunks: raise chunks or lower samples")
+    rng = da.random.default_rng(seed)
+    xy = rng.random((samples, 2), chunks=(chunks, 2))
+    inside = ((xy**2).sum(axis=1) <= 1.0).sum()
+    return 4.0 * inside / samples
+
+
+@builtins.function
+def fib(n: int) -> int:
+    """Return the n-th Fibonacci number, computed naively in pure Python (CPU bound; n <= 40)."""
+    if not 0 <= n <= 40:
+        raise ValueError(f"n must be between 0 and 40, got {n}")
+    return n if n < 2 else _fib(n - 1) + _fib(n - 2)
+
+
+def _fib(n: int) -> int:
+    return n if n < 2 else _fib(n - 1) + _fib(n - 2)

@@ -1,0 +1,117 @@
+"""``dask-compute serve``: the server's command line.
+
+Every flag has a ``DASK_COMPUTE_*`` environment variable; a flag wins over its
+variable, which wins over the default (:class:`server.config.Settings`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import click
+
+from server.config import SCHEDULERS, Settings, SettingsError
+
+
+def _env(name: str) -> str:
+    return Settings.env_var(name)
+
+
+@click.command("serve", context_settings={"max_content_width": 100})
+@click.option("--host", help=f"Address to listen on. [default: 127.0.0.1; env {_env('host')}]")
+@click.option(
+    "--port", type=int, help=f"Port to listen on; 0 picks a free one. [default: 50051; env {_env('port')}]"
+)
+@click.option(
+    "--scheduler-address",
+    help=f"Use this existing Dask scheduler instead of starting a LocalCluster. [env {_env('scheduler_address')}]",
+)
+@click.option(
+    "--n-workers",
+    type=int,
+    help=f"LocalCluster workers. [default: sized to the machine; env {_env('n_workers')}]",
+)
+@click.option(
+    "--threads-per-worker",
+    type=int,
+    help=f"Threads per LocalCluster worker. [default: chosen by Dask; env {_env('threads_per_worker')}]",
+)
+@click.option(
+    "--processes/--no-processes",
+    default=None,
+    help=f"LocalCluster workers as processes, or as threads in the server. [default: processes; env {_env('processes')}]",
+)
+@click.option(
+    "--memory-limit",
+    help=f"Memory limit per LocalCluster worker: 'auto', bytes or e.g. '4GiB'. [default: auto; env {_env('memory_limit')}]",
+)
+@click.option(
+    "--dashboard-address",
+    help=f"Where to serve the Dask dashboard, e.g. ':8787' or ':0'; '' turns it off. [default: :8787; env {_env('dashboard_address')}]",
+)
+@click.option(
+    "--functions",
+    multiple=True,
+    help=f"Python module whose named functions to offer (repeatable). [env {_env('functions')}, comma-separated]",
+)
+@click.option(
+    "--default-scheduler",
+    type=click.Choice(SCHEDULERS),
+    help=f"Scheduler of jobs that name none. [default: distributed; env {_env('default_scheduler')}]",
+)
+@click.option(
+    "--local-threads",
+    type=int,
+    help=f"Threads of the 'threads' scheduler's pool. [default: CPU count; env {_env('local_threads')}]",
+)
+@click.option(
+    "--local-processes",
+    type=int,
+    help=f"Processes of the 'processes' scheduler's pool. [default: CPU count; env {_env('local_processes')}]",
+)
+@click.option(
+    "--result-ttl",
+    type=float,
+    help=f"Seconds a finished job's result stays readable. [default: 600; env {_env('result_ttl')}]",
+)
+@click.option(
+    "--job-ttl",
+    type=float,
+    help=f"Seconds a finished job's record stays listed. [default: 3600; env {_env('job_ttl')}]",
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",
+)
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("DASK_COMPUTE_LOG_LEVEL", "INFO"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level. [default: INFO; env DASK_COMPUTE_LOG_LEVEL]",
+)
+def serve(log_level: str, functions: tuple[str, ...], **flags: object) -> None:
+    """Start the gRPC service on an embedded LocalCluster (or an existing scheduler)."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env(os.environ, functions=functions or None, **flags)
+    except (SettingsError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    from server.app import serve as run_server  # imports distributed, which sets its log levels
+
+    # Dask's own chatter stays at WARNING, as LocalCluster's silence_logs does.
+    dask_level = max(logging.WARNING, logging.getLevelName(log_level.upper()))
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(dask_level)
+
+    try:
+        asyncio.run(run_server(settings))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,173 @@
+"""The server's settings: one frozen object, filled from CLI flags and ``DASK_COMPUTE_*``.
+
+Precedence is CLI flag > environment variable > default. :meth:`Settings.from_env`
+takes the environment as an argument so tests never touch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+ENV_PREFIX = "DASK_COMPUTE_"
+
+#: Scheduler names a job may ask for, in the order GetClusterInfo lists them.
+SCHEDULERS = ("distributed", "threads", "processes", "synchronous")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _parse_optional_int(value: str) -> int | None:
+    value = value.strip()
+    return None if value.lower() in {"", "auto", "none"} else int(value)
+
+
+def _parse_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told.
+
+    Each field has a ``DASK_COMPUTE_<FIELD>`` environment variable (for example
+    ``DASK_COMPUTE_N_WORKERS``) and a CLI flag (``--n-workers``).
+
+    Attributes:
+        host: Address to bind the gRPC server to. Defaults to loopback.
+        port: TCP port; 0 picks a free one (the chosen port is logged).
+        scheduler_address: An existing Dask scheduler to use instead of
+            starting a LocalCluster. Empty starts a LocalCluster.
+        n_workers: LocalCluster workers; ``None`` sizes to the machine, as
+            ``LocalCluster()`` does.
+        threads_per_worker: Threads per LocalCluster worker; ``None`` lets
+            Dask choose.
+        processes: Whether LocalCluster workers are processes (``True``) or
+            threads in the server's process.
+        memory_limit: LocalCluster memory limit per worker ("auto", bytes, or
+            a string such as "4GiB").
+        dashboard_address: Where LocalCluster serves the Dask dashboard
+            (":8787", ":0" for any free port); empty turns it off.
+        functions: Python modules to import for their named functions.
+        default_scheduler: Scheduler of jobs that do not name one.
+        local_threads: Threads in the pool of the ``threads`` scheduler;
+            ``None`` means the machine's CPU count.
+        local_processes: Processes in the pool of the ``processes``
+            scheduler; ``None`` means the machine's CPU count.
+        result_ttl: Seconds a finished job's result stays readable.
+        job_ttl: Seconds a finished job's record stays listed.
+        max_jobs: Most job records kept; the oldest finished ones go first.
+        shutdown_grace: Seconds that running RPCs get to finish on SIGTERM.
+        max_message_bytes: Largest gRPC message accepted or sent, in bytes.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    scheduler_address: str = ""
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    processes: bool = True
+    memory_limit: str = "auto"
+    dashboard_address: str = ":8787"
+    functions: tuple[str, ...] = ()
+    default_scheduler: str = "distributed"
+    local_threads: int | None = None
+    local_processes: int | None = None
+    result_ttl: float = 600.0
+    job_ttl: float = 3600.0
+    max_jobs: int = 100_000
+    shutdown_grace: float = 25.0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be 0..65535, got {self.port}")
+        for name in ("n_workers", "threads_per_worker", "local_threads", "local_processes"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "n_workers" else 1):
+                raise SettingsError(f"{name} must be positive, got {value}")
+        if self.default_scheduler not in SCHEDULERS:
+            raise SettingsError(
+                f"default_scheduler must be one of {', '.join(SCHEDULERS)}, "
+                f"got {self.default_scheduler!r}"
+            )
+        for name in ("result_ttl", "job_ttl", "shutdown_grace"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
+        if self.max_jobs < 1:
+            raise SettingsError("max_jobs must be at least 1")
+        if self.max_message_bytes < 4 * 1024 * 1024:
+            raise SettingsError("max_message_bytes must be at least 4 MiB")
+        if self.scheduler_address and self.n_workers is not None:
+            raise SettingsError("n_workers only applies to a LocalCluster, not --scheduler-address")
+
+    @property
+    def local_threads_count(self) -> int:
+        """Threads in the ``threads`` scheduler's pool."""
+        return self.local_threads or os.cpu_count() or 1
+
+    @property
+    def local_processes_count(self) -> int:
+        """Processes in the ``processes`` scheduler's pool."""
+        return self.local_processes or os.cpu_count() or 1
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        """The environment variable of ``field``."""
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``DASK_COMPUTE_*`` variables, then ``overrides``.
+
+        Args:
+            environ: The environment to read (pass ``os.environ`` in production).
+            **overrides: Values that win over the environment (CLI flags);
+                ``None`` means "not given" and is skipped.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            SettingsError: A value cannot be parsed or is out of range.
+        """
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(cls.env_var(field.name))
+            if raw is None:
+                continue
+            try:
+                values[field.name] = _PARSERS.get(field.name, _parse_by_type(field))(raw)
+            except (ValueError, SettingsError) as exc:
+                raise SettingsError(f"{cls.env_var(field.name)}={raw!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse_by_type(field: dataclasses.Field) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if kind == "bool":
+        return _parse_bool
+    if kind == "int":
+        return int
+    if kind == "float":
+        return float
+    if kind == "int | None":
+        return _parse_optional_int
+    return str
+
+
+_PARSERS = {"functions": _parse_list}

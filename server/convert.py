@@ -1,0 +1,218 @@
+"""Translation between protobuf messages and the core's plain Python objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from server.core import ClusterSnapshot, JobRequest
+from server.errors import InvalidArgument
+from server.jobs import JobError, JobKind, JobRecord, JobState
+from server.registry import FunctionSpec
+from server.results import EncodedResult
+
+SCHEDULER_NAMES = {
+    pb.SCHEDULER_UNSPECIFIED: "",
+    pb.SCHEDULER_DISTRIBUTED: "distributed",
+    pb.SCHEDULER_THREADS: "threads",
+    pb.SCHEDULER_PROCESSES: "processes",
+    pb.SCHEDULER_SYNCHRONOUS: "synchronous",
+}
+SCHEDULER_ENUMS = {name: number for number, name in SCHEDULER_NAMES.items() if name}
+
+FORMAT_NAMES = {
+    pb.RESULT_FORMAT_UNSPECIFIED: "auto",
+    pb.RESULT_FORMAT_JSON: "json",
+    pb.RESULT_FORMAT_PICKLE: "pickle",
+}
+FORMAT_ENUMS = {name: number for number, name in FORMAT_NAMES.items()}
+
+STATE_ENUMS = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+STATE_NAMES = {number: state for state, number in STATE_ENUMS.items()}
+
+KIND_ENUMS = {
+    JobKind.FUNCTION: pb.JOB_KIND_FUNCTION,
+    JobKind.PICKLED_CALL: pb.JOB_KIND_PICKLED_CALL,
+    JobKind.GRAPH: pb.JOB_KIND_GRAPH,
+}
+
+WORKER_TYPES = {
+    "processes": pb.WORKER_TYPE_PROCESSES,
+    "threads": pb.WORKER_TYPE_THREADS,
+    "": pb.WORKER_TYPE_UNSPECIFIED,
+}
+
+_SERIALIZERS = (pb.SERIALIZER_UNSPECIFIED, pb.SERIALIZER_CLOUDPICKLE)
+
+
+def _enum(table: dict, number: int, what: str, enum_type: Any) -> Any:
+    try:
+        return table[number]
+    except KeyError:
+        known = ", ".join(enum_type.Name(n) for n in table)
+        raise InvalidArgument(f"{what} {number} is not one of {known}") from None
+
+
+def result_format(number: int) -> str:
+    """The core's name of a ``ResultFormat``."""
+    return _enum(FORMAT_NAMES, number, "result_format", pb.ResultFormat)
+
+
+def timeout(duration: Any) -> float | None:
+    """Seconds from a ``Duration``; zero means no timeout (``None``)."""
+    seconds = duration.seconds + duration.nanos / 1e9
+    if seconds < 0:
+        raise InvalidArgument("timeout must not be negative")
+    return seconds or None
+
+
+def job_request(spec: pb.JobSpec) -> JobRequest:
+    """The core's :class:`JobRequest` from a ``JobSpec``."""
+    scheduler = _enum(SCHEDULER_NAMES, spec.scheduler, "scheduler", pb.Scheduler)
+    fmt = result_format(spec.result_format)
+    common = {"scheduler": scheduler, "result_format": fmt, "name": spec.name}
+    work = spec.WhichOneof("work")
+    if work == "call":
+        if not spec.call.function:
+            raise InvalidArgument("call.function is required: name a function from ListFunctions")
+        return JobRequest(
+            kind=JobKind.FUNCTION,
+            function=spec.call.function,
+            args=json_format.MessageToDict(spec.call.args) if spec.call.HasField("args") else [],
+            kwargs=(
+                json_format.MessageToDict(spec.call.kwargs) if spec.call.HasField("kwargs") else {}
+            ),
+            **common,
+        )
+    if work in ("pickled_call", "graph"):
+        message = getattr(spec, work)
+        if message.serializer not in _SERIALIZERS:
+            raise InvalidArgument(f"{work}.serializer {message.serializer} is not supported")
+        kind = JobKind.PICKLED_CALL if work == "pickled_call" else JobKind.GRAPH
+        return JobRequest(kind=kind, payload=message.payload, **common)
+    raise InvalidArgument("job has no work: set one of call, pickled_call or graph")
+
+
+def states(numbers: Iterable[int]) -> list[JobState]:
+    """Job states from a ListJobs filter (UNSPECIFIED is ignored)."""
+    out = []
+    for number in numbers:
+        if number == pb.JOB_STATE_UNSPECIFIED:
+            continue
+        out.append(_enum(STATE_NAMES, number, "state", pb.JobState))
+    return out
+
+
+def _timestamp(message: Any, seconds: float | None) -> None:
+    if seconds is not None:
+        message.FromNanoseconds(int(seconds * 1e9))
+
+
+def job(record: JobRecord) -> pb.Job:
+    """A ``Job`` message from a record."""
+    message = pb.Job(
+        job_id=record.job_id,
+        state=STATE_ENUMS[record.state],
+        scheduler=SCHEDULER_ENUMS[record.scheduler],
+        kind=KIND_ENUMS[record.kind],
+        target=record.target,
+        name=record.name,
+        cancel_reason=record.cancel_reason,
+        result_available=record.result_available,
+    )
+    _timestamp(message.submit_time, record.submit_time)
+    _timestamp(message.start_time, record.start_time)
+    _timestamp(message.finish_time, record.finish_time)
+    if record.error is not None:
+        message.error.CopyFrom(job_error(record.error))
+    return message
+
+
+def job_error(error: JobError) -> pb.JobError:
+    """A ``JobError`` message."""
+    return pb.JobError(
+        type=error.type,
+        message=error.message,
+        traceback=error.traceback,
+        pickled_exception=error.pickled_exception,
+    )
+
+
+def result(encoded: EncodedResult) -> pb.Result:
+    """A ``Result`` message."""
+    if encoded.format == "json":
+        value = struct_pb2.Value()
+        json_format.ParseDict(encoded.json, value)
+        return pb.Result(
+            json=value, format=pb.RESULT_FORMAT_JSON, size_bytes=encoded.size_bytes
+        )
+    return pb.Result(
+        pickle=encoded.pickle,
+        format=pb.RESULT_FORMAT_PICKLE,
+        serializer=pb.SERIALIZER_CLOUDPICKLE,
+        size_bytes=encoded.size_bytes,
+    )
+
+
+def cluster(snapshot: ClusterSnapshot | None) -> pb.ClusterInfo:
+    """A ``ClusterInfo`` message (empty when there is no snapshot yet)."""
+    if snapshot is None:
+        return pb.ClusterInfo()
+    return pb.ClusterInfo(
+        scheduler_address=snapshot.scheduler_address,
+        dashboard_link=snapshot.dashboard_link,
+        worker_type=WORKER_TYPES[snapshot.worker_type],
+        n_workers=snapshot.n_workers,
+        total_threads=snapshot.total_threads,
+        total_memory_bytes=snapshot.total_memory,
+        workers=[
+            pb.WorkerInfo(
+                address=w.address,
+                name=w.name,
+                nthreads=w.nthreads,
+                memory_limit_bytes=w.memory_limit,
+                memory_bytes=w.memory,
+                tasks_in_flight=w.tasks_in_flight,
+            )
+            for w in snapshot.workers
+        ],
+    )
+
+
+def versions(values: dict[str, str]) -> pb.Versions:
+    """A ``Versions`` message, with this process's grpcio and protobuf added."""
+    import google.protobuf
+    import grpc
+
+    return pb.Versions(grpcio=grpc.__version__, protobuf=google.protobuf.__version__, **values)
+
+
+def function(spec: FunctionSpec) -> pb.Function:
+    """A ``Function`` message describing a named function."""
+    params = []
+    for p in spec.parameters:
+        param = pb.Parameter(
+            name=p.name, type=p.json_type, required=p.required, keyword_only=p.keyword_only
+        )
+        if not p.required:
+            try:
+                json_format.ParseDict(p.default, param.default)
+            except (json_format.ParseError, TypeError, ValueError):
+                param.ClearField("default")  # a default with no JSON form is left out
+        params.append(param)
+    return pb.Function(
+        name=spec.name,
+        description=spec.description,
+        parameters=params,
+        returns=spec.returns,
+        signature=spec.signature,
+    )

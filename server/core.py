@@ -1,0 +1,542 @@
+"""The service's behaviour, with no gRPC in sight.
+
+:class:`ComputeCore` owns the Dask cluster (or the connection to an existing
+scheduler), the long-lived asynchronous :class:`distributed.Client`, the local
+schedulers' pools, the named-function registry and the job table. It takes and
+returns plain Python objects and raises :mod:`server.errors`; the servicer only
+translates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import platform
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from server import _pickle, results
+from server.config import SCHEDULERS, Settings
+from server.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from server.execution import Executors, Work
+from server.jobs import (
+    JobError,
+    JobKind,
+    JobRecord,
+    JobState,
+    JobTable,
+    MemoryJobTable,
+    new_job_id,
+)
+from server.registry import FunctionSpec, Registry
+
+logger = logging.getLogger(__name__)
+
+#: Payloads smaller than this are unpickled on the event loop; larger ones in a thread.
+INLINE_LOAD_LIMIT = 64 * 1024
+#: How often the cached cluster snapshot (sent with each Run) is refreshed, in seconds.
+SNAPSHOT_INTERVAL = 2.0
+#: How often expired results and records are dropped, in seconds.
+JANITOR_INTERVAL = 30.0
+
+_NO_RESULT = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """What a caller asks to run.
+
+    Attributes:
+        kind: Which of the fields below carry the work.
+        function: The named function (``JobKind.FUNCTION``).
+        args: Its positional arguments, decoded JSON.
+        kwargs: Its keyword arguments, decoded JSON.
+        payload: Serialized work (``PICKLED_CALL`` and ``GRAPH``).
+        scheduler: A name from :data:`server.config.SCHEDULERS`, or "" for the default.
+        result_format: "auto", "json" or "pickle".
+        name: The caller's label.
+    """
+
+    kind: JobKind
+    function: str = ""
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    payload: bytes = b""
+    scheduler: str = ""
+    result_format: str = "auto"
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSnapshot:
+    """One worker as the scheduler last saw it."""
+
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int
+    memory: int
+    tasks_in_flight: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSnapshot:
+    """The cluster as the scheduler last described it."""
+
+    scheduler_address: str
+    dashboard_link: str
+    worker_type: str  # "processes", "threads" or "" when unknown
+    n_workers: int
+    total_threads: int
+    total_memory: int
+    workers: tuple[WorkerSnapshot, ...]
+
+
+@dataclasses.dataclass
+class _Runtime:
+    """What the core holds for a job besides its record."""
+
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    result: Any = _NO_RESULT
+    cancel_reason: str = ""
+
+
+_IN_FLIGHT_STATES = ("executing", "ready", "waiting", "constrained", "fetch", "flight")
+
+
+class ComputeCore:
+    """Runs jobs on a Dask cluster; see the module docstring.
+
+    Args:
+        settings: The server's settings.
+        registry: The named functions offered.
+        job_table: Where job records live; defaults to memory.
+    """
+
+    def __init__(
+        self, settings: Settings, registry: Registry, job_table: JobTable | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.jobs: JobTable = job_table if job_table is not None else MemoryJobTable()
+        self._runtimes: dict[str, _Runtime] = {}
+        self._cluster: Any = None
+        self._client: Any = None
+        self._executors: Executors | None = None
+        self._snapshot: ClusterSnapshot | None = None
+        self._background: list[asyncio.Task] = []
+        self._draining = False
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start (or connect to) the cluster, the client and the local pools."""
+        from distributed import Client, LocalCluster
+
+        s = self.settings
+        if s.scheduler_address:
+            logger.info("connecting to the Dask scheduler at %s", s.scheduler_address)
+            self._client = await Client(
+                s.scheduler_address, asynchronous=True, set_as_default=False
+            )
+        else:
+            self._cluster = await LocalCluster(
+                n_workers=s.n_workers,
+                threads_per_worker=s.threads_per_worker,
+                processes=s.processes,
+                memory_limit=s.memory_limit,
+                dashboard_address=s.dashboard_address or None,
+                asynchronous=True,
+            )
+            self._client = await Client(self._cluster, asynchronous=True, set_as_default=False)
+        self._tune_client(self._client)
+        self._executors = Executors(self._client, s.local_threads_count, s.local_processes_count)
+        await self.cluster_info()
+        self._background = [
+            asyncio.create_task(self._executors.warm_up(), name="warm-up"),
+            asyncio.create_task(self._refresh_snapshot(), name="snapshot"),
+            asyncio.create_task(self._janitor(), name="janitor"),
+        ]
+        logger.info(
+            "Dask cluster ready: %s, %d workers, %d threads",
+            self._snapshot.scheduler_address,
+            self._snapshot.n_workers,
+            self._snapshot.total_threads,
+        )
+
+    @staticmethod
+    def _tune_client(client: Any) -> None:
+        # A default Client batches its messages to the scheduler every 10 ms,
+        # which dominates a trivial job's round trip. The service owns this
+        # client and sends a steady stream of small updates, so it flushes
+        # sooner; BatchedSend still coalesces whatever arrives within 1 ms.
+        comm = getattr(client, "scheduler_comm", None)
+        if comm is not None and hasattr(comm, "interval"):
+            comm.interval = 0.001
+
+    def drain(self) -> None:
+        """Refuse new jobs (UNAVAILABLE) while running ones finish."""
+        self._draining = True
+
+    async def close(self) -> None:
+        """Cancel unfinished jobs, then close the client, the cluster and the pools."""
+        if self._closing:
+            return
+        self._closing = True
+        for job_id, runtime in list(self._runtimes.items()):
+            if runtime.task is not None and not runtime.task.done():
+                self._cancel(job_id, "the server shut down")
+        pending = [rt.task for rt in self._runtimes.values() if rt.task is not None]
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*pending, *self._background, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+        if self._cluster is not None:
+            await self._cluster.close()
+        if self._executors is not None:
+            self._executors.close()
+        logger.info("Dask client and cluster closed")
+
+    @property
+    def ready(self) -> bool:
+        """Whether the core accepts jobs."""
+        return self._executors is not None and not (self._draining or self._closing)
+
+    def _check_ready(self) -> Executors:
+        """The pools, if the core accepts new jobs."""
+        if self._draining:
+            raise Unavailable("the server is shutting down; retry against another instance")
+        return self._pools()
+
+    def _pools(self) -> Executors:
+        """The pools, for work on behalf of jobs already accepted."""
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry against another instance")
+        if self._executors is None:
+            raise Unavailable("the Dask cluster is still starting; retry shortly")
+        return self._executors
+
+    # -- cluster -------------------------------------------------------------
+
+    async def cluster_info(self) -> ClusterSnapshot:
+        """Ask the scheduler for a fresh description of the cluster."""
+        if self._client is None:
+            raise Unavailable("the Dask cluster is still starting; retry shortly")
+        try:
+            identity = await self._client.scheduler.identity(n_workers=-1)
+        except OSError as exc:
+            raise Unavailable(f"the Dask scheduler is unreachable: {exc}") from exc
+        self._snapshot = self._make_snapshot(identity)
+        return self._snapshot
+
+    def cluster_snapshot(self) -> ClusterSnapshot | None:
+        """The cluster as last seen (at most a few seconds old), without asking."""
+        return self._snapshot
+
+    def _make_snapshot(self, identity: Mapping[str, Any]) -> ClusterSnapshot:
+        workers = []
+        for address, info in sorted(identity.get("workers", {}).items()):
+            metrics = info.get("metrics", {})
+            counts = metrics.get("task_counts", {}) or {}
+            workers.append(
+                WorkerSnapshot(
+                    address=address,
+                    name=str(info.get("name", "")),
+                    nthreads=int(info.get("nthreads", 0)),
+                    memory_limit=int(info.get("memory_limit") or 0),
+                    memory=int(metrics.get("memory") or 0),
+                    tasks_in_flight=sum(int(counts.get(s, 0)) for s in _IN_FLIGHT_STATES),
+                )
+            )
+        if self._cluster is not None:
+            worker_type = "processes" if self.settings.processes else "threads"
+        elif workers:
+            nannies = [w.get("nanny") for w in identity.get("workers", {}).values()]
+            worker_type = "processes" if all(nannies) else "threads"
+        else:
+            worker_type = ""
+        return ClusterSnapshot(
+            scheduler_address=str(identity.get("address", "")),
+            dashboard_link=self._dashboard_link(),
+            worker_type=worker_type,
+            n_workers=len(workers),
+            total_threads=sum(w.nthreads for w in workers),
+            total_memory=sum(w.memory_limit for w in workers),
+            workers=tuple(workers),
+        )
+
+    def _dashboard_link(self) -> str:
+        try:
+            return str(self._client.dashboard_link or "")
+        except Exception:  # no dashboard: distributed raises rather than returning None
+            return ""
+
+    async def _refresh_snapshot(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            try:
+                await self.cluster_info()
+            except Exception as exc:  # keep the last snapshot; health reports the outage
+                logger.debug("cluster snapshot refresh failed: %s", exc)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the software this server runs."""
+        import cloudpickle
+        import dask
+        import distributed
+
+        from server import __version__
+
+        return {
+            "python": platform.python_version(),
+            "dask": dask.__version__,
+            "distributed": distributed.__version__,
+            "cloudpickle": cloudpickle.__version__,
+            "service": __version__,
+        }
+
+    def schedulers(self) -> tuple[str, ...]:
+        """The schedulers that jobs may name."""
+        return SCHEDULERS
+
+    def functions(self) -> list[FunctionSpec]:
+        """The named functions, sorted by name."""
+        return list(self.registry)
+
+    # -- jobs ----------------------------------------------------------------
+
+    async def submit(self, request: JobRequest) -> JobRecord:
+        """Validate and accept a job, start it, and return its record.
+
+        Raises:
+            InvalidArgument: Bad scheduler, format, arguments or payload.
+            FunctionNotFound: No such named function.
+            Unavailable: The core is starting or stopping.
+        """
+        executors = self._check_ready()
+        scheduler = request.scheduler or self.settings.default_scheduler
+        if scheduler not in SCHEDULERS:
+            raise InvalidArgument(
+                f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}"
+            )
+        if request.result_format not in results.FORMATS:
+            raise InvalidArgument(
+                f"unknown result format {request.result_format!r}; "
+                f"use one of {', '.join(results.FORMATS)}"
+            )
+        if len(request.name) > 256:
+            raise InvalidArgument("job name must be at most 256 characters")
+        work, target = await self._prepare(request)
+        record = self.jobs.insert(
+            JobRecord(
+                job_id=new_job_id(),
+                state=JobState.QUEUED,
+                scheduler=scheduler,
+                kind=request.kind,
+                target=target,
+                name=request.name,
+                result_format=request.result_format,
+                submit_time=time.time(),
+            )
+        )
+        runtime = self._runtimes[record.job_id] = _Runtime()
+        runtime.task = asyncio.create_task(
+            self._run_job(executors, record.job_id, work, scheduler, target)
+        )
+        logger.debug("job %s submitted: %s on %s", record.job_id, target, scheduler)
+        return record
+
+    async def run(self, request: JobRequest) -> JobRecord:
+        """Submit a job and wait for it to finish.
+
+        If the caller stops waiting (its RPC is cancelled), the job is
+        cancelled too: nobody is left to read its result.
+        """
+        record = await self.submit(request)
+        try:
+            await self._runtimes[record.job_id].done.wait()
+        except asyncio.CancelledError:
+            self._cancel(record.job_id, "the caller of Run went away")
+            raise
+        return self.jobs.get(record.job_id)
+
+    async def _prepare(self, request: JobRequest) -> tuple[Work, str]:
+        if request.kind is JobKind.FUNCTION:
+            spec = self.registry.get(request.function)
+            args, kwargs = spec.bind(request.args, request.kwargs)
+            return Work(call=(spec.func, tuple(args), kwargs), lazy=spec.lazy), spec.name
+        if request.kind is JobKind.PICKLED_CALL:
+            func, args, kwargs = await self._load(_pickle.load_call, request.payload)
+            return Work(call=(func, args, kwargs)), _pickle.describe_callable(func)
+        if request.kind is JobKind.GRAPH:
+            shape, obj, keys = await self._load(_pickle.load_graph, request.payload)
+            if shape == "graph":
+                return Work(graph=obj, keys=keys), "graph"
+            if shape == "collection":
+                return Work(collections=(obj,), single=True), "graph"
+            return Work(collections=obj), "graph"
+        raise InvalidArgument("the job carries no work: set call, pickled_call or graph")
+
+    async def _load(self, loader: Any, payload: bytes) -> Any:
+        if len(payload) < INLINE_LOAD_LIMIT:
+            return loader(payload)
+        return await self._pools().in_thread(loader, payload)
+
+    async def _run_job(
+        self, executors: Executors, job_id: str, work: Work, scheduler: str, target: str
+    ) -> None:
+        self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
+        try:
+            value = await executors.run(work, scheduler, key=f"{target}-{job_id}")
+        except asyncio.CancelledError:
+            runtime = self._runtimes.get(job_id)
+            reason = runtime.cancel_reason if runtime else ""
+            self._finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
+            return
+        except Exception as exc:
+            self._finish(job_id, JobState.FAILED, error=_job_error(exc))
+            return
+        runtime = self._runtimes.get(job_id)
+        if runtime is not None and not self.jobs.get(job_id).state.finished:
+            runtime.result = value
+            self._finish(job_id, JobState.SUCCEEDED, result_available=True)
+
+    def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
+        record = self.jobs.get(job_id)
+        if record.state.finished:
+            return record
+        now = time.time()
+        record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
+        runtime = self._runtimes.get(job_id)
+        if runtime is not None:
+            runtime.done.set()
+        logger.debug(
+            "job %s %s after %.3fs", job_id, state.value, now - (record.start_time or now)
+        )
+        return record
+
+    def _cancel(self, job_id: str, reason: str) -> JobRecord:
+        runtime = self._runtimes.get(job_id)
+        record = self._finish(job_id, JobState.CANCELLED, cancel_reason=reason)
+        if runtime is not None and runtime.task is not None:
+            runtime.cancel_reason = reason
+            runtime.task.cancel()
+        return record
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """The record of ``job_id``.
+
+        Raises:
+            JobNotFound: No such job.
+        """
+        return self.jobs.get(_check_job_id(job_id))
+
+    async def wait_job(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
+        """Wait until the job finishes or ``timeout`` seconds pass.
+
+        Returns:
+            The record, and whether the wait timed out.
+        """
+        record = self.get_job(job_id)
+        if record.state.finished:
+            return record, False
+        runtime = self._runtimes.get(job_id)
+        if runtime is None:
+            return record, True
+        try:
+            await asyncio.wait_for(runtime.done.wait(), timeout)
+        except asyncio.TimeoutError:
+            return self.jobs.get(job_id), True
+        return self.jobs.get(job_id), False
+
+    async def cancel_job(self, job_id: str, reason: str = "") -> tuple[JobRecord, bool]:
+        """Cancel a queued or running job.
+
+        Returns:
+            The record after the cancel, and whether this call cancelled it.
+        """
+        record = self.get_job(job_id)
+        if record.state.finished:
+            return record, False
+        return self._cancel(job_id, reason or "cancelled by the caller"), True
+
+    def list_jobs(
+        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        """A page of job records, newest first, and the next page's token."""
+        return self.jobs.list(states, page_size, page_token)
+
+    async def result(self, job_id: str, fmt: str = "auto") -> results.EncodedResult:
+        """The result of a succeeded job, encoded as ``fmt``.
+
+        Raises:
+            FailedPrecondition: The job has not succeeded, or JSON was asked
+                for a result that has no JSON form.
+            NotFound: The result expired.
+        """
+        record = self.get_job(job_id)
+        if record.state is not JobState.SUCCEEDED:
+            raise FailedPrecondition(
+                f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
+            )
+        runtime = self._runtimes.get(job_id)
+        value = runtime.result if runtime is not None else _NO_RESULT
+        if value is _NO_RESULT:
+            raise NotFound(
+                f"the result of job {job_id} is gone: results are kept for "
+                f"{self.settings.result_ttl:g}s after a job finishes"
+            )
+        if fmt == "auto":
+            fmt = record.result_format
+        is_function = record.kind is JobKind.FUNCTION
+        if results.small_for_inline(value):
+            return results.encode(value, fmt, is_function)
+        return await self._pools().in_thread(results.encode, value, fmt, is_function)
+
+    async def _janitor(self) -> None:
+        while True:
+            await asyncio.sleep(JANITOR_INTERVAL)
+            self.expire(time.time())
+
+    def expire(self, now: float) -> None:
+        """Drop results older than ``result_ttl`` and records older than ``job_ttl``."""
+        s = self.settings
+        for job_id in self.jobs.finished_before(now - s.result_ttl):
+            runtime = self._runtimes.get(job_id)
+            if runtime is not None and runtime.result is not _NO_RESULT:
+                runtime.result = _NO_RESULT
+                self.jobs.update(job_id, result_available=False)
+        old = set(self.jobs.finished_before(now - s.job_ttl))
+        excess = len(self.jobs) - s.max_jobs
+        if excess > 0:
+            old.update(self.jobs.oldest_finished(excess))
+        if old:
+            self.jobs.delete(old)
+            for job_id in old:
+                self._runtimes.pop(job_id, None)
+            logger.info("expired %d finished job records", len(old))
+
+
+def _check_job_id(job_id: str) -> str:
+    if not job_id:
+        raise InvalidArgument("job_id is required")
+    if len(job_id) > 128 or not job_id.isascii() or not job_id.isprintable():
+        raise NotFound(f"no job with id {job_id[:64]!r}")
+    return job_id
+
+
+def _job_error(exc: BaseException) -> JobError:
+    traceback_text = getattr(exc, "__dask_compute_traceback__", None) or _pickle.format_traceback(
+        exc
+    )
+    return JobError(
+        type=_pickle.exception_type_name(exc),
+        message=str(exc),
+        traceback=traceback_text,
+        pickled_exception=_pickle.dump_exception(exc),
+    )

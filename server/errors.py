@@ -1,0 +1,67 @@
+"""Errors the core raises, each naming the gRPC status code it maps to.
+
+The code is stored as a string so that the core needs no ``grpc`` import; the
+servicer turns it into a status in one place (:mod:`server.servicer`).
+
+Exception tree::
+
+    ServiceError                 INTERNAL
+    ├── InvalidArgument          INVALID_ARGUMENT
+    │   └── InvalidPayload       INVALID_ARGUMENT
+    ├── NotFound                 NOT_FOUND
+    │   ├── FunctionNotFound     NOT_FOUND
+    │   └── JobNotFound          NOT_FOUND
+    ├── FailedPrecondition       FAILED_PRECONDITION
+    ├── Unavailable              UNAVAILABLE
+    └── ResourceExhausted        RESOURCE_EXHAUSTED
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of the errors a caller is told about; its message is sent as is."""
+
+    status: str = "INTERNAL"
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed or names arguments the function cannot take."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class InvalidPayload(InvalidArgument):
+    """Serialized work could not be loaded."""
+
+
+class NotFound(ServiceError):
+    """Something the request names does not exist."""
+
+    status = "NOT_FOUND"
+
+
+class FunctionNotFound(NotFound):
+    """No named function by that name."""
+
+
+class JobNotFound(NotFound):
+    """No job by that id (never accepted, or its record expired)."""
+
+
+class FailedPrecondition(ServiceError):
+    """The request is valid but the job is not in a state to answer it."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class Unavailable(ServiceError):
+    """The cluster is starting, stopping or unreachable; try again later."""
+
+    status = "UNAVAILABLE"
+
+
+class ResourceExhausted(ServiceError):
+    """A limit was reached."""
+
+    status = "RESOURCE_EXHAUSTED"

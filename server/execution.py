@@ -1,0 +1,180 @@
+"""Running work on each Dask scheduler.
+
+``distributed`` runs on the long-lived cluster through the server's
+asynchronous :class:`distributed.Client`. ``threads`` and ``processes`` run
+Dask's local schedulers on pools started once and kept alive: a thread pool,
+and a process pool started with ``spawn`` (gRPC and ``fork`` do not mix,
+grpc/grpc#13873). ``synchronous`` runs in a driver thread, for debugging.
+
+Nothing here blocks the event loop: local runs and graph building happen in
+executor threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import multiprocessing
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
+
+from server import _pickle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """Validated work, ready to run.
+
+    Exactly one of ``call`` (a function with its arguments), ``collections``
+    or ``graph`` is set. ``lazy`` marks a call that returns a Dask collection
+    to be computed on the job's scheduler.
+    """
+
+    call: tuple[Callable[..., Any], tuple, dict] | None = None
+    lazy: bool = False
+    collections: tuple[Any, ...] | None = None
+    single: bool = False
+    graph: Any = None
+    keys: Any = None
+
+
+class RemoteError(Exception):
+    """An error raised in a pool process whose exception could not be pickled."""
+
+
+class Executors:
+    """The pools and the cluster client that jobs run on."""
+
+    def __init__(self, client: Any, threads: int, processes: int) -> None:
+        self.client = client
+        self._threads = concurrent.futures.ThreadPoolExecutor(threads, "dask-compute-threads")
+        # Driver threads block on dask's local schedulers and run synchronous
+        # jobs; they wait rather than compute, so they are plenty.
+        self._drivers = concurrent.futures.ThreadPoolExecutor(
+            max(32, 4 * threads), "dask-compute-driver"
+        )
+        self._processes = concurrent.futures.ProcessPoolExecutor(
+            processes, mp_context=multiprocessing.get_context("spawn")
+        )
+        self._n_processes = processes
+
+    async def warm_up(self) -> None:
+        """Start the process pool's processes before the first job needs them."""
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(self._processes, _pickle.warm_up) for _ in range(self._n_processes)
+        ]
+        pids = await asyncio.gather(*futures)
+        logger.info("processes pool ready: %d processes", len(set(pids)))
+
+    async def in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func`` in a driver thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._drivers, functools.partial(func, *args, **kwargs))
+
+    async def run(self, work: Work, scheduler: str, key: str) -> Any:
+        """Run ``work`` on ``scheduler`` and return its result.
+
+        ``key`` names the job's task on the cluster. Cancelling the awaiting
+        task cancels the cluster's futures; local runs are abandoned.
+        """
+        if work.lazy:
+            func, args, kwargs = work.call
+            collection = await self.in_thread(func, *args, **kwargs)
+            if not dask.is_dask_collection(collection):
+                return collection  # already a value: nothing left to compute
+            work = Work(collections=(collection,), single=True)
+        runner = getattr(self, f"_run_{scheduler}")
+        return await runner(work, key)
+
+    async def _run_distributed(self, work: Work, key: str) -> Any:
+        client = self.client
+        if work.call is not None:
+            func, args, kwargs = work.call
+            futures = client.submit(func, *args, key=key, pure=False, **kwargs)
+        elif work.collections is not None:
+            futures = client.compute(list(work.collections))
+        else:
+            futures = client.get(work.graph, work.keys, sync=False)
+        try:
+            result = await client.gather(futures)
+        except asyncio.CancelledError:
+            await client.cancel(futures, force=True)
+            raise
+        finally:
+            del futures
+        if work.collections is not None:
+            return result[0] if work.single else tuple(result)
+        return result
+
+    async def _run_threads(self, work: Work, key: str) -> Any:
+        if work.call is not None:
+            func, args, kwargs = work.call
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._threads, functools.partial(func, *args, **kwargs)
+            )
+        if work.collections is not None:
+            result = await self.in_thread(
+                dask.compute, *work.collections, scheduler="threads", pool=self._threads
+            )
+            return result[0] if work.single else result
+        return await self.in_thread(dask.threaded.get, work.graph, work.keys, pool=self._threads)
+
+    async def _run_processes(self, work: Work, key: str) -> Any:
+        if work.call is not None:
+            payload = await self.in_thread(_pickle.dumps, work.call)
+            loop = asyncio.get_running_loop()
+            ok, data, tb = await loop.run_in_executor(
+                self._processes, _pickle.call_in_child, payload
+            )
+            value = await self.in_thread(pickle.loads, data) if data else None
+            if ok:
+                return value
+            if isinstance(value, BaseException):
+                value.__dask_compute_traceback__ = tb
+                raise value
+            raise RemoteError(tb or "the job failed in a pool process")
+        if work.collections is not None:
+            result = await self.in_thread(
+                dask.compute, *work.collections, scheduler="processes", pool=self._processes
+            )
+            return result[0] if work.single else result
+        return await self.in_thread(
+            dask.multiprocessing.get, work.graph, work.keys, pool=self._processes
+        )
+
+    async def _run_synchronous(self, work: Work, key: str) -> Any:
+        if work.call is not None:
+            func, args, kwargs = work.call
+            return await self.in_thread(func, *args, **kwargs)
+        if work.collections is not None:
+            result = await self.in_thread(dask.compute, *work.collections, scheduler="sync")
+            return result[0] if work.single else result
+        return await self.in_thread(dask.local.get_sync, work.graph, work.keys)
+
+    def close(self) -> None:
+        """Stop the pools without waiting for abandoned work."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._drivers.shutdown(wait=False, cancel_futures=True)
+        # A pool process may be deep in an abandoned job: end it rather than
+        # wait for it. ``_processes`` has been the pool's pid->Process map
+        # since Python 3.2.
+        children = list((getattr(self._processes, "_processes", None) or {}).values())
+        self._processes.shutdown(wait=False, cancel_futures=True)
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(timeout=5)

@@ -1,0 +1,226 @@
+"""Job records and the job table: plain Python, no gRPC, no Dask.
+
+The :class:`JobTable` interface is all the rest of the server knows of where
+records live, so that durable or shared storage can replace
+:class:`MemoryJobTable` without touching the core or the servicer.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import threading
+import time
+import uuid
+from collections.abc import Collection, Iterable
+from typing import Any, Protocol
+
+from server.errors import InvalidArgument, JobNotFound
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached its final state."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobKind(str, enum.Enum):
+    """What kind of work a job carries."""
+
+    FUNCTION = "function"
+    PICKLED_CALL = "pickled_call"
+    GRAPH = "graph"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError:
+    """Why a job failed."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    pickled_exception: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    """A job's record, as the job table keeps it.
+
+    Times are seconds since the epoch; ``None`` until they happen.
+    """
+
+    job_id: str
+    state: JobState
+    scheduler: str
+    kind: JobKind
+    target: str
+    name: str = ""
+    result_format: str = "auto"
+    submit_time: float = 0.0
+    start_time: float | None = None
+    finish_time: float | None = None
+    error: JobError | None = None
+    cancel_reason: str = ""
+    result_available: bool = False
+    seq: int = 0
+
+    def replace(self, **changes: Any) -> JobRecord:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def new_job_id() -> str:
+    """A fresh, unguessable job id that says nothing about the server that made it."""
+    return uuid.uuid4().hex
+
+
+class JobTable(Protocol):
+    """Where job records live."""
+
+    def insert(self, record: JobRecord) -> JobRecord:
+        """Store a new record; returns it with its ``seq`` (ordering) filled."""
+
+    def get(self, job_id: str) -> JobRecord:
+        """The record of ``job_id``; raises :class:`JobNotFound`."""
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        """Apply ``changes`` to a record and return the new record."""
+
+    def list(
+        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        """A page of records, newest first, and the token of the next page ("" at the end)."""
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        """Forget records."""
+
+    def finished_before(self, when: float) -> list[str]:
+        """Ids of finished jobs whose finish time is before ``when``."""
+
+    def oldest_finished(self, count: int) -> list[str]:
+        """Ids of the ``count`` oldest finished jobs."""
+
+    def __len__(self) -> int: ...
+
+
+def page_bounds(page_size: int, page_token: str) -> tuple[int, int | None]:
+    """Validate paging input: returns (page size, the ``seq`` to continue below).
+
+    Raises:
+        InvalidArgument: ``page_size`` is out of range or the token is not one of ours.
+    """
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    size = page_size or DEFAULT_PAGE_SIZE
+    if not page_token:
+        return size, None
+    try:
+        text = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("ascii")
+        prefix, _, number = text.partition(":")
+        if prefix != "seq" or not number.isdigit():
+            raise ValueError(text)
+        return size, int(number)
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidArgument(
+            "page_token is not valid: pass the next_page_token of a previous ListJobs response"
+        ) from exc
+
+
+def make_page_token(seq: int) -> str:
+    """The opaque token that continues a listing below ``seq``."""
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode("ascii")).decode("ascii")
+
+
+class MemoryJobTable:
+    """A job table in the server's memory (lost on restart).
+
+    Thread-safe, so executor threads may read it; every method is O(1) except
+    listing and expiry, which scan.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, JobRecord] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def insert(self, record: JobRecord) -> JobRecord:
+        with self._lock:
+            if record.job_id in self._records:
+                raise ValueError(f"job {record.job_id} exists")
+            self._seq += 1
+            record = record.replace(seq=self._seq, submit_time=record.submit_time or time.time())
+            self._records[record.job_id] = record
+            return record
+
+    def get(self, job_id: str) -> JobRecord:
+        try:
+            return self._records[job_id]
+        except KeyError:
+            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)") from None
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        with self._lock:
+            record = self.get(job_id).replace(**changes)
+            self._records[job_id] = record
+            return record
+
+    def list(
+        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        size, below = page_bounds(page_size, page_token)
+        wanted = frozenset(states)
+        with self._lock:
+            records = list(self._records.values())
+        page: list[JobRecord] = []
+        for record in reversed(records):  # dicts keep insertion (= seq) order
+            if below is not None and record.seq >= below:
+                continue
+            if wanted and record.state not in wanted:
+                continue
+            if len(page) == size:
+                return page, make_page_token(page[-1].seq)
+            page.append(record)
+        return page, ""
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                self._records.pop(job_id, None)
+
+    def finished_before(self, when: float) -> list[str]:
+        with self._lock:
+            return [
+                r.job_id
+                for r in self._records.values()
+                if r.state.finished and r.finish_time is not None and r.finish_time < when
+            ]
+
+    def oldest_finished(self, count: int) -> list[str]:
+        """Ids of the ``count`` oldest finished jobs."""
+        with self._lock:
+            out = []
+            for r in self._records.values():
+                if len(out) >= count:
+                    break
+                if r.state.finished:
+                    out.append(r.job_id)
+            return out
+
+    def __len__(self) -> int:
+        return len(self._records)

@@ -1,0 +1,100 @@
+"""Encoding a job's result as JSON or cloudpickle bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from server import _pickle
+from server.errors import FailedPrecondition
+
+FORMATS = ("auto", "json", "pickle")
+
+#: Results smaller than this are pickled on the event loop; larger ones in a thread.
+INLINE_PICKLE_LIMIT = 64 * 1024
+_MAX_DEPTH = 64
+
+
+class NotJSON(TypeError):
+    """A value has no JSON form."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedResult:
+    """A result ready to send: a JSON-compatible value or pickle bytes."""
+
+    format: str
+    json: Any = None
+    pickle: bytes = b""
+    size_bytes: int = 0
+
+
+def to_json(value: Any, _depth: int = 0) -> Any:
+    """``value`` as plain JSON types (dict, list, str, float/int, bool, None).
+
+    NumPy scalars become Python numbers and tuples become lists. Non-finite
+    floats, non-string keys and other objects have no JSON form.
+
+    Raises:
+        NotJSON: naming the first part that has no JSON form.
+    """
+    if _depth > _MAX_DEPTH:
+        raise NotJSON(f"nested deeper than {_MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if abs(value) > 2**53:
+            raise NotJSON(f"integer {value} is too large for a JSON number")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NotJSON(f"{value} is not a finite number")
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == () and hasattr(value, "dtype"):
+        return to_json(item(), _depth + 1)  # NumPy scalar or 0-d array
+    if isinstance(value, (list, tuple)):
+        return [to_json(v, _depth + 1) for v in value]
+    if isinstance(value, Mapping):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise NotJSON(f"dict key {key!r} is not a string")
+            out[key] = to_json(v, _depth + 1)
+        return out
+    cls = type(value)
+    raise NotJSON(f"{cls.__module__}.{cls.__qualname__}")
+
+
+def small_for_inline(value: Any) -> bool:
+    """Whether pickling ``value`` is cheap enough to do on the event loop."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    return isinstance(value, (str, bytes)) and len(value) < INLINE_PICKLE_LIMIT
+
+
+def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
+    """Encode ``value`` as ``fmt`` ("auto" is JSON for named calls that allow it).
+
+    Raises:
+        FailedPrecondition: JSON was asked for but the value has none.
+    """
+    if fmt == "json" or (fmt == "auto" and is_function):
+        try:
+            data = to_json(value)
+        except NotJSON as exc:
+            if fmt == "json":
+                raise FailedPrecondition(
+                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE"
+                ) from exc
+        else:
+            return EncodedResult("json", json=data, size_bytes=_json_size(data))
+    blob = _pickle.dumps(value)
+    return EncodedResult("pickle", pickle=blob, size_bytes=len(blob))
+
+
+def _json_size(data: Any) -> int:
+    return len(json.dumps(data, separators=(",", ":")))

@@ -1,0 +1,115 @@
+"""The gRPC servicer: translates requests for :class:`server.core.ComputeCore` and back.
+
+Each RPC converts its request, calls one core method and converts the result.
+:func:`_translate_errors` maps :mod:`server.errors` to status codes in one place;
+anything unexpected is logged with its traceback and answered ``INTERNAL``
+with a fixed message, never with the exception's text.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from server import convert
+from server.core import ComputeCore
+from server.errors import ServiceError
+from server.jobs import JobState
+
+logger = logging.getLogger(__name__)
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def _translate_errors(method: Handler) -> Handler:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except ServiceError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            logger.exception("%s failed unexpectedly (incident %s)", method.__name__, incident)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error in {method.__name__} (incident {incident}); "
+                "the server log has the details",
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ComputeServicer(pb_grpc.ComputeServiceServicer):
+    """``compute.v1.ComputeService`` over a :class:`ComputeCore`."""
+
+    def __init__(self, core: ComputeCore) -> None:
+        self.core = core
+
+    @_translate_errors
+    async def GetClusterInfo(self, request: pb.GetClusterInfoRequest, context: Any) -> Any:
+        snapshot = await self.core.cluster_info()
+        return pb.GetClusterInfoResponse(
+            cluster=convert.cluster(snapshot),
+            versions=convert.versions(self.core.versions()),
+            schedulers=[convert.SCHEDULER_ENUMS[s] for s in self.core.schedulers()],
+            default_scheduler=convert.SCHEDULER_ENUMS[self.core.settings.default_scheduler],
+        )
+
+    @_translate_errors
+    async def ListFunctions(self, request: pb.ListFunctionsRequest, context: Any) -> Any:
+        return pb.ListFunctionsResponse(
+            functions=[convert.function(spec) for spec in self.core.functions()]
+        )
+
+    @_translate_errors
+    async def Run(self, request: pb.RunRequest, context: Any) -> Any:
+        record = await self.core.run(convert.job_request(request.job))
+        response = pb.RunResponse(
+            job=convert.job(record), cluster=convert.cluster(self.core.cluster_snapshot())
+        )
+        if record.state is JobState.SUCCEEDED:
+            response.result.CopyFrom(convert.result(await self.core.result(record.job_id)))
+        return response
+
+    @_translate_errors
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> Any:
+        record = await self.core.submit(convert.job_request(request.job))
+        return pb.SubmitJobResponse(job=convert.job(record))
+
+    @_translate_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:
+        return pb.GetJobResponse(job=convert.job(self.core.get_job(request.job_id)))
+
+    @_translate_errors
+    async def WaitJob(self, request: pb.WaitJobRequest, context: Any) -> Any:
+        timeout = convert.timeout(request.timeout) if request.HasField("timeout") else None
+        fmt = convert.result_format(request.result_format)
+        record, timed_out = await self.core.wait_job(request.job_id, timeout)
+        response = pb.WaitJobResponse(job=convert.job(record), timed_out=timed_out)
+        if record.state is JobState.SUCCEEDED:
+            response.result.CopyFrom(convert.result(await self.core.result(record.job_id, fmt)))
+        return response
+
+    @_translate_errors
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> Any:
+        record, cancelled = await self.core.cancel_job(request.job_id, request.reason[:1024])
+        return pb.CancelJobResponse(job=convert.job(record), cancelled=cancelled)
+
+    @_translate_errors
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> Any:
+        records, token = self.core.list_jobs(
+            convert.states(request.states), request.page_size, request.page_token
+        )
+        return pb.ListJobsResponse(
+            jobs=[convert.job(r) for r in records], next_page_token=token
+        )
