@@ -113,9 +113,9 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def dump_exception(exc: BaseException) -> bytes:
-    """The exception cloudpickled, or ``b""`` when it cannot be."""
+    """The exception cloudpickled without its traceback (sent as text), or ``b""``."""
     try:
-        return dumps(exc)
+        return dumps(exc.with_traceback(None))
     except Exception:
         return b""
 

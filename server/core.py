@@ -19,7 +19,13 @@ from typing import Any
 
 from server import _pickle, results
 from server.config import SCHEDULERS, Settings
-from server.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
 from server.execution import Executors, Work
 from server.jobs import (
     JobError,
@@ -36,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Payloads smaller than this are unpickled on the event loop; larger ones in a thread.
 INLINE_LOAD_LIMIT = 64 * 1024
+#: Most jobs in one SubmitJobs call.
+MAX_BATCH = 10_000
 #: How often the cached cluster snapshot (sent with each Run) is refreshed, in seconds.
 SNAPSHOT_INTERVAL = 2.0
 #: How often expired results and records are dropped, in seconds.
@@ -319,6 +327,30 @@ class ComputeCore:
             Unavailable: The core is starting or stopping.
         """
         executors = self._check_ready()
+        prepared = await self._validate(request)
+        return self._accept(executors, request, *prepared)
+
+    async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobRecord]:
+        """Validate every job, then accept them all; nothing is accepted if one is invalid.
+
+        Raises:
+            InvalidArgument: A job is invalid (the message says which, by index),
+                or the batch is empty or larger than :data:`MAX_BATCH`.
+        """
+        executors = self._check_ready()
+        if not requests:
+            raise InvalidArgument("jobs is empty: submit at least one job")
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} jobs per batch, got {len(requests)}")
+        prepared = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(await self._validate(request))
+            except ServiceError as exc:
+                raise type(exc)(f"jobs[{index}]: {exc}") from exc
+        return [self._accept(executors, r, *p) for r, p in zip(requests, prepared)]
+
+    async def _validate(self, request: JobRequest) -> tuple[Work, str, str]:
         scheduler = request.scheduler or self.settings.default_scheduler
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(
@@ -332,6 +364,11 @@ class ComputeCore:
         if len(request.name) > 256:
             raise InvalidArgument("job name must be at most 256 characters")
         work, target = await self._prepare(request)
+        return work, target, scheduler
+
+    def _accept(
+        self, executors: Executors, request: JobRequest, work: Work, target: str, scheduler: str
+    ) -> JobRecord:
         record = self.jobs.insert(
             JobRecord(
                 job_id=new_job_id(),

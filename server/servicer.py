@@ -25,6 +25,9 @@ from server.jobs import JobState
 
 logger = logging.getLogger(__name__)
 
+#: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
+ERROR_KEY = "dask-compute-error"
+
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
@@ -34,7 +37,13 @@ def _translate_errors(method: Handler) -> Handler:
         try:
             return await method(self, request, context)
         except ServiceError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+            # The error's class name lets clients tell, say, a missing function
+            # from a missing job without parsing the message.
+            await context.abort(
+                getattr(grpc.StatusCode, exc.status),
+                str(exc),
+                trailing_metadata=((ERROR_KEY, type(exc).__name__),),
+            )
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -85,6 +94,11 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> Any:
         record = await self.core.submit(convert.job_request(request.job))
         return pb.SubmitJobResponse(job=convert.job(record))
+
+    @_translate_errors
+    async def SubmitJobs(self, request: pb.SubmitJobsRequest, context: Any) -> Any:
+        records = await self.core.submit_many([convert.job_request(j) for j in request.jobs])
+        return pb.SubmitJobsResponse(jobs=[convert.job(r) for r in records])
 
     @_translate_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:

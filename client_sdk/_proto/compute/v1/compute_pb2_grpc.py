@@ -55,6 +55,11 @@ class ComputeServiceStub:
                 request_serializer=compute_dot_v1_dot_compute__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_compute__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/compute.v1.ComputeService/SubmitJobs',
+                request_serializer=compute_dot_v1_dot_compute__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/compute.v1.ComputeService/GetJob',
                 request_serializer=compute_dot_v1_dot_compute__pb2.GetJobRequest.SerializeToString,
@@ -116,6 +121,15 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJobs(self, request, context):
+        """SubmitJobs accepts many jobs in one round trip (what `client.map` uses)
+        and returns their records in the order given. The batch is validated
+        whole: if any job is invalid, none is accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetJob(self, request, context):
         """GetJob returns a job's record as it is now.
         """
@@ -170,6 +184,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=compute_dot_v1_dot_compute__pb2.SubmitJobRequest.FromString,
                     response_serializer=compute_dot_v1_dot_compute__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -301,6 +320,33 @@ class ComputeService:
             '/compute.v1.ComputeService/SubmitJob',
             compute_dot_v1_dot_compute__pb2.SubmitJobRequest.SerializeToString,
             compute_dot_v1_dot_compute__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.ComputeService/SubmitJobs',
+            compute_dot_v1_dot_compute__pb2.SubmitJobsRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,261 @@
+"""All conversions between protobuf messages and the SDK's plain types."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+
+from client_sdk import _pickle
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk.errors import InvalidArguments, JobCancelled, JobFailed, StatusCode
+from client_sdk.types import (
+    SCHEDULERS,
+    ClusterInfo,
+    FunctionInfo,
+    JobError,
+    JobInfo,
+    JobState,
+    Parameter,
+    Versions,
+    WorkerInfo,
+)
+
+SCHEDULER_ENUMS = {
+    None: pb.SCHEDULER_UNSPECIFIED,
+    "distributed": pb.SCHEDULER_DISTRIBUTED,
+    "threads": pb.SCHEDULER_THREADS,
+    "processes": pb.SCHEDULER_PROCESSES,
+    "synchronous": pb.SCHEDULER_SYNCHRONOUS,
+    "sync": pb.SCHEDULER_SYNCHRONOUS,  # dask's own alias
+    "single-threaded": pb.SCHEDULER_SYNCHRONOUS,
+}
+SCHEDULER_NAMES = {
+    pb.SCHEDULER_UNSPECIFIED: "",
+    pb.SCHEDULER_DISTRIBUTED: "distributed",
+    pb.SCHEDULER_THREADS: "threads",
+    pb.SCHEDULER_PROCESSES: "processes",
+    pb.SCHEDULER_SYNCHRONOUS: "synchronous",
+}
+FORMAT_ENUMS = {
+    "auto": pb.RESULT_FORMAT_UNSPECIFIED,
+    "json": pb.RESULT_FORMAT_JSON,
+    "pickle": pb.RESULT_FORMAT_PICKLE,
+}
+STATE_NAMES = {
+    pb.JOB_STATE_QUEUED: JobState.QUEUED,
+    pb.JOB_STATE_RUNNING: JobState.RUNNING,
+    pb.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
+    pb.JOB_STATE_FAILED: JobState.FAILED,
+    pb.JOB_STATE_CANCELLED: JobState.CANCELLED,
+}
+STATE_ENUMS = {state: number for number, state in STATE_NAMES.items()}
+KIND_NAMES = {
+    pb.JOB_KIND_FUNCTION: "function",
+    pb.JOB_KIND_PICKLED_CALL: "pickled_call",
+    pb.JOB_KIND_GRAPH: "graph",
+}
+WORKER_TYPES = {
+    pb.WORKER_TYPE_PROCESSES: "processes",
+    pb.WORKER_TYPE_THREADS: "threads",
+    pb.WORKER_TYPE_UNSPECIFIED: "",
+}
+
+
+def scheduler(name: str | None) -> int:
+    """The ``Scheduler`` enum of a scheduler name (``None``: the server's default)."""
+    try:
+        return SCHEDULER_ENUMS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}"
+        ) from None
+
+
+def result_format(name: str) -> int:
+    """The ``ResultFormat`` enum of "auto", "json" or "pickle"."""
+    try:
+        return FORMAT_ENUMS[name]
+    except KeyError:
+        raise ValueError(f"unknown result format {name!r}; use auto, json or pickle") from None
+
+
+def function_call_spec(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    scheduler_name: str | None,
+    fmt: str = "pickle",
+    label: str = "",
+) -> pb.JobSpec:
+    """A ``JobSpec`` calling a named function with JSON arguments."""
+    spec = pb.JobSpec(
+        scheduler=scheduler(scheduler_name), result_format=result_format(fmt), name=label
+    )
+    spec.call.function = name
+    try:
+        spec.call.args.extend(list(args))
+        spec.call.kwargs.update(dict(kwargs))
+    except (ValueError, TypeError) as exc:
+        raise InvalidArguments(
+            StatusCode.INVALID_ARGUMENT,
+            f"arguments of named function {name!r} must be JSON values: {exc}; "
+            "use submit() to send Python objects",
+        ) from exc
+    return spec
+
+
+def pickled_call_spec(
+    func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], scheduler_name: str | None, label: str = ""
+) -> pb.JobSpec:
+    """A ``JobSpec`` carrying a cloudpickled call."""
+    return pb.JobSpec(
+        pickled_call=pb.PickledCall(
+            payload=_pickle.dump_call(func, args, kwargs), serializer=pb.SERIALIZER_CLOUDPICKLE
+        ),
+        scheduler=scheduler(scheduler_name),
+        result_format=pb.RESULT_FORMAT_PICKLE,
+        name=label,
+    )
+
+
+def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobSpec:
+    """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
+    return pb.JobSpec(
+        graph=pb.DaskGraph(payload=_pickle.dump_graph(obj), serializer=pb.SERIALIZER_CLOUDPICKLE),
+        scheduler=scheduler(scheduler_name),
+        result_format=pb.RESULT_FORMAT_PICKLE,
+        name=label,
+    )
+
+
+def _time(message: Any, present: bool) -> datetime.datetime | None:
+    if not present:
+        return None
+    return message.ToDatetime(tzinfo=datetime.timezone.utc)
+
+
+def job_info(message: pb.Job) -> JobInfo:
+    """A :class:`JobInfo` from a ``Job`` message."""
+    error = None
+    if message.HasField("error"):
+        error = JobError(
+            type=message.error.type,
+            message=message.error.message,
+            traceback=message.error.traceback,
+            pickled_exception=message.error.pickled_exception,
+        )
+    return JobInfo(
+        job_id=message.job_id,
+        state=STATE_NAMES.get(message.state, JobState.QUEUED),
+        scheduler=SCHEDULER_NAMES.get(message.scheduler, ""),
+        kind=KIND_NAMES.get(message.kind, ""),
+        target=message.target,
+        name=message.name,
+        submitted=_time(message.submit_time, message.HasField("submit_time")),
+        started=_time(message.start_time, message.HasField("start_time")),
+        finished=_time(message.finish_time, message.HasField("finish_time")),
+        error=error,
+        cancel_reason=message.cancel_reason,
+        result_available=message.result_available,
+    )
+
+
+def value(message: pb.Result) -> Any:
+    """The Python value of a ``Result`` message."""
+    kind = message.WhichOneof("value")
+    if kind == "json":
+        return json_format.MessageToDict(message.json) if message.json.WhichOneof("kind") else None
+    if kind == "pickle":
+        return _pickle.loads(message.pickle)
+    return None
+
+
+def outcome(job: JobInfo, result: pb.Result | None) -> Any:
+    """The job's value, or raise what it raised (or :class:`JobCancelled`)."""
+    if job.state is JobState.SUCCEEDED:
+        return value(result) if result is not None else None
+    raise job_exception(job)
+
+
+def job_exception(job: JobInfo) -> BaseException:
+    """The exception a failed or cancelled job stands for."""
+    if job.state is JobState.CANCELLED:
+        return JobCancelled(f"job {job.job_id} was cancelled: {job.cancel_reason}")
+    error = job.error or JobError("builtins.Exception", "the job failed", "")
+    exc = _pickle.load_exception(error.pickled_exception)
+    if exc is not None:
+        return exc
+    return JobFailed(error.type, error.message, error.traceback)
+
+
+def cluster_info(message: pb.ClusterInfo, response: Any = None) -> ClusterInfo:
+    """A :class:`ClusterInfo`; ``response`` (a GetClusterInfoResponse) adds versions."""
+    extra: dict[str, Any] = {}
+    if response is not None:
+        extra = {
+            "versions": versions(response.versions),
+            "schedulers": tuple(SCHEDULER_NAMES[s] for s in response.schedulers if s in SCHEDULER_NAMES),
+            "default_scheduler": SCHEDULER_NAMES.get(response.default_scheduler, ""),
+        }
+    return ClusterInfo(
+        scheduler_address=message.scheduler_address,
+        dashboard_link=message.dashboard_link,
+        worker_type=WORKER_TYPES.get(message.worker_type, ""),
+        n_workers=message.n_workers,
+        total_threads=message.total_threads,
+        total_memory=message.total_memory_bytes,
+        workers=tuple(
+            WorkerInfo(
+                address=w.address,
+                name=w.name,
+                nthreads=w.nthreads,
+                memory_limit=w.memory_limit_bytes,
+                memory=w.memory_bytes,
+                tasks_in_flight=w.tasks_in_flight,
+            )
+            for w in message.workers
+        ),
+        **extra,
+    )
+
+
+def versions(message: pb.Versions) -> Versions:
+    """A :class:`Versions`."""
+    return Versions(
+        python=message.python,
+        dask=message.dask,
+        distributed=message.distributed,
+        cloudpickle=message.cloudpickle,
+        service=message.service,
+        grpcio=message.grpcio,
+        protobuf=message.protobuf,
+    )
+
+
+def function_info(message: pb.Function) -> FunctionInfo:
+    """A :class:`FunctionInfo`."""
+    return FunctionInfo(
+        name=message.name,
+        description=message.description,
+        parameters=tuple(
+            Parameter(
+                name=p.name,
+                type=p.type,
+                required=p.required,
+                default=json_format.MessageToDict(p.default) if p.HasField("default") else None,
+                keyword_only=p.keyword_only,
+            )
+            for p in message.parameters
+        ),
+        returns=message.returns,
+        signature=message.signature,
+    )
+
+
+def job_states(states: Sequence[JobState | str]) -> list[int]:
+    """``JobState`` enums from states or their names."""
+    return [STATE_ENUMS[JobState(s)] for s in states]
+

@@ -1,0 +1,164 @@
+"""The SDK's exceptions.
+
+Exception tree::
+
+    ComputeError
+    ├── RPCError                  a call failed; .code is a StatusCode
+    │   ├── InvalidArguments      INVALID_ARGUMENT
+    │   ├── NotFound              NOT_FOUND
+    │   │   ├── FunctionNotFound  no such named function
+    │   │   └── JobNotFound       no such job (or it expired)
+    │   ├── PermissionDenied      PERMISSION_DENIED / UNAUTHENTICATED
+    │   ├── ResourceExhausted     RESOURCE_EXHAUSTED
+    │   ├── FailedPrecondition    FAILED_PRECONDITION
+    │   ├── ServiceUnavailable    UNAVAILABLE (retried first, by gRPC's retry policy)
+    │   └── DeadlineExceeded      DEADLINE_EXCEEDED
+    ├── JobTimeout                a wait for a job ran out of time (also a TimeoutError)
+    ├── JobCancelled              the job was cancelled (also concurrent.futures.CancelledError)
+    ├── JobFailed                 the job raised, and its exception could not be rebuilt here
+    └── VersionMismatch           client and server cannot exchange pickled work
+
+A job whose code raised re-raises the remote exception itself when it can be
+unpickled locally; :class:`JobFailed` is the fallback, carrying the remote
+type, message and traceback.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+
+
+class StatusCode(enum.Enum):
+    """gRPC status codes, so callers need not import ``grpc``."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class ComputeError(Exception):
+    """Base of every exception the SDK raises."""
+
+
+class RPCError(ComputeError):
+    """A call to the service failed.
+
+    Attributes:
+        code: The gRPC status code.
+        details: The server's message.
+    """
+
+    def __init__(self, code: StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class InvalidArguments(RPCError):
+    """The request was malformed: wrong arguments, unreadable payload, bad value."""
+
+
+class NotFound(RPCError):
+    """The function, job or result named does not exist."""
+
+
+class FunctionNotFound(NotFound):
+    """No named function by that name."""
+
+
+class JobNotFound(NotFound):
+    """No job by that id, or its record expired."""
+
+
+class PermissionDenied(RPCError):
+    """The caller lacks a credential or a permission."""
+
+
+class ResourceExhausted(RPCError):
+    """A server limit was reached."""
+
+
+class FailedPrecondition(RPCError):
+    """The job is not in a state to answer (for example, no result yet)."""
+
+
+class ServiceUnavailable(RPCError):
+    """The service could not be reached, or is starting or stopping."""
+
+
+class DeadlineExceeded(RPCError):
+    """The call's deadline passed."""
+
+
+class JobTimeout(ComputeError, TimeoutError):
+    """Waiting for a job ran out of time; the job goes on."""
+
+
+class JobCancelled(ComputeError, concurrent.futures.CancelledError):
+    """The job was cancelled."""
+
+
+class JobFailed(ComputeError):
+    """A job raised an exception that could not be rebuilt locally.
+
+    Attributes:
+        type: The remote exception's qualified type name.
+        message: Its message.
+        remote_traceback: The traceback on the server or worker.
+    """
+
+    def __init__(self, type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class VersionMismatch(ComputeError):
+    """Client and server run versions that cannot exchange pickled work."""
+
+
+_BY_CODE: dict[StatusCode, type[RPCError]] = {
+    StatusCode.INVALID_ARGUMENT: InvalidArguments,
+    StatusCode.NOT_FOUND: NotFound,
+    StatusCode.PERMISSION_DENIED: PermissionDenied,
+    StatusCode.UNAUTHENTICATED: PermissionDenied,
+    StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    StatusCode.UNAVAILABLE: ServiceUnavailable,
+    StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+_BY_NAME: dict[str, type[RPCError]] = {
+    "FunctionNotFound": FunctionNotFound,
+    "JobNotFound": JobNotFound,
+}
+
+
+def error_for(code: StatusCode, details: str, error_name: str = "") -> RPCError:
+    """The SDK exception for a failed call.
+
+    Args:
+        code: The call's status code.
+        details: The server's message.
+        error_name: The server's error class, from the ``dask-compute-error``
+            trailing metadata, when it sent one.
+    """
+    cls = _BY_NAME.get(error_name) or _BY_CODE.get(code, RPCError)
+    return cls(code, details)

@@ -1,0 +1,169 @@
+"""Plain data the SDK returns: no protobuf types ever reach the caller."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any
+
+#: Scheduler names a job may ask for (``None`` means the server's default).
+SCHEDULERS = ("distributed", "threads", "processes", "synchronous")
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached its final state."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """One Dask worker.
+
+    Attributes:
+        address: The worker's address.
+        name: The worker's name.
+        nthreads: Threads that run tasks.
+        memory_limit: Memory limit in bytes (0: none).
+        memory: Memory in use at the last heartbeat, in bytes.
+        tasks_in_flight: Unfinished tasks on the worker at the last heartbeat.
+    """
+
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int
+    memory: int
+    tasks_in_flight: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Versions:
+    """Versions of the software on one side of the connection."""
+
+    python: str
+    dask: str
+    distributed: str
+    cloudpickle: str
+    service: str = ""
+    grpcio: str = ""
+    protobuf: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """The Dask cluster behind the service.
+
+    Attributes:
+        scheduler_address: The Dask scheduler's address.
+        dashboard_link: The Dask dashboard ("" when off).
+        worker_type: "processes", "threads" or "" when unknown.
+        n_workers: Number of workers.
+        total_threads: Worker threads in all.
+        total_memory: Workers' memory limits in all, in bytes.
+        workers: The workers, sorted by address.
+        versions: The server's software versions (``None`` in a Run snapshot).
+        schedulers: Schedulers jobs may name.
+        default_scheduler: Scheduler of jobs that name none.
+    """
+
+    scheduler_address: str
+    dashboard_link: str
+    worker_type: str
+    n_workers: int
+    total_threads: int
+    total_memory: int
+    workers: tuple[WorkerInfo, ...] = ()
+    versions: Versions | None = None
+    schedulers: tuple[str, ...] = ()
+    default_scheduler: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """A parameter of a named function.
+
+    Attributes:
+        name: Its name.
+        type: Its JSON type ("integer", "number|null", ...).
+        required: Whether callers must give it.
+        default: Its default, when not required.
+        keyword_only: Whether it can only be given by keyword.
+    """
+
+    name: str
+    type: str
+    required: bool
+    default: Any = None
+    keyword_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionInfo:
+    """A named function the service offers."""
+
+    name: str
+    description: str
+    parameters: tuple[Parameter, ...]
+    returns: str
+    signature: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError:
+    """Why a job failed, as the server described it."""
+
+    type: str
+    message: str
+    traceback: str
+    pickled_exception: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    """A job's record.
+
+    Attributes:
+        job_id: The job's id.
+        state: Where it is in its life.
+        scheduler: The scheduler that runs it.
+        kind: "function", "pickled_call" or "graph".
+        target: What it runs (function name, callable's qualified name, "graph").
+        name: The caller's label.
+        submitted: When the server accepted it (UTC).
+        started: When it started, or ``None``.
+        finished: When it finished, or ``None``.
+        error: Why it failed, or ``None``.
+        cancel_reason: Why it was cancelled ("" otherwise).
+        result_available: Whether its result can still be read.
+    """
+
+    job_id: str
+    state: JobState
+    scheduler: str
+    kind: str
+    target: str
+    name: str
+    submitted: datetime.datetime | None
+    started: datetime.datetime | None
+    finished: datetime.datetime | None
+    error: JobError | None
+    cancel_reason: str
+    result_available: bool
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, once finished."""
+        if self.started is None or self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
