@@ -1,0 +1,111 @@
+"""Helpers shared by the tests: task functions and real server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = pathlib.Path(sys.executable).parent
+_LISTENING = re.compile(r"serving compute\.v1\.ComputeService on (\S+):(\d+)")
+
+
+def inc(x):
+    """x + 1."""
+    return x + 1
+
+
+def slowinc(x, delay=0.2):
+    """x + 1 after ``delay`` seconds."""
+    time.sleep(delay)
+    return x + 1
+
+
+def throws(message="boom"):
+    """Raise a ValueError."""
+    raise ValueError(message)
+
+
+class CustomError(Exception):
+    """An exception type defined in the tests (importable by client and server)."""
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A ``dask-compute serve`` process started by a test."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    log_path: pathlib.Path
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"server did not exit within {timeout}s:\n{self.log()[-3000:]}")
+
+
+def start_server(
+    args: Sequence[str],
+    log_path: pathlib.Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: pathlib.Path | None = None,
+) -> RunningServer:
+    """Start ``dask-compute serve --port 0 ARGS`` and wait until it listens.
+
+    The server picks a free port and logs it; this reads the log for it.
+    """
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [str(BIN / "dask-compute"), "serve", "--port", "0", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=cwd or ROOT,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        match = _LISTENING.search(text)
+        if match:
+            return RunningServer(process, match.group(1), int(match.group(2)), log_path)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{text[-3000:]}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"server did not start within {timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running_server(args: Sequence[str], log_path: pathlib.Path, **kwargs) -> Iterator[RunningServer]:
+    """:func:`start_server` as a context manager that stops the server on exit."""
+    server = start_server(args, log_path, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
