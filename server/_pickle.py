@@ -114,10 +114,13 @@ def format_traceback(exc: BaseException) -> str:
 
 def dump_exception(exc: BaseException) -> bytes:
     """The exception cloudpickled without its traceback (sent as text), or ``b""``."""
+    tb = exc.__traceback__
     try:
         return dumps(exc.with_traceback(None))
     except Exception:
         return b""
+    finally:
+        exc.__traceback__ = tb
 
 
 def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:

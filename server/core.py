@@ -157,7 +157,10 @@ class ComputeCore:
                 threads_per_worker=s.threads_per_worker,
                 processes=s.processes,
                 memory_limit=s.memory_limit,
-                dashboard_address=s.dashboard_address or None,
+                # With the dashboard off the scheduler still serves its HTTP
+                # routes (health, metrics): on a free port, never 8787.
+                dashboard_address=s.dashboard_address or ":0",
+                scheduler_kwargs=None if s.dashboard_address else {"dashboard": False},
                 asynchronous=True,
             )
             self._client = await Client(self._cluster, asynchronous=True, set_as_default=False)
@@ -205,6 +208,13 @@ class ComputeCore:
         if self._client is not None:
             await self._client.close()
         if self._cluster is not None:
+            if not self.settings.processes:
+                # In-process workers would wait for abandoned tasks' threads
+                # (a cancelled sleep(3600) included); don't.
+                await asyncio.gather(
+                    *(w.close(executor_wait=False) for w in self._cluster.workers.values()),
+                    return_exceptions=True,
+                )
             await self._cluster.close()
         if self._executors is not None:
             self._executors.close()

@@ -48,11 +48,11 @@ def to_json(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, int):
         if abs(value) > 2**53:
             raise NotJSON(f"integer {value} is too large for a JSON number")
-        return value
+        return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise NotJSON(f"{value} is not a finite number")
-        return value
+        return float(value)  # also turns numpy.float64 (a float subclass) into a float
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == () and hasattr(value, "dtype"):
         return to_json(item(), _depth + 1)  # NumPy scalar or 0-d array

@@ -1,0 +1,282 @@
+"""The core on its own: a real in-process LocalCluster, no gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import pickle
+
+import cloudpickle
+import dask
+import dask.array as da
+import dask.bag as db
+import pytest
+import pytest_asyncio
+
+from server.app import build_registry
+from server.config import SCHEDULERS, Settings
+from server.core import ComputeCore, JobRequest
+from server.errors import (
+    FailedPrecondition,
+    FunctionNotFound,
+    InvalidArgument,
+    InvalidPayload,
+    JobNotFound,
+    NotFound,
+    Unavailable,
+)
+from server.jobs import JobKind, JobState
+from tests.helpers import CustomError, inc, slowinc
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def core():
+    settings = Settings(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        dashboard_address="",
+        local_threads=2,
+        local_processes=1,
+        result_ttl=60,
+    )
+    c = ComputeCore(settings, build_registry(settings))
+    await c.start()
+    yield c
+    await c.close()
+
+
+def call(function, *args, scheduler="", **kwargs):
+    return JobRequest(
+        kind=JobKind.FUNCTION, function=function, args=list(args), kwargs=kwargs, scheduler=scheduler
+    )
+
+
+def pickled(func, *args, scheduler="", **kwargs):
+    return JobRequest(
+        kind=JobKind.PICKLED_CALL,
+        payload=cloudpickle.dumps((func, args, kwargs)),
+        scheduler=scheduler,
+    )
+
+
+def graph(obj, scheduler=""):
+    return JobRequest(kind=JobKind.GRAPH, payload=cloudpickle.dumps(obj), scheduler=scheduler)
+
+
+async def run_value(core, request):
+    record = await core.run(request)
+    assert record.state is JobState.SUCCEEDED, record.error
+    encoded = await core.result(record.job_id, "pickle")
+    return record, pickle.loads(encoded.pickle)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+async def test_each_kind_of_job_on_each_scheduler(core, scheduler):
+    record, value = await run_value(core, call("add", 2, 3, scheduler=scheduler))
+    assert value == 5 and record.scheduler == scheduler and record.target == "add"
+    _, value = await run_value(core, call("pi", samples=20_000, chunks=5_000, seed=1, scheduler=scheduler))
+    assert 2.9 < value < 3.4
+    record, value = await run_value(core, pickled(inc, 41, scheduler=scheduler))
+    assert value == 42 and record.target == "tests.helpers.inc"
+    x = da.arange(100, chunks=10)
+    _, value = await run_value(core, graph(x.sum(), scheduler=scheduler))
+    assert value == 4950
+    bag = db.from_sequence(range(10), npartitions=3).map(inc)
+    _, value = await run_value(core, graph((bag.sum(), x.max()), scheduler=scheduler))
+    assert value == (55, 99)
+    dsk = {"a": 1, "b": (operator.add, "a", 10), "c": (inc, "b")}
+    _, value = await run_value(core, graph((dsk, ["c", "b"]), scheduler=scheduler))
+    assert tuple(value) == (12, 11)
+
+
+async def test_default_scheduler_is_the_cluster(core):
+    record = await core.run(call("ping"))
+    assert record.scheduler == "distributed"
+    encoded = await core.result(record.job_id)
+    assert (encoded.format, encoded.json) == ("json", "pong")
+
+
+async def test_failed_job_keeps_type_message_traceback_and_exception(core):
+    for scheduler in SCHEDULERS:
+        record = await core.run(pickled(_raise_custom, "bad", scheduler=scheduler))
+        assert record.state is JobState.FAILED, scheduler
+        assert record.error.type == "tests.helpers.CustomError"
+        assert record.error.message == "bad"
+        assert "_raise_custom" in record.error.traceback, scheduler
+        exc = pickle.loads(record.error.pickled_exception)
+        assert isinstance(exc, CustomError) and exc.args == ("bad",)
+        with pytest.raises(FailedPrecondition, match="is failed; only succeeded jobs"):
+            await core.result(record.job_id)
+
+
+def _raise_custom(message):
+    raise CustomError(message)
+
+
+async def test_validation_errors(core):
+    with pytest.raises(FunctionNotFound, match="no function named 'nope'"):
+        await core.submit(call("nope"))
+    with pytest.raises(InvalidArgument, match=r"fib\(\) argument 'n' must be integer"):
+        await core.submit(call("fib", 20.5))
+    with pytest.raises(InvalidArgument, match="unknown scheduler 'gpu'"):
+        await core.submit(call("ping", scheduler="gpu"))
+    with pytest.raises(InvalidPayload, match="cannot load the payload"):
+        await core.submit(JobRequest(kind=JobKind.PICKLED_CALL, payload=b"\x80\x05garbage"))
+    with pytest.raises(InvalidPayload, match="payload is empty"):
+        await core.submit(JobRequest(kind=JobKind.GRAPH, payload=b""))
+    with pytest.raises(InvalidPayload, match="must be a \\(callable, args tuple, kwargs dict\\)"):
+        await core.submit(JobRequest(kind=JobKind.PICKLED_CALL, payload=cloudpickle.dumps([1, 2])))
+    with pytest.raises(InvalidPayload, match="must be a Dask collection"):
+        await core.submit(JobRequest(kind=JobKind.GRAPH, payload=cloudpickle.dumps(42)))
+    with pytest.raises(JobNotFound):
+        core.get_job("0" * 32)
+    with pytest.raises(InvalidArgument, match="job_id is required"):
+        core.get_job("")
+
+
+async def test_payload_raising_on_load_is_invalid(core):
+    with pytest.raises(InvalidPayload, match="RuntimeError: refuses to load"):
+        await core.submit(JobRequest(kind=JobKind.PICKLED_CALL, payload=cloudpickle.dumps(_Bomb())))
+
+
+class _Bomb:
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def _explode():
+    raise RuntimeError("refuses to load")
+
+
+async def test_large_payloads_load_off_the_event_loop(core):
+    big = b"x" * (1 << 20)
+    record, value = await run_value(core, pickled(len, big, scheduler="threads"))
+    assert value == 1 << 20
+
+
+async def test_batch_is_validated_whole(core):
+    before = len(core.jobs)
+    with pytest.raises(InvalidArgument, match=r"jobs\[1\]: .*fib"):
+        await core.submit_many([call("ping"), call("fib", "x")])
+    assert len(core.jobs) == before, "no job of an invalid batch may be accepted"
+    records = await core.submit_many([pickled(inc, i, scheduler="threads") for i in range(20)])
+    values = []
+    for r in records:
+        record, _ = await core.wait_job(r.job_id, 30)
+        values.append(pickle.loads((await core.result(record.job_id, "pickle")).pickle))
+    assert values == list(range(1, 21))
+
+
+@pytest.mark.parametrize("scheduler", ["distributed", "threads"])
+async def test_wait_timeout_then_cancel_running_job(core, scheduler):
+    record = await core.submit(pickled(slowinc, 1, delay=3, scheduler=scheduler))
+    waited, timed_out = await core.wait_job(record.job_id, 0.2)
+    assert timed_out and waited.state is JobState.RUNNING
+    cancelled, did = await core.cancel_job(record.job_id, "test says stop")
+    assert did and cancelled.state is JobState.CANCELLED
+    assert cancelled.cancel_reason == "test says stop"
+    again, did = await core.cancel_job(record.job_id)
+    assert not did and again.state is JobState.CANCELLED
+    finished, timed_out = await core.wait_job(record.job_id, 5)
+    assert not timed_out and finished.state is JobState.CANCELLED
+    with pytest.raises(FailedPrecondition):
+        await core.result(record.job_id)
+
+
+async def test_cancelled_distributed_job_leaves_the_cluster(core):
+    record = await core.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
+    await asyncio.sleep(0.3)
+    await core.cancel_job(record.job_id)
+    client = core._client
+    for _ in range(50):
+        processing = await client.run_on_scheduler(
+            lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]
+        )
+        if not any(record.job_id in k for k in processing):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"task of cancelled job still on the scheduler: {processing}")
+
+
+async def test_run_cancelled_by_its_caller_cancels_the_job(core):
+    task = asyncio.ensure_future(core.run(pickled(slowinc, 1, delay=10, scheduler="threads")))
+    await asyncio.sleep(0.2)
+    running = [r for r in core.list_jobs([JobState.RUNNING])[0] if r.target == "tests.helpers.slowinc"]
+    assert running
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = core.get_job(running[0].job_id)
+    assert record.state is JobState.CANCELLED
+    assert record.cancel_reason == "the caller of Run went away"
+
+
+async def test_json_format_refused_for_non_json_result(core):
+    record = await core.run(pickled(set, [1, 2], scheduler="threads"))
+    with pytest.raises(FailedPrecondition, match="no JSON form"):
+        await core.result(record.job_id, "json")
+    encoded = await core.result(record.job_id, "pickle")
+    assert pickle.loads(encoded.pickle) == {1, 2}
+
+
+async def test_expiry_drops_results_then_records(core):
+    record = await core.run(call("ping", scheduler="threads"))
+    finished = core.get_job(record.job_id).finish_time
+    core.expire(finished + core.settings.result_ttl + 1)
+    assert core.get_job(record.job_id).result_available is False
+    with pytest.raises(NotFound, match="results are kept for 60s"):
+        await core.result(record.job_id)
+    core.expire(finished + core.settings.job_ttl + 1)
+    with pytest.raises(JobNotFound):
+        core.get_job(record.job_id)
+
+
+async def test_cluster_info_matches_the_cluster(core):
+    info = await core.cluster_info()
+    assert info.n_workers == 1 and info.total_threads == 2
+    assert info.worker_type == "threads"
+    assert info.scheduler_address.startswith(("inproc://", "tcp://"))
+    assert info.workers[0].nthreads == 2 and info.workers[0].memory_limit > 0
+    versions = core.versions()
+    assert versions["dask"] == dask.__version__
+    assert set(versions) >= {"python", "dask", "distributed", "cloudpickle", "service"}
+
+
+async def test_lazy_function_errors_fail_the_job(core):
+    record = await core.run(call("pi", samples=0, scheduler="threads"))
+    assert record.state is JobState.FAILED
+    assert record.error.type == "builtins.ValueError"
+
+
+async def test_drain_refuses_new_jobs_but_finishes_running_ones():
+    settings = Settings(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="", local_processes=1)
+    c = ComputeCore(settings, build_registry(settings))
+    with pytest.raises(Unavailable, match="still starting"):
+        await c.submit(call("ping"))
+    await c.start()
+    try:
+        running = await c.submit(pickled(slowinc, 1, delay=0.5, scheduler="threads"))
+        c.drain()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await c.submit(call("ping"))
+        record, _ = await c.wait_job(running.job_id, 10)
+        assert record.state is JobState.SUCCEEDED
+        assert pickle.loads((await c.result(record.job_id, "pickle")).pickle) == 2
+    finally:
+        await c.close()
+
+
+async def test_close_cancels_unfinished_jobs():
+    settings = Settings(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="", local_processes=1)
+    c = ComputeCore(settings, build_registry(settings))
+    await c.start()
+    record = await c.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
+    await asyncio.sleep(0.2)
+    await c.close()
+    final = c.jobs.get(record.job_id)
+    assert final.state is JobState.CANCELLED
+    assert final.cancel_reason == "the server shut down"
