@@ -175,20 +175,47 @@ def value(message: pb.Result) -> Any:
 
 def outcome(job: JobInfo, result: pb.Result | None) -> Any:
     """The job's value, or raise what it raised (or :class:`JobCancelled`)."""
+    value_, error = resolve(job, result)
+    if error is not None:
+        raise error
+    return value_
+
+
+def resolve(job: JobInfo, result: pb.Result | None) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` for a succeeded job, ``(None, exception)`` otherwise.
+
+    Raises:
+        Exception: The result could not be loaded here (for example, its
+            type's module is not installed on this side).
+    """
     if job.state is JobState.SUCCEEDED:
-        return value(result) if result is not None else None
-    raise job_exception(job)
+        return (value(result) if result is not None else None), None
+    return None, job_exception(job)
 
 
 def job_exception(job: JobInfo) -> BaseException:
-    """The exception a failed or cancelled job stands for."""
+    """The exception a failed or cancelled job stands for.
+
+    The remote exception itself when it can be rebuilt here, with the remote
+    traceback added as a note; else :class:`JobFailed`.
+    """
     if job.state is JobState.CANCELLED:
         return JobCancelled(f"job {job.job_id} was cancelled: {job.cancel_reason}")
     error = job.error or JobError("builtins.Exception", "the job failed", "")
     exc = _pickle.load_exception(error.pickled_exception)
-    if exc is not None:
-        return exc
-    return JobFailed(error.type, error.message, error.traceback)
+    if exc is None:
+        return JobFailed(error.type, error.message, error.traceback)
+    if error.traceback and hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(f"Remote traceback of job {job.job_id}:\n{error.traceback.rstrip()}")
+    return exc
+
+
+def wait_request(job_id: str, timeout: float | None) -> pb.WaitJobRequest:
+    """A ``WaitJobRequest`` that waits at most ``timeout`` seconds (``None``: no limit)."""
+    request = pb.WaitJobRequest(job_id=job_id)
+    if timeout is not None:
+        request.timeout.FromNanoseconds(max(1, int(timeout * 1e9)))
+    return request
 
 
 def cluster_info(message: pb.ClusterInfo, response: Any = None) -> ClusterInfo:

@@ -11,7 +11,8 @@ Exception tree::
     │   ├── PermissionDenied      PERMISSION_DENIED / UNAUTHENTICATED
     │   ├── ResourceExhausted     RESOURCE_EXHAUSTED
     │   ├── FailedPrecondition    FAILED_PRECONDITION
-    │   ├── ServiceUnavailable    UNAVAILABLE (retried first, by gRPC's retry policy)
+    │   ├── ServiceUnavailable    UNAVAILABLE (retried first, by gRPC's retry policy),
+    │   │                         or a deadline passed with no connection to the server
     │   └── DeadlineExceeded      DEADLINE_EXCEEDED
     ├── JobTimeout                a wait for a job ran out of time (also a TimeoutError)
     ├── JobCancelled              the job was cancelled (also concurrent.futures.CancelledError)
@@ -27,6 +28,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class StatusCode(enum.Enum):
@@ -98,7 +103,11 @@ class FailedPrecondition(RPCError):
 
 
 class ServiceUnavailable(RPCError):
-    """The service could not be reached, or is starting or stopping."""
+    """The service could not be reached, or is starting or stopping.
+
+    A call that runs out of time without ever connecting raises this too (its
+    ``code`` is then ``DEADLINE_EXCEEDED``): the server was not reached.
+    """
 
 
 class DeadlineExceeded(RPCError):
@@ -106,7 +115,12 @@ class DeadlineExceeded(RPCError):
 
 
 class JobTimeout(ComputeError, TimeoutError):
-    """Waiting for a job ran out of time; the job goes on."""
+    """Waiting for a job ran out of time.
+
+    After ``Job.result(timeout)`` or ``client.wait(job_id, timeout)`` the job
+    goes on. After ``client.run(..., timeout=)`` or ``client.compute(...,
+    timeout=)`` the server cancels it: nobody is left to read its result.
+    """
 
 
 class JobCancelled(ComputeError, concurrent.futures.CancelledError):
@@ -130,7 +144,20 @@ class JobFailed(ComputeError):
 
 
 class VersionMismatch(ComputeError):
-    """Client and server run versions that cannot exchange pickled work."""
+    """Client and server run versions that cannot exchange pickled work.
+
+    Raised before any pickled work is sent; the message names each package
+    with both versions. The rules are in :mod:`client_sdk._versions`.
+
+    Attributes:
+        local: This side's versions (a :class:`client_sdk.Versions`).
+        server: The server's versions.
+    """
+
+    def __init__(self, message: str, local: Any = None, server: Any = None) -> None:
+        super().__init__(message)
+        self.local = local
+        self.server = server
 
 
 _BY_CODE: dict[StatusCode, type[RPCError]] = {

@@ -115,3 +115,11 @@ def serve(log_level: str, functions: tuple[str, ...], **flags: object) -> None:
         asyncio.run(run_server(settings))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    # Everything the server owns is closed by now. A job abandoned on the
+    # threads or synchronous scheduler may still hold a pool thread (Python
+    # cannot stop a thread), and the interpreter would join it at exit: a
+    # cancelled sleep(3600) would hold up the shutdown for an hour. Leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

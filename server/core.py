@@ -289,6 +289,8 @@ class ComputeCore:
         )
 
     def _dashboard_link(self) -> str:
+        if self._cluster is not None and not self.settings.dashboard_address:
+            return ""  # the scheduler's HTTP server runs, but without the dashboard
         try:
             return str(self._client.dashboard_link or "")
         except Exception:  # no dashboard: distributed raises rather than returning None

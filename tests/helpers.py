@@ -73,15 +73,17 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     cwd: pathlib.Path | None = None,
+    port_flag: bool = True,
 ) -> RunningServer:
     """Start ``dask-compute serve --port 0 ARGS`` and wait until it listens.
 
     The server picks a free port and logs it; this reads the log for it.
+    With ``port_flag=False``, ``--port 0`` is left out (ARGS choose the port).
     """
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(BIN / "dask-compute"), "serve", "--port", "0", *args],
+        [str(BIN / "dask-compute"), "serve", *(["--port", "0"] if port_flag else []), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=full_env,

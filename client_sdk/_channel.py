@@ -1,0 +1,164 @@
+"""What both clients need to open a channel and read a failed call.
+
+Targets, channel options (message limits, keepalive, gRPC's own retry policy),
+TLS and token credentials, and the one mapping from :class:`grpc.RpcError` to
+the SDK's exceptions. The synchronous and the asynchronous client differ only
+in how they call the stub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Union
+
+import grpc
+
+from client_sdk.errors import ComputeError, ServiceUnavailable, StatusCode, error_for
+
+#: Where clients connect when neither an argument nor ``DASK_COMPUTE_TARGET`` says.
+DEFAULT_TARGET = "127.0.0.1:50051"
+#: Deadline of calls that answer at once, in seconds.
+DEFAULT_TIMEOUT = 30.0
+#: Largest message the client sends or accepts (the server's default limit).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Trailing metadata key in which the server names its error class.
+ERROR_KEY = "dask-compute-error"
+
+#: What ``tls=`` accepts: off, on with the system's roots, or a PEM root certificate.
+TLS = Union[bool, str, "os.PathLike[str]", bytes, None]
+
+# Calls that change nothing are retried by gRPC itself when the server is
+# UNAVAILABLE (restarting, or not yet listening). Run, SubmitJob and SubmitJobs
+# start work, so a retry could run a job twice: they are not retried.
+_IDEMPOTENT = ("GetClusterInfo", "ListFunctions", "GetJob", "WaitJob", "ListJobs", "CancelJob")
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "compute.v1.ComputeService", "method": m} for m in _IDEMPOTENT]
+                + [{"service": "grpc.health.v1.Health"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """Channel arguments: message limits, keepalive and the retry policy."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", SERVICE_CONFIG),
+    ]
+
+
+def parse_target(target: str | None) -> tuple[str, bool]:
+    """``(host:port, tls)`` from ``host:port``, ``grpc://host:port`` or ``grpcs://host:port``.
+
+    Args:
+        target: The address; ``None`` or ``""`` reads ``DASK_COMPUTE_TARGET``,
+            then falls back to :data:`DEFAULT_TARGET`.
+
+    Returns:
+        The address without its scheme, and whether the scheme asks for TLS.
+
+    Raises:
+        ValueError: The target is not of one of those forms.
+    """
+    target = target or os.environ.get("DASK_COMPUTE_TARGET") or DEFAULT_TARGET
+    tls = target.startswith("grpcs://")
+    for scheme in ("grpc://", "grpcs://"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in target:
+        raise ValueError(
+            f"target must be host:port, grpc://host:port or grpcs://host:port, got {target!r}"
+        )
+    return target, tls
+
+
+def normalize_target(target: str | None) -> str:
+    """``host:port`` from a target given as ``host:port`` or ``grpc://host:port``.
+
+    Args:
+        target: The address; ``None`` reads ``DASK_COMPUTE_TARGET``.
+    """
+    return parse_target(target)[0]
+
+
+def credentials(tls: TLS) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials, or ``None`` for a plaintext channel.
+
+    Args:
+        tls: ``False``/``None`` for plaintext; ``True`` for TLS checked against
+            the system's root certificates; a path to a PEM file, or the PEM
+            bytes, for TLS checked against that root certificate.
+
+    Raises:
+        OSError: The root certificate file cannot be read.
+    """
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    roots = tls if isinstance(tls, bytes) else pathlib.Path(tls).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The metadata sent with every call: ``authorization: Bearer <token>`` when given.
+
+    Raises:
+        ValueError: The token is empty or holds whitespace.
+    """
+    if token is None:
+        return None
+    if not token or any(c.isspace() for c in token):
+        raise ValueError("token must be a non-empty string without whitespace")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def error_from_rpc(err: grpc.RpcError, unreachable: str = "") -> ComputeError:
+    """The SDK exception for a failed call.
+
+    Args:
+        err: What the stub raised.
+        unreachable: When the call ran out of time without ever reaching the
+            server, a description of the channel (for example "127.0.0.1:1 is
+            TRANSIENT_FAILURE"); the error is then :class:`ServiceUnavailable`,
+            which is what the caller needs to know.
+    """
+    code = err.code() if hasattr(err, "code") else None
+    status = StatusCode[code.name] if code is not None else StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else "") or ""
+    if unreachable:
+        return ServiceUnavailable(status, f"could not reach the server: {unreachable}")
+    name = ""
+    trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == ERROR_KEY:
+            name = value
+    return error_for(status, details, name)
+
+
+def not_connected(state: grpc.ChannelConnectivity | None) -> bool:
+    """Whether a channel in ``state`` has no connection to the server."""
+    return state in (
+        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+        grpc.ChannelConnectivity.CONNECTING,
+        grpc.ChannelConnectivity.IDLE,
+    )

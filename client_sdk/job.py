@@ -1,0 +1,205 @@
+"""Jobs as futures: :class:`Job` for the blocking client (a real
+:class:`concurrent.futures.Future`) and the state both job types share.
+
+A job is watched from the moment it is submitted: the client keeps one
+``WaitJob`` long poll open per unfinished job (up to a window, the rest
+queue), and settles the job's future when the poll returns it finished. So
+``done()`` and ``cancelled()`` answer from local state, ``result(timeout)``
+waits on that state without asking the server again, and done-callbacks fire
+once, when the job finishes, with no polling.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from client_sdk import _convert
+from client_sdk._ops import ClientBase, Op, blocking
+from client_sdk.errors import JobTimeout
+from client_sdk.types import JobInfo, JobState
+
+logger = logging.getLogger(__name__)
+
+
+class JobBase:
+    """What :class:`Job` and :class:`client_sdk.AsyncJob` share.
+
+    Attributes:
+        job_id: The job's id on the service.
+    """
+
+    def __init__(self, client: Any, info: JobInfo) -> None:
+        self._client = client
+        self.job_id = info.job_id
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.job_id}: {self._info.state.value}>"
+
+    def done(self) -> bool:  # pragma: no cover - both subclasses override
+        """Whether the job has finished here."""
+        raise NotImplementedError
+
+    def cancelled(self) -> bool:  # pragma: no cover - both subclasses override
+        """Whether the job was cancelled."""
+        raise NotImplementedError
+
+    def _drive(self, op: Op[Any]) -> Any:
+        return self._client._drive(op)
+
+    def _outcome(self, info: JobInfo, result: Any) -> tuple[Any, BaseException | None]:
+        # What the job's future settles to: its value or its exception.
+        self._info = info
+        try:
+            return _convert.resolve(info, result)
+        except Exception as exc:  # the result cannot be loaded on this side
+            return None, exc
+
+    def info(self) -> Op[JobInfo]:
+        """The job's full record (asks the server unless the job is done here)."""
+        if not self.done():
+            self._info = yield from ClientBase.get_job(self._client, self.job_id)
+        return self._info
+
+    def status(self) -> Op[JobState]:
+        """The job's state: queued, running, succeeded, failed or cancelled.
+
+        Asks the server unless the job is done here; the server may report a
+        job finished a moment before :meth:`done` turns true.
+        """
+        info = yield from JobBase.info(self)
+        return info.state
+
+    def running(self) -> Op[bool]:
+        """Whether the job is running on its scheduler now (asks the server)."""
+        state = yield from JobBase.status(self)
+        return state is JobState.RUNNING
+
+    def cancel(self, reason: str = "") -> Op[bool]:
+        """Cancel the job, queued or running.
+
+        Unlike :meth:`concurrent.futures.Future.cancel`, a running job can be
+        cancelled: the server cancels its tasks.
+
+        Args:
+            reason: Recorded in the job's ``cancel_reason``.
+
+        Returns:
+            Whether the job is cancelled now (``False``: it had already
+            succeeded or failed).
+        """
+        if not self.done():
+            info = yield from self._client._cancel(self.job_id, reason)
+            if info.state is JobState.CANCELLED:
+                self._settle(info, None)
+        return self.cancelled()
+
+    def _settle(self, info: JobInfo, result: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Job(JobBase, concurrent.futures.Future):
+    """A submitted job: a :class:`concurrent.futures.Future` of its value.
+
+    ``result``, ``exception``, ``done``, ``cancelled`` and
+    ``add_done_callback`` behave as on any future, so
+    ``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future``
+    work with jobs. Done-callbacks run on the client's callback thread, not
+    on gRPC's. ``cancel``, ``running`` and ``status`` ask the server.
+
+    Attributes:
+        job_id: The job's id on the service.
+    """
+
+    def __init__(self, client: Any, info: JobInfo) -> None:
+        JobBase.__init__(self, client, info)
+        concurrent.futures.Future.__init__(self)
+        self._settle_lock = threading.Lock()
+
+    info = blocking(JobBase.info)
+    status = blocking(JobBase.status)
+    running = blocking(JobBase.running)
+    cancel = blocking(JobBase.cancel)
+
+    def done(self) -> bool:
+        """Whether the job has finished (succeeded, failed or was cancelled)."""
+        return concurrent.futures.Future.done(self)
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled."""
+        return concurrent.futures.Future.cancelled(self)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job and return its value, or raise what it raised.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            JobTimeout: ``timeout`` passed first; the job goes on.
+            JobCancelled: The job was cancelled.
+            JobFailed: The job raised an exception that cannot be rebuilt here.
+            Exception: Whatever the job raised.
+        """
+        self._wait(timeout)
+        return concurrent.futures.Future.result(self, 0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the job; the exception it raised, or ``None`` if it succeeded.
+
+        Raises:
+            JobTimeout: ``timeout`` passed first.
+            JobCancelled: The job was cancelled.
+        """
+        self._wait(timeout)
+        return concurrent.futures.Future.exception(self, 0)
+
+    def add_done_callback(self, fn: Callable[[Job], object]) -> None:
+        """Call ``fn(job)`` once, when the job finishes (at once if it has).
+
+        The call happens on the client's callback thread; an exception in
+        ``fn`` is logged and otherwise ignored, as with any future.
+        """
+        if self.done():
+            concurrent.futures.Future.add_done_callback(self, fn)
+        else:
+            concurrent.futures.Future.add_done_callback(
+                self, lambda job: self._client._dispatch_callback(fn, job)
+            )
+
+    def _wait(self, timeout: float | None) -> None:
+        try:
+            # Future.exception waits, and returns (not raises) the job's error.
+            concurrent.futures.Future.exception(self, timeout)
+        except concurrent.futures.CancelledError as exc:
+            raise _convert.job_exception(self._info) from exc
+        except concurrent.futures.TimeoutError as exc:
+            raise JobTimeout(
+                f"job {self.job_id} did not finish within {timeout:g}s; it goes on"
+            ) from exc
+
+    def _settle(self, info: JobInfo, result: Any) -> None:
+        with self._settle_lock:
+            if self.done():
+                return
+            if info.state is JobState.CANCELLED:
+                self._info = info
+                concurrent.futures.Future.cancel(self)
+                self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait
+                return
+            value, error = self._outcome(info, result)
+            if error is None:
+                self.set_result(value)
+            else:
+                self.set_exception(error)
+
+    def _lose(self, error: BaseException) -> None:
+        # The client can no longer learn how the job ends (closed, or the
+        # server stopped answering): waiters get `error` instead of hanging.
+        with self._settle_lock:
+            if not self.done():
+                self.set_exception(error)
