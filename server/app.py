@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ComputeService"].full_name
 
+#: Seconds that answers to cancelled calls get to go out after the grace period.
+RESPONSE_FLUSH_GRACE = 2.0
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -90,8 +93,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set or SIGINT/SIGTERM arrives.
 
     The cluster starts before the gRPC server (so no request meets a half-made
-    cluster); on a signal, health turns NOT_SERVING at once, running RPCs get
-    ``settings.shutdown_grace`` seconds, then the client and cluster close.
+    cluster). On a signal, health turns NOT_SERVING at once and new jobs get
+    UNAVAILABLE; running jobs get ``settings.shutdown_grace`` seconds to finish;
+    then what is left is cancelled and recorded as such, waiting callers get
+    their answers, and the client and cluster close.
     """
     registry = build_registry(settings)
     core = ComputeCore(settings, registry)
@@ -111,10 +116,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
-        logger.info("shutting down: waiting up to %gs for running calls", settings.shutdown_grace)
+        logger.info("shutting down: running jobs get %gs to finish", settings.shutdown_grace)
         await health_servicer.enter_graceful_shutdown()
         core.drain()
-        await server.stop(settings.shutdown_grace)
+        await core.wait_idle(settings.shutdown_grace)
+        # What is left is cancelled and recorded, so callers blocked in Run or
+        # WaitJob get the cancelled record rather than a dropped connection.
+        core.cancel_all("the server shut down")
+        await server.stop(RESPONSE_FLUSH_GRACE)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -104,7 +104,9 @@ def serve(log_level: str, functions: tuple[str, ...], **flags: object) -> None:
         settings = Settings.from_env(os.environ, functions=functions or None, **flags)
     except (SettingsError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
-    from server.app import serve as run_server  # imports distributed, which sets its log levels
+    import distributed  # noqa: F401  (its import sets its log levels: set ours after it)
+
+    from server.app import serve as run_server
 
     # Dask's own chatter stays at WARNING, as LocalCluster's silence_logs does.
     dask_level = max(logging.WARNING, logging.getLevelName(log_level.upper()))

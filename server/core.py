@@ -193,14 +193,38 @@ class ComputeCore:
         """Refuse new jobs (UNAVAILABLE) while running ones finish."""
         self._draining = True
 
+    def _unfinished(self) -> list[asyncio.Task]:
+        return [rt.task for rt in self._runtimes.values() if rt.task is not None and not rt.task.done()]
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every running job to finish.
+
+        Returns:
+            Whether no job is left running.
+        """
+        pending = self._unfinished()
+        if pending:
+            logger.info("waiting up to %gs for %d running jobs", timeout, len(pending))
+            await asyncio.wait(pending, timeout=timeout)
+        return not self._unfinished()
+
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every unfinished job with ``reason``; returns how many."""
+        count = 0
+        for job_id, runtime in list(self._runtimes.items()):
+            if runtime.task is not None and not runtime.task.done():
+                self._cancel(job_id, reason)
+                count += 1
+        if count:
+            logger.warning("cancelled %d unfinished jobs: %s", count, reason)
+        return count
+
     async def close(self) -> None:
         """Cancel unfinished jobs, then close the client, the cluster and the pools."""
         if self._closing:
             return
+        self.cancel_all("the server shut down")
         self._closing = True
-        for job_id, runtime in list(self._runtimes.items()):
-            if runtime.task is not None and not runtime.task.done():
-                self._cancel(job_id, "the server shut down")
         pending = [rt.task for rt in self._runtimes.values() if rt.task is not None]
         for task in self._background:
             task.cancel()

@@ -49,6 +49,19 @@ class Work:
     keys: Any = None
 
 
+async def _await_nested(obj: Any) -> Any:
+    """The results of distributed futures nested in lists and tuples, as ``gather`` gives."""
+    if isinstance(obj, (list, tuple)):
+        return type(obj)([await _await_nested(item) for item in obj])
+    return await obj
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [leaf for item in obj for leaf in _flatten(item)]
+    return [obj]
+
+
 class RemoteError(Exception):
     """An error raised in a pool process whose exception could not be pickled."""
 
@@ -108,9 +121,11 @@ class Executors:
         else:
             futures = client.get(work.graph, work.keys, sync=False)
         try:
-            result = await client.gather(futures)
+            # Await the futures themselves rather than client.gather: a
+            # cancelled gather leaves an orphaned task behind in distributed.
+            result = await _await_nested(futures)
         except asyncio.CancelledError:
-            await client.cancel(futures, force=True)
+            await client.cancel(_flatten(futures), force=True)
             raise
         finally:
             del futures
