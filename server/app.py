@@ -31,10 +31,17 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def build_registry(settings: Settings) -> Registry:
-    """The built-ins plus the functions of ``settings.functions`` and entry points."""
+    """The built-ins plus the functions of ``settings.functions`` and entry points.
+
+    Raises:
+        RuntimeError: A module or entry point could not be loaded.
+    """
     registry = Registry()
     registry.update(builtins)
-    load_modules(settings.functions)
+    try:
+        load_modules(settings.functions)
+    except Exception as exc:  # an operator's module: say which one, not a traceback
+        raise RuntimeError(f"cannot load named functions: {type(exc).__name__}: {exc}") from exc
     registry.update(default_registry)
     return registry
 
