@@ -72,6 +72,8 @@ class Settings:
         max_jobs: Most job records kept; the oldest finished ones go first.
         shutdown_grace: Seconds that running RPCs get to finish on SIGTERM.
         max_message_bytes: Largest gRPC message accepted or sent, in bytes.
+        max_job_seconds: Longest a job may run; a job's own timeout is capped
+            to it. 0 means no limit.
     """
 
     host: str = "127.0.0.1"
@@ -91,6 +93,7 @@ class Settings:
     max_jobs: int = 100_000
     shutdown_grace: float = 25.0
     max_message_bytes: int = 64 * 1024 * 1024
+    max_job_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -104,7 +107,7 @@ class Settings:
                 f"default_scheduler must be one of {', '.join(SCHEDULERS)}, "
                 f"got {self.default_scheduler!r}"
             )
-        for name in ("result_ttl", "job_ttl", "shutdown_grace"):
+        for name in ("result_ttl", "job_ttl", "shutdown_grace", "max_job_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
         if self.max_jobs < 1:

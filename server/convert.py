@@ -79,7 +79,14 @@ def job_request(spec: pb.JobSpec) -> JobRequest:
     """The core's :class:`JobRequest` from a ``JobSpec``."""
     scheduler = _enum(SCHEDULER_NAMES, spec.scheduler, "scheduler", pb.Scheduler)
     fmt = result_format(spec.result_format)
-    common = {"scheduler": scheduler, "result_format": fmt, "name": spec.name}
+    common = {
+        "scheduler": scheduler,
+        "result_format": fmt,
+        "name": spec.name,
+        "request_id": spec.request_id,
+        "retryable": spec.retryable,
+        "timeout": timeout(spec.timeout) if spec.HasField("timeout") else None,
+    }
     work = spec.WhichOneof("work")
     if work == "call":
         if not spec.call.function:
@@ -128,6 +135,8 @@ def job(record: JobRecord) -> pb.Job:
         name=record.name,
         cancel_reason=record.cancel_reason,
         result_available=record.result_available,
+        owner=record.owner,
+        request_id=record.request_id,
     )
     _timestamp(message.submit_time, record.submit_time)
     _timestamp(message.start_time, record.start_time)

@@ -14,15 +14,18 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from server import _pickle, results
+from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
     FailedPrecondition,
     InvalidArgument,
+    JobNotFound,
     NotFound,
+    PermissionDenied,
     ServiceError,
     Unavailable,
 )
@@ -65,6 +68,9 @@ class JobRequest:
         scheduler: A name from :data:`server.config.SCHEDULERS`, or "" for the default.
         result_format: "auto", "json" or "pickle".
         name: The caller's label.
+        request_id: The caller's idempotency key ("" for none).
+        retryable: Whether a restart may run the job again.
+        timeout: Seconds the job may run (capped by the server's limit).
     """
 
     kind: JobKind
@@ -75,6 +81,9 @@ class JobRequest:
     scheduler: str = ""
     result_format: str = "auto"
     name: str = ""
+    request_id: str = ""
+    retryable: bool = False
+    timeout: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +147,9 @@ class ComputeCore:
         self._background: list[asyncio.Task] = []
         self._draining = False
         self._closing = False
+        self._by_request_id: dict[tuple[str, str], str] = {}
+        #: Changes on every start, so clients can tell that the server restarted.
+        self.instance_id = new_job_id()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -354,19 +366,32 @@ class ComputeCore:
 
     # -- jobs ----------------------------------------------------------------
 
-    async def submit(self, request: JobRequest) -> JobRecord:
+    async def submit(self, request: JobRequest, caller: Caller = ANONYMOUS) -> JobRecord:
         """Validate and accept a job, start it, and return its record.
+
+        A request with a ``request_id`` that this caller used before returns
+        the first job's record instead.
 
         Raises:
             InvalidArgument: Bad scheduler, format, arguments or payload.
             FunctionNotFound: No such named function.
+            PermissionDenied: Pickled work from a caller without ``code``.
             Unavailable: The core is starting or stopping.
         """
         executors = self._check_ready()
+        self._authorize(request, caller)
+        existing = self._existing(request, caller)
+        if existing is not None:
+            return existing
         prepared = await self._validate(request)
-        return self._accept(executors, request, *prepared)
+        existing = self._existing(request, caller)  # the same key may have landed meanwhile
+        if existing is not None:
+            return existing
+        return self._accept(executors, request, caller, *prepared)
 
-    async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobRecord]:
+    async def submit_many(
+        self, requests: Sequence[JobRequest], caller: Caller = ANONYMOUS
+    ) -> list[JobRecord]:
         """Validate every job, then accept them all; nothing is accepted if one is invalid.
 
         Raises:
@@ -378,13 +403,42 @@ class ComputeCore:
             raise InvalidArgument("jobs is empty: submit at least one job")
         if len(requests) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} jobs per batch, got {len(requests)}")
-        prepared = []
+        prepared: list[Any] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(await self._validate(request))
+                self._authorize(request, caller)
+                existing = self._existing(request, caller)
+                prepared.append(existing if existing is not None else await self._validate(request))
             except ServiceError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from exc
-        return [self._accept(executors, r, *p) for r, p in zip(requests, prepared)]
+        return [
+            p if isinstance(p, JobRecord) else self._accept(executors, r, caller, *p)
+            for r, p in zip(requests, prepared)
+        ]
+
+    @staticmethod
+    def _authorize(request: JobRequest, caller: Caller) -> None:
+        # Checked before anything is unpickled: loading a payload runs its code.
+        if request.kind is JobKind.FUNCTION:
+            if not caller.can("run"):
+                raise PermissionDenied(f"caller {caller.name!r} lacks the 'run' permission")
+        elif not caller.can("code"):
+            raise PermissionDenied(
+                f"caller {caller.name!r} may call named functions only: sending Python code "
+                "(pickled callables, Dask graphs) needs the 'code' permission"
+            )
+
+    def _existing(self, request: JobRequest, caller: Caller) -> JobRecord | None:
+        if not request.request_id:
+            return None
+        job_id = self._by_request_id.get((caller.name, request.request_id))
+        if job_id is None:
+            return None
+        try:
+            return self.jobs.get(job_id)
+        except JobNotFound:  # expired: the key is free again
+            self._by_request_id.pop((caller.name, request.request_id), None)
+            return None
 
     async def _validate(self, request: JobRequest) -> tuple[Work, str, str]:
         scheduler = request.scheduler or self.settings.default_scheduler
@@ -399,11 +453,25 @@ class ComputeCore:
             )
         if len(request.name) > 256:
             raise InvalidArgument("job name must be at most 256 characters")
+        if len(request.request_id) > 128:
+            raise InvalidArgument("request_id must be at most 128 characters")
+        if request.timeout is not None and request.timeout < 0:
+            raise InvalidArgument("timeout must not be negative")
         work, target = await self._prepare(request)
         return work, target, scheduler
 
+    def _time_limit(self, request: JobRequest) -> float | None:
+        limits = [t for t in (request.timeout, self.settings.max_job_seconds) if t]
+        return min(limits) if limits else None
+
     def _accept(
-        self, executors: Executors, request: JobRequest, work: Work, target: str, scheduler: str
+        self,
+        executors: Executors,
+        request: JobRequest,
+        caller: Caller,
+        work: Work,
+        target: str,
+        scheduler: str,
     ) -> JobRecord:
         record = self.jobs.insert(
             JobRecord(
@@ -415,26 +483,42 @@ class ComputeCore:
                 name=request.name,
                 result_format=request.result_format,
                 submit_time=time.time(),
+                owner=caller.name,
+                request_id=request.request_id,
+                retryable=request.retryable,
             )
         )
+        if request.request_id:
+            self._by_request_id[(caller.name, request.request_id)] = record.job_id
         runtime = self._runtimes[record.job_id] = _Runtime()
         runtime.task = asyncio.create_task(
-            self._run_job(executors, record.job_id, work, scheduler, target)
+            self._run_job(
+                executors, record.job_id, work, scheduler, target, self._time_limit(request)
+            )
         )
         logger.debug("job %s submitted: %s on %s", record.job_id, target, scheduler)
         return record
 
-    async def run(self, request: JobRequest) -> JobRecord:
+    async def run(
+        self,
+        request: JobRequest,
+        caller: Caller = ANONYMOUS,
+        why_cancelled: Callable[[], str] = lambda: "the caller of Run went away",
+    ) -> JobRecord:
         """Submit a job and wait for it to finish.
 
-        If the caller stops waiting (its RPC is cancelled), the job is
-        cancelled too: nobody is left to read its result.
+        If the caller stops waiting (its RPC is cancelled or its deadline
+        passes), the job is cancelled too, with ``why_cancelled()`` as the
+        reason: nobody is left to read its result.
         """
-        record = await self.submit(request)
+        record = await self.submit(request, caller)
+        runtime = self._runtimes.get(record.job_id)
+        if runtime is None:  # an earlier submission with this request_id, since forgotten
+            return self.jobs.get(record.job_id)
         try:
-            await self._runtimes[record.job_id].done.wait()
+            await runtime.done.wait()
         except asyncio.CancelledError:
-            self._cancel(record.job_id, "the caller of Run went away")
+            self._cancel(record.job_id, why_cancelled())
             raise
         return self.jobs.get(record.job_id)
 
@@ -461,11 +545,34 @@ class ComputeCore:
         return await self._pools().in_thread(loader, payload)
 
     async def _run_job(
-        self, executors: Executors, job_id: str, work: Work, scheduler: str, target: str
+        self,
+        executors: Executors,
+        job_id: str,
+        work: Work,
+        scheduler: str,
+        target: str,
+        time_limit: float | None,
     ) -> None:
         self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
         try:
-            value = await executors.run(work, scheduler, key=f"{target}-{job_id}")
+            execution = asyncio.ensure_future(
+                executors.run(work, scheduler, key=f"{target}-{job_id}")
+            )
+            try:
+                done, _ = await asyncio.wait({execution}, timeout=time_limit)
+            except asyncio.CancelledError:
+                execution.cancel()
+                await asyncio.gather(execution, return_exceptions=True)
+                raise
+            if not done:
+                execution.cancel()
+                await asyncio.gather(execution, return_exceptions=True)
+                message = f"the job ran past its time limit of {time_limit:g}s and was cancelled"
+                self._finish(
+                    job_id, JobState.FAILED, error=JobError(type="TimeoutError", message=message)
+                )
+                return
+            value = execution.result()
         except asyncio.CancelledError:
             runtime = self._runtimes.get(job_id)
             reason = runtime.cancel_reason if runtime else ""
@@ -501,21 +608,26 @@ class ComputeCore:
             runtime.task.cancel()
         return record
 
-    def get_job(self, job_id: str) -> JobRecord:
-        """The record of ``job_id``.
+    def get_job(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
+        """The record of ``job_id``, if ``caller`` may see it.
 
         Raises:
-            JobNotFound: No such job.
+            JobNotFound: No such job, or another caller's (ids cannot be probed).
         """
-        return self.jobs.get(_check_job_id(job_id))
+        record = self.jobs.get(_check_job_id(job_id))
+        if not caller.is_admin and record.owner != caller.name:
+            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+        return record
 
-    async def wait_job(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
+    async def wait_job(
+        self, job_id: str, timeout: float | None, caller: Caller = ANONYMOUS
+    ) -> tuple[JobRecord, bool]:
         """Wait until the job finishes or ``timeout`` seconds pass.
 
         Returns:
             The record, and whether the wait timed out.
         """
-        record = self.get_job(job_id)
+        record = self.get_job(job_id, caller)
         if record.state.finished:
             return record, False
         runtime = self._runtimes.get(job_id)
@@ -527,24 +639,33 @@ class ComputeCore:
             return self.jobs.get(job_id), True
         return self.jobs.get(job_id), False
 
-    async def cancel_job(self, job_id: str, reason: str = "") -> tuple[JobRecord, bool]:
+    async def cancel_job(
+        self, job_id: str, reason: str = "", caller: Caller = ANONYMOUS
+    ) -> tuple[JobRecord, bool]:
         """Cancel a queued or running job.
 
         Returns:
             The record after the cancel, and whether this call cancelled it.
         """
-        record = self.get_job(job_id)
+        record = self.get_job(job_id, caller)
         if record.state.finished:
             return record, False
         return self._cancel(job_id, reason or "cancelled by the caller"), True
 
     def list_jobs(
-        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+        self,
+        states: Collection[JobState] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        caller: Caller = ANONYMOUS,
     ) -> tuple[list[JobRecord], str]:
-        """A page of job records, newest first, and the next page's token."""
-        return self.jobs.list(states, page_size, page_token)
+        """A page of the job records ``caller`` may see, newest first, and the next page's token."""
+        owner = None if caller.is_admin else caller.name
+        return self.jobs.list(states, page_size, page_token, owner=owner)
 
-    async def result(self, job_id: str, fmt: str = "auto") -> results.EncodedResult:
+    async def result(
+        self, job_id: str, fmt: str = "auto", caller: Caller = ANONYMOUS
+    ) -> results.EncodedResult:
         """The result of a succeeded job, encoded as ``fmt``.
 
         Raises:
@@ -552,7 +673,7 @@ class ComputeCore:
                 for a result that has no JSON form.
             NotFound: The result expired.
         """
-        record = self.get_job(job_id)
+        record = self.get_job(job_id, caller)
         if record.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
                 f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
@@ -592,6 +713,9 @@ class ComputeCore:
             self.jobs.delete(old)
             for job_id in old:
                 self._runtimes.pop(job_id, None)
+            self._by_request_id = {
+                key: job_id for key, job_id in self._by_request_id.items() if job_id not in old
+            }
             logger.info("expired %d finished job records", len(old))
 
 

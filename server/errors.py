@@ -11,6 +11,8 @@ Exception tree::
     ├── NotFound                 NOT_FOUND
     │   ├── FunctionNotFound     NOT_FOUND
     │   └── JobNotFound          NOT_FOUND
+    ├── PermissionDenied         PERMISSION_DENIED
+    ├── Unauthenticated          UNAUTHENTICATED
     ├── FailedPrecondition       FAILED_PRECONDITION
     ├── Unavailable              UNAVAILABLE
     └── ResourceExhausted        RESOURCE_EXHAUSTED
@@ -47,6 +49,18 @@ class FunctionNotFound(NotFound):
 
 class JobNotFound(NotFound):
     """No job by that id (never accepted, or its record expired)."""
+
+
+class PermissionDenied(ServiceError):
+    """The caller is known but lacks the permission the request needs."""
+
+    status = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ServiceError):
+    """The call carries no valid credential."""
+
+    status = "UNAUTHENTICATED"
 
 
 class FailedPrecondition(ServiceError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import functools
 import logging
@@ -66,6 +67,10 @@ class RemoteError(Exception):
     """An error raised in a pool process whose exception could not be pickled."""
 
 
+class PoolProcessDied(Exception):
+    """A process of the ``processes`` pool died mid-job (a crash, ``os._exit``, a kill)."""
+
+
 class Executors:
     """The pools and the cluster client that jobs run on."""
 
@@ -77,10 +82,22 @@ class Executors:
         self._drivers = concurrent.futures.ThreadPoolExecutor(
             max(32, 4 * threads), "dask-compute-driver"
         )
-        self._processes = concurrent.futures.ProcessPoolExecutor(
-            processes, mp_context=multiprocessing.get_context("spawn")
-        )
         self._n_processes = processes
+        self._processes = self._new_process_pool()
+
+    def _new_process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            self._n_processes, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
+        # A pool whose process died is broken for good (every later submit
+        # fails); the next job gets a fresh pool. Jobs sharing the broken pool
+        # fail with the same clear error.
+        if self._processes is broken:
+            logger.warning("a processes-pool process died; starting a new pool")
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._processes = self._new_process_pool()
 
     async def warm_up(self) -> None:
         """Start the process pool's processes before the first job needs them."""
@@ -148,12 +165,21 @@ class Executors:
         return await self.in_thread(dask.threaded.get, work.graph, work.keys, pool=self._threads)
 
     async def _run_processes(self, work: Work, key: str) -> Any:
+        pool = self._processes
+        try:
+            return await self._run_on_pool(pool, work)
+        except BrokenProcessPool as exc:
+            self._replace_broken_pool(pool)
+            raise PoolProcessDied(
+                "a process of the 'processes' pool died while running this job (a crash, "
+                "os._exit or a kill); the pool was restarted"
+            ) from exc
+
+    async def _run_on_pool(self, pool: concurrent.futures.ProcessPoolExecutor, work: Work) -> Any:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
             loop = asyncio.get_running_loop()
-            ok, data, tb = await loop.run_in_executor(
-                self._processes, _pickle.call_in_child, payload
-            )
+            ok, data, tb = await loop.run_in_executor(pool, _pickle.call_in_child, payload)
             value = await self.in_thread(pickle.loads, data) if data else None
             if ok:
                 return value
@@ -163,12 +189,10 @@ class Executors:
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
             result = await self.in_thread(
-                dask.compute, *work.collections, scheduler="processes", pool=self._processes
+                dask.compute, *work.collections, scheduler="processes", pool=pool
             )
             return result[0] if work.single else result
-        return await self.in_thread(
-            dask.multiprocessing.get, work.graph, work.keys, pool=self._processes
-        )
+        return await self.in_thread(dask.multiprocessing.get, work.graph, work.keys, pool=pool)
 
     async def _run_synchronous(self, work: Work, key: str) -> Any:
         if work.call is not None:

@@ -78,6 +78,9 @@ class JobRecord:
     error: JobError | None = None
     cancel_reason: str = ""
     result_available: bool = False
+    owner: str = ""
+    request_id: str = ""
+    retryable: bool = False
     seq: int = 0
 
     def replace(self, **changes: Any) -> JobRecord:
@@ -103,9 +106,16 @@ class JobTable(Protocol):
         """Apply ``changes`` to a record and return the new record."""
 
     def list(
-        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+        self,
+        states: Collection[JobState] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], str]:
-        """A page of records, newest first, and the token of the next page ("" at the end)."""
+        """A page of records, newest first, and the token of the next page ("" at the end).
+
+        ``owner`` keeps only that caller's jobs; ``None`` keeps everyone's.
+        """
 
     def delete(self, job_ids: Iterable[str]) -> None:
         """Forget records."""
@@ -181,7 +191,11 @@ class MemoryJobTable:
             return record
 
     def list(
-        self, states: Collection[JobState] = (), page_size: int = 0, page_token: str = ""
+        self,
+        states: Collection[JobState] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], str]:
         size, below = page_bounds(page_size, page_token)
         wanted = frozenset(states)
@@ -192,6 +206,8 @@ class MemoryJobTable:
             if below is not None and record.seq >= below:
                 continue
             if wanted and record.state not in wanted:
+                continue
+            if owner is not None and record.owner != owner:
                 continue
             if len(page) == size:
                 return page, make_page_token(page[-1].seq)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import grpc
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server import convert
+from server.auth import current_caller
 from server.core import ComputeCore
 from server.errors import ServiceError
 from server.jobs import JobState
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
 ERROR_KEY = "dask-compute-error"
+#: Initial metadata key carrying the server instance's id (new on every start).
+INSTANCE_KEY = "dask-compute-instance"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
@@ -35,6 +39,7 @@ def _translate_errors(method: Handler) -> Handler:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await context.send_initial_metadata(self.metadata)
             return await method(self, request, context)
         except ServiceError as exc:
             # The error's class name lets clients tell, say, a missing function
@@ -63,6 +68,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     def __init__(self, core: ComputeCore) -> None:
         self.core = core
+        self.metadata = ((INSTANCE_KEY, core.instance_id),)
 
     @_translate_errors
     async def GetClusterInfo(self, request: pb.GetClusterInfoRequest, context: Any) -> Any:
@@ -82,47 +88,69 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     @_translate_errors
     async def Run(self, request: pb.RunRequest, context: Any) -> Any:
-        record = await self.core.run(convert.job_request(request.job))
+        caller = current_caller()
+
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+
+        def why_cancelled() -> str:
+            # gRPC cancels the handler both when the deadline passes and when
+            # the caller goes away; the clock tells which (with slack for the
+            # deadline timer firing a little early).
+            if deadline is not None and time.monotonic() >= deadline - 0.05:
+                return "the deadline of the Run call passed"
+            return "the caller of Run went away"
+
+        record = await self.core.run(convert.job_request(request.job), caller, why_cancelled)
         response = pb.RunResponse(
             job=convert.job(record), cluster=convert.cluster(self.core.cluster_snapshot())
         )
         if record.state is JobState.SUCCEEDED:
-            response.result.CopyFrom(convert.result(await self.core.result(record.job_id)))
+            encoded = await self.core.result(record.job_id, caller=caller)
+            response.result.CopyFrom(convert.result(encoded))
         return response
 
     @_translate_errors
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> Any:
-        record = await self.core.submit(convert.job_request(request.job))
+        record = await self.core.submit(convert.job_request(request.job), current_caller())
         return pb.SubmitJobResponse(job=convert.job(record))
 
     @_translate_errors
     async def SubmitJobs(self, request: pb.SubmitJobsRequest, context: Any) -> Any:
-        records = await self.core.submit_many([convert.job_request(j) for j in request.jobs])
+        records = await self.core.submit_many(
+            [convert.job_request(j) for j in request.jobs], current_caller()
+        )
         return pb.SubmitJobsResponse(jobs=[convert.job(r) for r in records])
 
     @_translate_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:
-        return pb.GetJobResponse(job=convert.job(self.core.get_job(request.job_id)))
+        return pb.GetJobResponse(
+            job=convert.job(self.core.get_job(request.job_id, current_caller()))
+        )
 
     @_translate_errors
     async def WaitJob(self, request: pb.WaitJobRequest, context: Any) -> Any:
         timeout = convert.timeout(request.timeout) if request.HasField("timeout") else None
         fmt = convert.result_format(request.result_format)
-        record, timed_out = await self.core.wait_job(request.job_id, timeout)
+        caller = current_caller()
+        record, timed_out = await self.core.wait_job(request.job_id, timeout, caller)
         response = pb.WaitJobResponse(job=convert.job(record), timed_out=timed_out)
         if record.state is JobState.SUCCEEDED:
-            response.result.CopyFrom(convert.result(await self.core.result(record.job_id, fmt)))
+            encoded = await self.core.result(record.job_id, fmt, caller)
+            response.result.CopyFrom(convert.result(encoded))
         return response
 
     @_translate_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> Any:
-        record, cancelled = await self.core.cancel_job(request.job_id, request.reason[:1024])
+        record, cancelled = await self.core.cancel_job(
+            request.job_id, request.reason[:1024], current_caller()
+        )
         return pb.CancelJobResponse(job=convert.job(record), cancelled=cancelled)
 
     @_translate_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> Any:
         records, token = self.core.list_jobs(
-            convert.states(request.states), request.page_size, request.page_token
+            convert.states(request.states), request.page_size, request.page_token, current_caller()
         )
         return pb.ListJobsResponse(
             jobs=[convert.job(r) for r in records], next_page_token=token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 import pickle
 
@@ -14,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from server.app import build_registry
+from server.auth import Caller
 from server.config import SCHEDULERS, Settings
 from server.core import ComputeCore, JobRequest
 from server.errors import (
@@ -23,6 +25,7 @@ from server.errors import (
     InvalidPayload,
     JobNotFound,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from server.jobs import JobKind, JobState
@@ -280,3 +283,71 @@ async def test_close_cancels_unfinished_jobs():
     final = c.jobs.get(record.job_id)
     assert final.state is JobState.CANCELLED
     assert final.cancel_reason == "the server shut down"
+
+
+ALICE = Caller("alice", frozenset({"run", "code"}))
+BOB = Caller("bob", frozenset({"run"}))
+ROOT = Caller("root", frozenset({"admin"}))
+
+
+class _LeavesAMark:
+    """Loading this pickle creates a file: proof that it was loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (_touch, (self.path,))
+
+
+def _touch(path):
+    open(path, "w").close()
+    return (inc, (1,), {})
+
+
+async def test_pickled_work_needs_code_and_is_never_loaded_without_it(core, tmp_path):
+    mark = tmp_path / "loaded"
+    request = JobRequest(
+        kind=JobKind.PICKLED_CALL, payload=cloudpickle.dumps(_LeavesAMark(str(mark))), scheduler="threads"
+    )
+    with pytest.raises(PermissionDenied, match="'bob' may call named functions only"):
+        await core.submit(request, BOB)
+    with pytest.raises(PermissionDenied):
+        await core.submit_many([call("ping"), request], BOB)
+    with pytest.raises(PermissionDenied):
+        await core.submit(graph(da.ones(3).sum()), BOB)
+    assert not mark.exists(), "the payload was unpickled for a caller without 'code'"
+    record = await core.run(request, ALICE)
+    assert mark.exists() and record.state is JobState.SUCCEEDED
+    assert (await core.run(call("ping", scheduler="threads"), BOB)).state is JobState.SUCCEEDED
+    with pytest.raises(PermissionDenied, match="lacks the 'run' permission"):
+        await core.submit(call("ping"), Caller("nobody", frozenset()))
+
+
+async def test_callers_see_and_cancel_only_their_own_jobs(core):
+    mine = await core.submit(pickled(slowinc, 1, delay=2, scheduler="threads"), ALICE)
+    assert mine.owner == "alice"
+    for attempt in (
+        lambda: core.get_job(mine.job_id, BOB),
+        lambda: core.wait_job(mine.job_id, 0.1, BOB),
+        lambda: core.cancel_job(mine.job_id, "", BOB),
+        lambda: core.result(mine.job_id, "auto", BOB),
+    ):
+        with pytest.raises(JobNotFound, match="no job with id"):
+            result = attempt()
+            if asyncio.iscoroutine(result):
+                await result
+    assert core.get_job(mine.job_id, ALICE).job_id == mine.job_id
+    assert mine.job_id not in {r.job_id for r in core.list_jobs(caller=BOB, page_size=1000)[0]}
+    assert mine.job_id in {r.job_id for r in core.list_jobs(caller=ALICE, page_size=1000)[0]}
+    assert mine.job_id in {r.job_id for r in core.list_jobs(caller=ROOT, page_size=1000)[0]}
+    _, cancelled = await core.cancel_job(mine.job_id, "admin says so", ROOT)
+    assert cancelled and core.get_job(mine.job_id, ALICE).cancel_reason == "admin says so"
+
+
+async def test_request_ids_are_per_caller(core):
+    request = dataclasses.replace(call("add", 1, 2, scheduler="threads"), request_id="same-key")
+    a1 = await core.submit(request, ALICE)
+    a2 = await core.submit(request, ALICE)
+    b1 = await core.submit(request, BOB)
+    assert a1.job_id == a2.job_id != b1.job_id

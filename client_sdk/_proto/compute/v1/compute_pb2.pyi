@@ -103,20 +103,26 @@ class DaskGraph(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("call", "pickled_call", "graph", "scheduler", "result_format", "name")
+    __slots__ = ("call", "pickled_call", "graph", "scheduler", "result_format", "name", "request_id", "retryable", "timeout")
     CALL_FIELD_NUMBER: _ClassVar[int]
     PICKLED_CALL_FIELD_NUMBER: _ClassVar[int]
     GRAPH_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     call: FunctionCall
     pickled_call: PickledCall
     graph: DaskGraph
     scheduler: Scheduler
     result_format: ResultFormat
     name: str
-    def __init__(self, call: _Optional[_Union[FunctionCall, _Mapping]] = ..., pickled_call: _Optional[_Union[PickledCall, _Mapping]] = ..., graph: _Optional[_Union[DaskGraph, _Mapping]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., name: _Optional[str] = ...) -> None: ...
+    request_id: str
+    retryable: bool
+    timeout: _duration_pb2.Duration
+    def __init__(self, call: _Optional[_Union[FunctionCall, _Mapping]] = ..., pickled_call: _Optional[_Union[PickledCall, _Mapping]] = ..., graph: _Optional[_Union[DaskGraph, _Mapping]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., name: _Optional[str] = ..., request_id: _Optional[str] = ..., retryable: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("type", "message", "traceback", "pickled_exception")
@@ -131,7 +137,7 @@ class JobError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled_exception: _Optional[bytes] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "scheduler", "kind", "target", "name", "submit_time", "start_time", "finish_time", "error", "cancel_reason", "result_available")
+    __slots__ = ("job_id", "state", "scheduler", "kind", "target", "name", "submit_time", "start_time", "finish_time", "error", "cancel_reason", "result_available", "owner", "request_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +150,8 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     RESULT_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     scheduler: Scheduler
@@ -156,7 +164,9 @@ class Job(_message.Message):
     error: JobError
     cancel_reason: str
     result_available: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ...) -> None: ...
+    owner: str
+    request_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ..., owner: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("json", "pickle", "format", "serializer", "size_bytes")
