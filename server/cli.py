@@ -83,6 +83,21 @@ def _env(name: str) -> str:
     help=f"Seconds a finished job's record stays listed. [default: 3600; env {_env('job_ttl')}]",
 )
 @click.option(
+    "--max-job-seconds",
+    type=float,
+    help=f"Longest a job may run, in seconds; 0 means no limit. [default: 0; env {_env('max_job_seconds')}]",
+)
+@click.option(
+    "--max-pending-jobs",
+    type=int,
+    help=f"Most unfinished jobs in all. [default: 100000; env {_env('max_pending_jobs')}]",
+)
+@click.option(
+    "--max-jobs-per-caller",
+    type=int,
+    help=f"Most unfinished jobs of one caller. [default: 10000; env {_env('max_jobs_per_caller')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

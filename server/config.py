@@ -74,6 +74,9 @@ class Settings:
         max_message_bytes: Largest gRPC message accepted or sent, in bytes.
         max_job_seconds: Longest a job may run; a job's own timeout is capped
             to it. 0 means no limit.
+        max_pending_jobs: Most unfinished (queued or running) jobs in all;
+            past it new jobs are refused with RESOURCE_EXHAUSTED.
+        max_jobs_per_caller: Most unfinished jobs of one caller.
     """
 
     host: str = "127.0.0.1"
@@ -94,6 +97,8 @@ class Settings:
     shutdown_grace: float = 25.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_job_seconds: float = 0.0
+    max_pending_jobs: int = 100_000
+    max_jobs_per_caller: int = 10_000
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -110,8 +115,9 @@ class Settings:
         for name in ("result_ttl", "job_ttl", "shutdown_grace", "max_job_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
-        if self.max_jobs < 1:
-            raise SettingsError("max_jobs must be at least 1")
+        for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
         if self.max_message_bytes < 4 * 1024 * 1024:
             raise SettingsError("max_message_bytes must be at least 4 MiB")
         if self.scheduler_address and self.n_workers is not None:

@@ -22,6 +22,7 @@ from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
     FailedPrecondition,
+    ResourceExhausted,
     InvalidArgument,
     JobNotFound,
     NotFound,
@@ -148,6 +149,8 @@ class ComputeCore:
         self._draining = False
         self._closing = False
         self._by_request_id: dict[tuple[str, str], str] = {}
+        self._pending = 0  # unfinished jobs, in all and by owner, for the limits
+        self._pending_by_owner: dict[str, int] = {}
         #: Changes on every start, so clients can tell that the server restarted.
         self.instance_id = new_job_id()
 
@@ -383,10 +386,12 @@ class ComputeCore:
         existing = self._existing(request, caller)
         if existing is not None:
             return existing
+        self._check_limits(caller, 1)
         prepared = await self._validate(request)
         existing = self._existing(request, caller)  # the same key may have landed meanwhile
         if existing is not None:
             return existing
+        self._check_limits(caller, 1)
         return self._accept(executors, request, caller, *prepared)
 
     async def submit_many(
@@ -411,6 +416,7 @@ class ComputeCore:
                 prepared.append(existing if existing is not None else await self._validate(request))
             except ServiceError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from exc
+        self._check_limits(caller, sum(not isinstance(p, JobRecord) for p in prepared))
         return [
             p if isinstance(p, JobRecord) else self._accept(executors, r, caller, *p)
             for r, p in zip(requests, prepared)
@@ -426,6 +432,20 @@ class ComputeCore:
             raise PermissionDenied(
                 f"caller {caller.name!r} may call named functions only: sending Python code "
                 "(pickled callables, Dask graphs) needs the 'code' permission"
+            )
+
+    def _check_limits(self, caller: Caller, adding: int) -> None:
+        s = self.settings
+        if self._pending + adding > s.max_pending_jobs:
+            raise ResourceExhausted(
+                f"the server has {self._pending} unfinished jobs and takes at most "
+                f"{s.max_pending_jobs} (max_pending_jobs); retry when some finish"
+            )
+        mine = self._pending_by_owner.get(caller.name, 0)
+        if mine + adding > s.max_jobs_per_caller:
+            raise ResourceExhausted(
+                f"caller {caller.name!r} has {mine} unfinished jobs and may have at most "
+                f"{s.max_jobs_per_caller} (max_jobs_per_caller); wait for some to finish"
             )
 
     def _existing(self, request: JobRequest, caller: Caller) -> JobRecord | None:
@@ -490,6 +510,8 @@ class ComputeCore:
         )
         if request.request_id:
             self._by_request_id[(caller.name, request.request_id)] = record.job_id
+        self._pending += 1
+        self._pending_by_owner[caller.name] = self._pending_by_owner.get(caller.name, 0) + 1
         runtime = self._runtimes[record.job_id] = _Runtime()
         runtime.task = asyncio.create_task(
             self._run_job(
@@ -592,6 +614,12 @@ class ComputeCore:
             return record
         now = time.time()
         record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
+        self._pending -= 1
+        left = self._pending_by_owner.get(record.owner, 1) - 1
+        if left > 0:
+            self._pending_by_owner[record.owner] = left
+        else:
+            self._pending_by_owner.pop(record.owner, None)
         runtime = self._runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()

@@ -26,6 +26,7 @@ from server.errors import (
     JobNotFound,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from server.jobs import JobKind, JobState
@@ -351,3 +352,27 @@ async def test_request_ids_are_per_caller(core):
     a2 = await core.submit(request, ALICE)
     b1 = await core.submit(request, BOB)
     assert a1.job_id == a2.job_id != b1.job_id
+
+
+async def test_limits_refuse_with_resource_exhausted_and_recover():
+    settings = Settings(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address="",
+        local_processes=1, local_threads=4, max_pending_jobs=3, max_jobs_per_caller=2,
+    )
+    c = ComputeCore(settings, build_registry(settings))
+    await c.start()
+    try:
+        slow = pickled(slowinc, 1, delay=1, scheduler="threads")
+        a = [await c.submit(slow, ALICE) for _ in range(2)]
+        with pytest.raises(ResourceExhausted, match="caller 'alice' has 2 unfinished jobs .*max_jobs_per_caller"):
+            await c.submit(slow, ALICE)
+        await c.submit(call("sleep", 1, scheduler="threads"), BOB)
+        with pytest.raises(ResourceExhausted, match="the server has 3 unfinished jobs .*max_pending_jobs"):
+            await c.submit(call("ping"), ROOT)
+        with pytest.raises(ResourceExhausted):
+            await c.submit_many([call("ping"), call("ping")], ROOT)
+        for record in a:
+            await c.wait_job(record.job_id, 10, ALICE)
+        assert (await c.run(slow, ALICE)).state is JobState.SUCCEEDED, "the limit lifts as jobs finish"
+    finally:
+        await c.close()
