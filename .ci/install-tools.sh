@@ -6,6 +6,7 @@ set -euo pipefail
 
 apt_packages=()
 # (packages are added here by the features that need them)
+apt_packages+=(postgresql)  # the job store's tests run on a real PostgreSQL server
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -98,9 +98,61 @@ def _env(name: str) -> str:
     help=f"Most unfinished jobs of one caller. [default: 10000; env {_env('max_jobs_per_caller')}]",
 )
 @click.option(
+    "--job-store",
+    help=f"Where job records live: 'memory', sqlite:///PATH or postgresql+psycopg://... [default: sqlite in $XDG_STATE_HOME/dask-compute/jobs.db; env {_env('job_store')}]",
+)
+@click.option(
+    "--stored-result-bytes",
+    type=int,
+    help=f"Results up to this many bytes are stored with their record and survive a restart. [default: 1048576; env {_env('stored_result_bytes')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(dir_okay=False),
+    help=f"Bearer tokens and their permissions, one 'NAME PERMISSIONS TOKEN' per line; SIGHUP reloads it. "
+    f"The same content may come from DASK_COMPUTE_TOKENS instead (no flag: tokens never go in a "
+    f"command line). [env {_env('tokens_file')}]",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    help=f"PEM certificate (chain) of the server: the port speaks TLS only. [env {_env('tls_cert')}]",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    help=f"PEM private key of --tls-cert. [env {_env('tls_key')}]",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False),
+    help=f"PEM CA that client certificates must chain to (mutual TLS); a certificate's subject CN "
+    f"may stand in for a token ('cert:CN' entries). [env {_env('tls_client_ca')}]",
+)
+@click.option(
+    "--pickled-work/--no-pickled-work",
+    default=None,
+    help=f"Accept pickled callables and Dask graphs from callers with the 'code' permission, or from "
+    f"nobody (named functions only). [default: accept; env {_env('pickled_work')}]",
+)
+@click.option(
+    "--insecure-no-auth-on-network",
+    is_flag=True,
+    default=None,
+    help=f"Listen on a non-loopback address with no tokens: anyone who can reach the port may call "
+    f"(pickled work stays refused). [env {_env('insecure_no_auth_on_network')}]",
+)
+@click.option(
+    "--allow-pickled-work-without-auth",
+    is_flag=True,
+    default=None,
+    help=f"With --insecure-no-auth-on-network, also run pickled work (code) from anyone. "
+    f"[env {_env('allow_pickled_work_without_auth')}]",
 )
 @click.option(
     "--log-level",

@@ -77,6 +77,12 @@ class Settings:
         max_pending_jobs: Most unfinished (queued or running) jobs in all;
             past it new jobs are refused with RESOURCE_EXHAUSTED.
         max_jobs_per_caller: Most unfinished jobs of one caller.
+        job_store: Where job records live: a SQLAlchemy URL
+            (``sqlite:///path/jobs.db``, ``postgresql+psycopg://...``) or
+            ``memory`` (lost on restart). Empty means SQLite in
+            ``$XDG_STATE_HOME/dask-compute/jobs.db`` (``~/.local/state/...``).
+        stored_result_bytes: Results up to this size (pickled) are stored with
+            their record and survive a restart; 0 stores none.
     """
 
     host: str = "127.0.0.1"
@@ -99,6 +105,16 @@ class Settings:
     max_job_seconds: float = 0.0
     max_pending_jobs: int = 100_000
     max_jobs_per_caller: int = 10_000
+    tokens_file: str = ""
+    tokens: str = dataclasses.field(default="", repr=False)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    pickled_work: bool = True
+    insecure_no_auth_on_network: bool = False
+    allow_pickled_work_without_auth: bool = False
+    job_store: str = ""
+    stored_result_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -118,10 +134,33 @@ class Settings:
         for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if self.stored_result_bytes < 0:
+            raise SettingsError("stored_result_bytes must not be negative")
+        if self.job_store and self.job_store != "memory" and "://" not in self.job_store:
+            raise SettingsError(
+                f"job_store must be 'memory' or a database URL such as sqlite:///jobs.db, "
+                f"got {self.job_store!r}"
+            )
         if self.max_message_bytes < 4 * 1024 * 1024:
             raise SettingsError("max_message_bytes must be at least 4 MiB")
         if self.scheduler_address and self.n_workers is not None:
             raise SettingsError("n_workers only applies to a LocalCluster, not --scheduler-address")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise SettingsError("tls_client_ca (mutual TLS) needs tls_cert and tls_key too")
+        if self.tokens_file and self.tokens:
+            raise SettingsError(
+                "give tokens in one place: tokens_file or DASK_COMPUTE_TOKENS, not both"
+            )
+
+    @property
+    def job_store_url(self) -> str:
+        """The job store URL, with the default filled in."""
+        if self.job_store:
+            return self.job_store
+        state = os.environ.get("XDG_STATE_HOME") or os.path.join("~", ".local", "state")
+        return f"sqlite:///{os.path.join(state, 'dask-compute', 'jobs.db')}"
 
     @property
     def local_threads_count(self) -> int:

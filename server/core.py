@@ -10,6 +10,7 @@ translates.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import platform
@@ -139,7 +140,9 @@ class ComputeCore:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.jobs: JobTable = job_table if job_table is not None else MemoryJobTable()
+        #: Changes on every start, so clients can tell that the server restarted.
+        self.instance_id = new_job_id()
+        self.jobs: JobTable = job_table if job_table is not None else self._make_table()
         self._runtimes: dict[str, _Runtime] = {}
         self._cluster: Any = None
         self._client: Any = None
@@ -151,10 +154,18 @@ class ComputeCore:
         self._by_request_id: dict[tuple[str, str], str] = {}
         self._pending = 0  # unfinished jobs, in all and by owner, for the limits
         self._pending_by_owner: dict[str, int] = {}
-        #: Changes on every start, so clients can tell that the server restarted.
-        self.instance_id = new_job_id()
 
     # -- lifecycle ---------------------------------------------------------
+
+    def _make_table(self) -> JobTable:
+        url = self.settings.job_store_url
+        if url == "memory":
+            return MemoryJobTable()
+        from server.store import SqlJobTable
+
+        table = SqlJobTable(url, self.instance_id)
+        logger.info("job records in %s", table.engine.url.render_as_string(hide_password=True))
+        return table
 
     async def start(self) -> None:
         """Start (or connect to) the cluster, the client and the local pools."""
@@ -182,6 +193,7 @@ class ComputeCore:
         self._tune_client(self._client)
         self._executors = Executors(self._client, s.local_threads_count, s.local_processes_count)
         await self.cluster_info()
+        await self._recover(self._executors)
         self._background = [
             asyncio.create_task(self._executors.warm_up(), name="warm-up"),
             asyncio.create_task(self._refresh_snapshot(), name="snapshot"),
@@ -244,6 +256,7 @@ class ComputeCore:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*pending, *self._background, return_exceptions=True)
+        self.jobs.close()
         if self._client is not None:
             await self._client.close()
         if self._cluster is not None:
@@ -453,7 +466,11 @@ class ComputeCore:
             return None
         job_id = self._by_request_id.get((caller.name, request.request_id))
         if job_id is None:
-            return None
+            # A durable store remembers keys from before a restart (and, shared,
+            # from other replicas); memory has nothing the map lacks.
+            if not self.jobs.durable:
+                return None
+            return self.jobs.find_request(caller.name, request.request_id)
         try:
             return self.jobs.get(job_id)
         except JobNotFound:  # expired: the key is free again
@@ -506,20 +523,74 @@ class ComputeCore:
                 owner=caller.name,
                 request_id=request.request_id,
                 retryable=request.retryable,
-            )
+            ),
+            # A retryable job's request is kept until it ends, to re-run it after a restart.
+            request=_request_doc(request) if request.retryable and self.jobs.durable else None,
         )
-        if request.request_id:
-            self._by_request_id[(caller.name, request.request_id)] = record.job_id
-        self._pending += 1
-        self._pending_by_owner[caller.name] = self._pending_by_owner.get(caller.name, 0) + 1
-        runtime = self._runtimes[record.job_id] = _Runtime()
-        runtime.task = asyncio.create_task(
-            self._run_job(
-                executors, record.job_id, work, scheduler, target, self._time_limit(request)
-            )
-        )
+        self._start(executors, record, work, scheduler, self._time_limit(request))
         logger.debug("job %s submitted: %s on %s", record.job_id, target, scheduler)
         return record
+
+    def _start(
+        self,
+        executors: Executors,
+        record: JobRecord,
+        work: Work,
+        scheduler: str,
+        time_limit: float | None,
+    ) -> None:
+        if record.request_id:
+            self._by_request_id[(record.owner, record.request_id)] = record.job_id
+        self._pending += 1
+        self._pending_by_owner[record.owner] = self._pending_by_owner.get(record.owner, 0) + 1
+        runtime = self._runtimes[record.job_id] = _Runtime()
+        runtime.task = asyncio.create_task(
+            self._run_job(executors, record.job_id, work, scheduler, record.target, time_limit)
+        )
+
+    async def _recover(self, executors: Executors) -> None:
+        """Settle the jobs a previous run of the service left unfinished.
+
+        A retryable job whose request was kept runs again from the start under
+        the same id; any other is marked failed with the reason "service restarted".
+        """
+        if not getattr(self.jobs, "exclusive", True):
+            # A shared store (PostgreSQL): other replicas' running jobs are not
+            # orphans. Taking over a dead replica's jobs needs liveness
+            # tracking, which the scale-out work adds.
+            return
+        orphans = self.jobs.unfinished()
+        rerun = 0
+        for record in orphans:
+            doc = self.jobs.request_of(record.job_id) if record.retryable else None
+            reason = "service restarted"
+            if doc is not None:
+                try:
+                    request = _request_from_doc(doc)
+                    work, _, scheduler = await self._validate(request)
+                except Exception as exc:  # e.g. the function is no longer offered
+                    reason = f"service restarted, and the job could not be re-run: {exc}"
+                else:
+                    record = self.jobs.update(
+                        record.job_id, state=JobState.QUEUED, start_time=None
+                    )
+                    self._start(executors, record, work, scheduler, self._time_limit(request))
+                    rerun += 1
+                    continue
+            self.jobs.update(
+                record.job_id,
+                state=JobState.FAILED,
+                finish_time=time.time(),
+                error=JobError(type="ServiceRestarted", message=reason),
+            )
+        if orphans:
+            logger.warning(
+                "%d jobs were unfinished when the service last stopped: %d re-run, "
+                "%d marked failed (service restarted)",
+                len(orphans),
+                rerun,
+                len(orphans) - rerun,
+            )
 
     async def run(
         self,
@@ -606,7 +677,22 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if runtime is not None and not self.jobs.get(job_id).state.finished:
             runtime.result = value
+            if self.jobs.durable and self.settings.stored_result_bytes:
+                await self._store_small_result(executors, job_id, value)
             self._finish(job_id, JobState.SUCCEEDED, result_available=True)
+
+    async def _store_small_result(self, executors: Executors, job_id: str, value: Any) -> None:
+        """Keep a small result with the durable record, so it outlives a restart."""
+        try:
+            if results.small_for_inline(value):
+                blob = _pickle.dumps(value)
+            else:
+                blob = await executors.in_thread(_pickle.dumps, value)
+        except Exception:  # unpicklable results are served from memory only
+            logger.debug("result of job %s cannot be pickled; not stored", job_id)
+            return
+        if len(blob) <= self.settings.stored_result_bytes:
+            self.jobs.store_result(job_id, blob)
 
     def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
         record = self.jobs.get(job_id)
@@ -708,6 +794,10 @@ class ComputeCore:
             )
         runtime = self._runtimes.get(job_id)
         value = runtime.result if runtime is not None else _NO_RESULT
+        if value is _NO_RESULT and record.result_available:
+            blob = self.jobs.stored_result(job_id)  # from before a restart
+            if blob is not None:
+                value = await self._pools().in_thread(_pickle.load_payload, blob, "stored result")
         if value is _NO_RESULT:
             raise NotFound(
                 f"the result of job {job_id} is gone: results are kept for "
@@ -728,11 +818,10 @@ class ComputeCore:
     def expire(self, now: float) -> None:
         """Drop results older than ``result_ttl`` and records older than ``job_ttl``."""
         s = self.settings
-        for job_id in self.jobs.finished_before(now - s.result_ttl):
+        for job_id in self.jobs.expire_results(now - s.result_ttl):
             runtime = self._runtimes.get(job_id)
-            if runtime is not None and runtime.result is not _NO_RESULT:
+            if runtime is not None:
                 runtime.result = _NO_RESULT
-                self.jobs.update(job_id, result_available=False)
         old = set(self.jobs.finished_before(now - s.job_ttl))
         excess = len(self.jobs) - s.max_jobs
         if excess > 0:
@@ -745,6 +834,23 @@ class ComputeCore:
                 key: job_id for key, job_id in self._by_request_id.items() if job_id not in old
             }
             logger.info("expired %d finished job records", len(old))
+
+
+def _request_doc(request: JobRequest) -> dict[str, Any]:
+    """A JSON-safe form of a request, to store with a retryable job."""
+    doc = dataclasses.asdict(request)
+    doc["kind"] = request.kind.value
+    doc["payload"] = base64.b64encode(request.payload).decode("ascii")
+    doc["args"] = list(request.args)
+    doc["kwargs"] = dict(request.kwargs)
+    return doc
+
+
+def _request_from_doc(doc: dict[str, Any]) -> JobRequest:
+    values = dict(doc)
+    values["kind"] = JobKind(values["kind"])
+    values["payload"] = base64.b64decode(values["payload"])
+    return JobRequest(**values)
 
 
 def _check_job_id(job_id: str) -> str:

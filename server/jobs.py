@@ -96,8 +96,8 @@ def new_job_id() -> str:
 class JobTable(Protocol):
     """Where job records live."""
 
-    def insert(self, record: JobRecord) -> JobRecord:
-        """Store a new record; returns it with its ``seq`` (ordering) filled."""
+    def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
+        """Store a new record (and, for a retryable job, its request); returns it with ``seq``."""
 
     def get(self, job_id: str) -> JobRecord:
         """The record of ``job_id``; raises :class:`JobNotFound`."""
@@ -125,6 +125,30 @@ class JobTable(Protocol):
 
     def oldest_finished(self, count: int) -> list[str]:
         """Ids of the ``count`` oldest finished jobs."""
+
+    def unfinished(self) -> list[JobRecord]:
+        """Records still queued or running (after a restart: jobs it interrupted)."""
+
+    def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        """The job ``owner`` submitted with idempotency key ``request_id``, if any."""
+
+    def expire_results(self, before: float) -> list[str]:
+        """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
+
+    def request_of(self, job_id: str) -> dict[str, Any] | None:
+        """The stored request of an unfinished retryable job."""
+
+    def store_result(self, job_id: str, blob: bytes | None) -> None:
+        """Keep (or drop, with ``None``) a small pickled result with the record."""
+
+    def stored_result(self, job_id: str) -> bytes | None:
+        """The result stored with the record, if any."""
+
+    def forget(self, job_id: str) -> None:
+        """Drop any in-memory copy of a finished record."""
+
+    def close(self) -> None:
+        """Release resources."""
 
     def __len__(self) -> int: ...
 
@@ -169,7 +193,9 @@ class MemoryJobTable:
         self._lock = threading.Lock()
         self._seq = 0
 
-    def insert(self, record: JobRecord) -> JobRecord:
+    durable = False
+
+    def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
         with self._lock:
             if record.job_id in self._records:
                 raise ValueError(f"job {record.job_id} exists")
@@ -237,6 +263,41 @@ class MemoryJobTable:
                 if r.state.finished:
                     out.append(r.job_id)
             return out
+
+    def expire_results(self, before: float) -> list[str]:
+        expired = []
+        with self._lock:
+            for record in self._records.values():
+                if record.result_available and (record.finish_time or before) < before:
+                    self._records[record.job_id] = record.replace(result_available=False)
+                    expired.append(record.job_id)
+        return expired
+
+    def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        with self._lock:
+            for record in self._records.values():
+                if record.request_id == request_id and record.owner == owner:
+                    return record
+        return None
+
+    # Nothing outlives the process: no orphans, requests or stored results.
+    def unfinished(self) -> list[JobRecord]:
+        return []
+
+    def request_of(self, job_id: str) -> dict[str, Any] | None:
+        return None
+
+    def store_result(self, job_id: str, blob: bytes | None) -> None:
+        pass
+
+    def stored_result(self, job_id: str) -> bytes | None:
+        return None
+
+    def forget(self, job_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def __len__(self) -> int:
         return len(self._records)

@@ -80,7 +80,14 @@ def start_server(
     The server picks a free port and logs it; this reads the log for it.
     With ``port_flag=False``, ``--port 0`` is left out (ARGS choose the port).
     """
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+        # Each test server keeps its job records beside its log, never in ~/.local/state.
+        "DASK_COMPUTE_JOB_STORE": f"sqlite:///{log_path.parent / (log_path.stem + '-jobs.db')}",
+        **(env or {}),
+    }
     log = open(log_path, "wb")
     process = subprocess.Popen(
         [str(BIN / "dask-compute"), "serve", *(["--port", "0"] if port_flag else []), *args],
@@ -111,3 +118,66 @@ def running_server(args: Sequence[str], log_path: pathlib.Path, **kwargs) -> Ite
         yield server
     finally:
         server.stop()
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    found = candidates[0] if candidates else shutil.which(name)
+    assert found, f"PostgreSQL's {name} is missing: install Debian's postgresql (make test does)"
+    return found
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL server on a free loopback port; yields its SQLAlchemy URL.
+
+    Runs as the ``postgres`` user when the tests run as root (initdb refuses
+    root), in a fresh folder under the system's temp dir that user can reach.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    base = pathlib.Path(tempfile.mkdtemp(prefix="dask-compute-pg-"))
+    data = base / "data"
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chmod(base, 0o755)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    try:
+        subprocess.run(
+            [*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "dask", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"),
+             "-w", "-t", "60", "start",
+             "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield f"postgresql+psycopg://dask@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -36,8 +36,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def core():
+async def core(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store") / "jobs.db"
     settings = Settings(
+        job_store=f"sqlite:///{store}",
         n_workers=1,
         threads_per_worker=2,
         processes=False,
@@ -257,7 +259,10 @@ async def test_lazy_function_errors_fail_the_job(core):
 
 
 async def test_drain_refuses_new_jobs_but_finishes_running_ones():
-    settings = Settings(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="", local_processes=1)
+    settings = Settings(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address="",
+        local_processes=1, job_store="memory",
+    )
     c = ComputeCore(settings, build_registry(settings))
     with pytest.raises(Unavailable, match="still starting"):
         await c.submit(call("ping"))
@@ -275,7 +280,10 @@ async def test_drain_refuses_new_jobs_but_finishes_running_ones():
 
 
 async def test_close_cancels_unfinished_jobs():
-    settings = Settings(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="", local_processes=1)
+    settings = Settings(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address="",
+        local_processes=1, job_store="memory",
+    )
     c = ComputeCore(settings, build_registry(settings))
     await c.start()
     record = await c.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
@@ -358,6 +366,7 @@ async def test_limits_refuse_with_resource_exhausted_and_recover():
     settings = Settings(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address="",
         local_processes=1, local_threads=4, max_pending_jobs=3, max_jobs_per_caller=2,
+        job_store="memory",
     )
     c = ComputeCore(settings, build_registry(settings))
     await c.start()

@@ -1,0 +1,351 @@
+"""A durable job table: SQLite by default, PostgreSQL for replicas that share records.
+
+One implementation for both, on SQLAlchemy Core. Records are written before a
+job is acknowledged; this process's own records are also kept in memory, so
+reading them costs no query. Small results are stored with their record, and
+the request of a retryable job is kept until the job ends, so a restarted
+server can answer for, and re-run, what it had accepted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import pathlib
+import threading
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.errors import JobNotFound
+from server.jobs import JobError, JobKind, JobRecord, JobState, make_page_token, page_bounds
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+jobs_table = sa.Table(
+    "dask_compute_jobs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("scheduler", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False, default=""),
+    sa.Column("result_format", sa.String(16), nullable=False, default="auto"),
+    sa.Column("submit_time", sa.Float, nullable=False),
+    sa.Column("start_time", sa.Float),
+    sa.Column("finish_time", sa.Float, index=True),
+    sa.Column("error_type", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_traceback", sa.Text),
+    sa.Column("error_pickled", sa.LargeBinary),
+    sa.Column("cancel_reason", sa.Text, nullable=False, default=""),
+    sa.Column("result_available", sa.Boolean, nullable=False, default=False),
+    sa.Column("owner", sa.String(256), nullable=False, default="", index=True),
+    sa.Column("request_id", sa.String(128), nullable=False, default="", index=True),
+    sa.Column("retryable", sa.Boolean, nullable=False, default=False),
+    sa.Column("instance_id", sa.String(64), nullable=False, default=""),
+    # The job's request (JSON, payload base64) while a retryable job is unfinished.
+    sa.Column("request", sa.Text),
+    # A small result, cloudpickled, so it outlives a restart.
+    sa.Column("result", sa.LargeBinary),
+)
+
+_RECORD_COLUMNS = (
+    "job_id", "state", "scheduler", "kind", "target", "name", "result_format", "submit_time",
+    "start_time", "finish_time", "cancel_reason", "result_available", "owner", "request_id",
+    "retryable",
+)  # fmt: skip
+
+
+def _row_values(record: JobRecord) -> dict[str, Any]:
+    values = {name: getattr(record, name) for name in _RECORD_COLUMNS}
+    values["state"] = record.state.value
+    values["kind"] = record.kind.value
+    error = record.error
+    values.update(
+        error_type=error.type if error else None,
+        error_message=error.message if error else None,
+        error_traceback=error.traceback if error else None,
+        error_pickled=error.pickled_exception if error else None,
+    )
+    return values
+
+
+def _record(row: Any) -> JobRecord:
+    error = None
+    if row.error_type is not None:
+        error = JobError(
+            type=row.error_type,
+            message=row.error_message or "",
+            traceback=row.error_traceback or "",
+            pickled_exception=row.error_pickled or b"",
+        )
+    return JobRecord(
+        job_id=row.job_id,
+        state=JobState(row.state),
+        scheduler=row.scheduler,
+        kind=JobKind(row.kind),
+        target=row.target,
+        name=row.name,
+        result_format=row.result_format,
+        submit_time=row.submit_time,
+        start_time=row.start_time,
+        finish_time=row.finish_time,
+        error=error,
+        cancel_reason=row.cancel_reason,
+        result_available=row.result_available,
+        owner=row.owner,
+        request_id=row.request_id,
+        retryable=row.retryable,
+        seq=row.seq,
+    )
+
+
+_RECORD_SELECT = [c for c in jobs_table.c if c.name not in ("request", "result", "instance_id")]
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            path = pathlib.Path(database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=str(path))
+        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # A commit survives the process being killed (kill -9); only a
+            # power cut can lose the last transactions. Much faster than FULL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class StoreInUse(RuntimeError):
+    """Another running server holds the SQLite job store."""
+
+
+def _lock_sqlite_file(url: str) -> Any:
+    """Hold an exclusive lock beside a SQLite file for as long as the server runs.
+
+    Two servers on one SQLite file would each take the other's running jobs
+    for ones a crash left behind; the second is refused instead.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = pathlib.Path(parsed.database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(f"{path}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreInUse(
+            f"the job store {path} is in use by another server ({holder}); give each "
+            "server its own --job-store, or share records through PostgreSQL"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class SqlJobTable:
+    """A :class:`server.jobs.JobTable` in a SQL database.
+
+    ``durable`` tells the core that records and small results outlive the
+    process.
+
+    Args:
+        url: A SQLAlchemy URL: ``sqlite:///path/jobs.db`` or
+            ``postgresql+psycopg://user:password@host/db``.
+        instance_id: This server instance, recorded with the jobs it accepts.
+    """
+
+    durable = True
+
+    def __init__(self, url: str, instance_id: str = "") -> None:
+        self.url = url
+        self._lock_file = _lock_sqlite_file(url)
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+        self.instance_id = instance_id
+        self._cache: dict[str, JobRecord] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether this server alone uses the store (SQLite), so every unfinished
+        record at start-up was left by an earlier run of this server."""
+        return self._lock_file is not None
+
+    def close(self) -> None:
+        """Release the database connections (and the SQLite file's lock)."""
+        self.engine.dispose()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
+        values = _row_values(record)
+        values.pop("seq", None)
+        values["instance_id"] = self.instance_id
+        values["request"] = json.dumps(request) if request is not None else None
+        with self.engine.begin() as conn:
+            seq = conn.execute(jobs_table.insert().values(**values)).inserted_primary_key[0]
+        record = record.replace(seq=seq)
+        with self._lock:
+            self._cache[record.job_id] = record
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self._cache.get(job_id)
+        if record is not None:
+            return record
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
+            ).first()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+        return _record(row)
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        record = self.get(job_id).replace(**changes)
+        values = {k: v for k, v in _row_values(record).items() if k != "job_id"}
+        if record.state.finished:
+            values["request"] = None  # the payload is kept only until the job ends
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.job_id == job_id).values(**values))
+        with self._lock:
+            self._cache[job_id] = record
+        return record
+
+    def list(
+        self,
+        states: Collection[JobState] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        owner: str | None = None,
+    ) -> tuple[list[JobRecord], str]:
+        size, below = page_bounds(page_size, page_token)
+        query = sa.select(*_RECORD_SELECT).order_by(jobs_table.c.seq.desc()).limit(size + 1)
+        if below is not None:
+            query = query.where(jobs_table.c.seq < below)
+        if states:
+            query = query.where(jobs_table.c.state.in_([s.value for s in states]))
+        if owner is not None:
+            query = query.where(jobs_table.c.owner == owner)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        page = [self._cache.get(row.job_id) or _record(row) for row in rows[:size]]
+        return page, (make_page_token(page[-1].seq) if len(rows) > size else "")
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            with self.engine.begin() as conn:
+                conn.execute(jobs_table.delete().where(jobs_table.c.job_id.in_(chunk)))
+        with self._lock:
+            for job_id in ids:
+                self._cache.pop(job_id, None)
+
+    def finished_before(self, when: float) -> list[str]:
+        query = sa.select(jobs_table.c.job_id).where(jobs_table.c.finish_time < when)
+        with self.engine.connect() as conn:
+            return [row.job_id for row in conn.execute(query)]
+
+    def oldest_finished(self, count: int) -> list[str]:
+        query = (
+            sa.select(jobs_table.c.job_id)
+            .where(jobs_table.c.finish_time.is_not(None))
+            .order_by(jobs_table.c.seq)
+            .limit(count)
+        )
+        with self.engine.connect() as conn:
+            return [row.job_id for row in conn.execute(query)]
+
+    def forget(self, job_id: str) -> None:
+        """Drop a finished record from the memory cache (the database keeps it)."""
+        with self._lock:
+            self._cache.pop(job_id, None)
+
+    def unfinished(self) -> list[JobRecord]:
+        """Records still queued or running, oldest first (after a restart: orphans)."""
+        query = (
+            sa.select(*_RECORD_SELECT)
+            .where(jobs_table.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            .order_by(jobs_table.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        query = sa.select(*_RECORD_SELECT).where(
+            jobs_table.c.owner == owner, jobs_table.c.request_id == request_id
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(jobs_table.c.seq.desc()).limit(1)).first()
+        return None if row is None else (self._cache.get(row.job_id) or _record(row))
+
+    def expire_results(self, before: float) -> list[str]:
+        condition = sa.and_(
+            jobs_table.c.result_available.is_(True), jobs_table.c.finish_time < before
+        )
+        with self.engine.begin() as conn:
+            ids = [r.job_id for r in conn.execute(sa.select(jobs_table.c.job_id).where(condition))]
+            if ids:
+                conn.execute(
+                    jobs_table.update()
+                    .where(jobs_table.c.job_id.in_(ids))
+                    .values(result_available=False, result=None)
+                )
+        with self._lock:
+            for job_id in ids:
+                if job_id in self._cache:
+                    self._cache[job_id] = self._cache[job_id].replace(result_available=False)
+        return ids
+
+    def request_of(self, job_id: str) -> dict[str, Any] | None:
+        """The stored request of an unfinished retryable job."""
+        query = sa.select(jobs_table.c.request).where(jobs_table.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            text = conn.execute(query).scalar()
+        return json.loads(text) if text else None
+
+    def store_result(self, job_id: str, blob: bytes | None) -> None:
+        """Keep (or, with ``None``, drop) a small pickled result with the record."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs_table.update().where(jobs_table.c.job_id == job_id).values(result=blob)
+            )
+
+    def stored_result(self, job_id: str) -> bytes | None:
+        """The result stored with the record, if any."""
+        query = sa.select(jobs_table.c.result).where(jobs_table.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def __len__(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs_table)).scalar_one()

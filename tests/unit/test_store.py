@@ -1,0 +1,127 @@
+"""The job table contract, on memory, SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import InvalidArgument, JobNotFound
+from server.jobs import JobError, JobKind, JobRecord, JobState, MemoryJobTable, new_job_id
+from server.store import SqlJobTable, StoreInUse
+from tests.helpers import postgres_server
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def table(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryJobTable()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    t = SqlJobTable(url, instance_id="test")
+    import sqlalchemy as sa
+
+    from server.store import jobs_table
+
+    with t.engine.begin() as conn:
+        conn.execute(sa.delete(jobs_table))
+    yield t
+    t.close()
+
+
+def record(state=JobState.QUEUED, **kw):
+    values = dict(job_id=new_job_id(), state=state, scheduler="threads", kind=JobKind.FUNCTION, target="ping", submit_time=1.0)
+    values.update(kw)
+    return JobRecord(**values)
+
+
+def test_insert_get_update_round_trip(table):
+    error = JobError("builtins.ValueError", "bad", "Traceback...", b"\x80\x05pickled")
+    rec = table.insert(record(name="n", owner="alice", request_id="r1", retryable=True))
+    assert rec.seq > 0
+    got = table.get(rec.job_id)
+    assert got == rec
+    done = table.update(rec.job_id, state=JobState.FAILED, finish_time=5.0, error=error)
+    assert done.error == error and table.get(rec.job_id).error == error
+    assert table.get(rec.job_id).state is JobState.FAILED
+    with pytest.raises(JobNotFound):
+        table.get("nope")
+
+
+def test_list_pages_filters_and_owner(table):
+    recs = [table.insert(record(state=JobState.SUCCEEDED if i % 3 == 0 else JobState.QUEUED, owner="a" if i % 2 else "b")) for i in range(23)]
+    ids, token = [], ""
+    while True:
+        page, token = table.list(page_size=5, page_token=token)
+        ids += [r.job_id for r in page]
+        if not token:
+            break
+    assert ids == [r.job_id for r in reversed(recs)]
+    succeeded, _ = table.list([JobState.SUCCEEDED], page_size=100)
+    assert {r.job_id for r in succeeded} == {r.job_id for r in recs if r.state is JobState.SUCCEEDED}
+    mine, _ = table.list(owner="a", page_size=100)
+    assert {r.job_id for r in mine} == {r.job_id for r in recs if r.owner == "a"}
+    with pytest.raises(InvalidArgument):
+        table.list(page_token="junk")
+
+
+def test_expiry_helpers(table):
+    old = table.insert(record())
+    table.update(old.job_id, state=JobState.SUCCEEDED, finish_time=10.0, result_available=True)
+    new = table.insert(record())
+    table.update(new.job_id, state=JobState.SUCCEEDED, finish_time=100.0, result_available=True)
+    assert table.expire_results(50.0) == [old.job_id]
+    assert table.get(old.job_id).result_available is False
+    assert table.get(new.job_id).result_available is True
+    assert table.finished_before(50.0) == [old.job_id]
+    assert table.oldest_finished(1) == [old.job_id]
+    table.delete([old.job_id])
+    with pytest.raises(JobNotFound):
+        table.get(old.job_id)
+    assert len(table) == 1
+
+
+def test_durable_extras(table):
+    if not table.durable:
+        assert table.unfinished() == [] and table.stored_result("x") is None
+        return
+    running = table.insert(record(retryable=True), request={"kind": "function", "function": "ping"})
+    table.update(running.job_id, state=JobState.RUNNING, start_time=2.0)
+    finished = table.insert(record())
+    table.update(finished.job_id, state=JobState.SUCCEEDED, finish_time=3.0)
+    assert [r.job_id for r in table.unfinished()] == [running.job_id]
+    assert table.request_of(running.job_id) == {"kind": "function", "function": "ping"}
+    table.store_result(finished.job_id, b"result-bytes")
+    assert table.stored_result(finished.job_id) == b"result-bytes"
+    table.update(running.job_id, state=JobState.CANCELLED, finish_time=4.0)
+    assert table.request_of(running.job_id) is None, "the request is dropped when the job ends"
+
+
+def test_records_survive_a_new_table_on_the_same_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    first = SqlJobTable(url)
+    rec = first.insert(record(owner="alice"))
+    first.close()
+    second = SqlJobTable(url)
+    try:
+        assert second.get(rec.job_id).owner == "alice"
+    finally:
+        second.close()
+
+
+def test_a_sqlite_store_belongs_to_one_server(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    first = SqlJobTable(url)
+    try:
+        with pytest.raises(StoreInUse, match="in use by another server .*--job-store"):
+            SqlJobTable(url)
+    finally:
+        first.close()
+    SqlJobTable(url).close()  # free again once the first closed
