@@ -166,7 +166,7 @@ def test_submit_get_wait_list_cancel(stub):
     assert not waited.timed_out and waited.job.state == pb.JOB_STATE_SUCCEEDED
     assert pickle.loads(waited.result.pickle) == 2
 
-    slow = stub.SubmitJob(pb.SubmitJobRequest(job=named("sleep", [30], scheduler=pb.SCHEDULER_THREADS)), timeout=30).job
+    slow = stub.SubmitJob(pb.SubmitJobRequest(job=named("sleep", [5], scheduler=pb.SCHEDULER_THREADS)), timeout=30).job
     request = pb.WaitJobRequest(job_id=slow.job_id)
     request.timeout.FromMilliseconds(200)
     waited = stub.WaitJob(request, timeout=30)
