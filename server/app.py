@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from typing import Any
@@ -13,9 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from server import tls
+from server.auth import Authenticator, AuthConfigError
 from server.builtins import builtins
 from server.config import Settings
 from server.core import ComputeCore
+from server.interceptors import CallerInterceptor
 from server.registry import Registry, default_registry, load_modules
 from server.servicer import ComputeServicer
 
@@ -60,18 +64,31 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 def build_server(
-    settings: Settings, core: ComputeCore
+    settings: Settings, core: ComputeCore, authenticator: Authenticator | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Create the server with every service, bound to ``settings.host:port``.
+
+    Args:
+        settings: The server's settings (address, limits, TLS).
+        core: What the servicer calls.
+        authenticator: Who the callers are; built from ``settings`` when
+            ``None`` (see :meth:`Authenticator.from_settings`).
 
     Returns:
         The (not yet started) server, the port it bound (useful with port 0),
         and its health servicer.
 
     Raises:
-        RuntimeError: The address could not be bound.
+        RuntimeError: The address could not be bound, or the credentials or
+            TLS files cannot be used (:class:`AuthConfigError`,
+            :class:`server.tls.TLSConfigError`).
     """
-    server = grpc.aio.server(options=server_options(settings))
+    if authenticator is None:
+        authenticator = Authenticator.from_settings(settings)
+    credentials = tls.server_credentials(settings)
+    server = grpc.aio.server(
+        options=server_options(settings), interceptors=[CallerInterceptor(authenticator)]
+    )
     pb_grpc.add_ComputeServiceServicer_to_server(ComputeServicer(core), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -81,7 +98,10 @@ def build_server(
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise RuntimeError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -96,31 +116,58 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
         await health_servicer.set(name, status)
 
 
+def _reload_tokens(authenticator: Authenticator) -> None:
+    """SIGHUP: put the tokens file's current content in force; jobs keep running."""
+    try:
+        summary = authenticator.reload()
+    except AuthConfigError as exc:
+        logger.error("SIGHUP: tokens not reloaded, the previous ones stay in force: %s", exc)
+        return
+    logger.info("SIGHUP: tokens reloaded: auth=%s", summary)
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set or SIGINT/SIGTERM arrives.
 
     The cluster starts before the gRPC server (so no request meets a half-made
-    cluster). On a signal, health turns NOT_SERVING at once and new jobs get
+    cluster). The access policy is logged in one line; SIGHUP reloads the
+    tokens file. On SIGINT/SIGTERM, health turns NOT_SERVING at once and new jobs get
     UNAVAILABLE; running jobs get ``settings.shutdown_grace`` seconds to finish;
     then what is left is cancelled and recorded as such, waiting callers get
     their answers, and the client and cluster close.
     """
+    # The policy (credentials, safe defaults, TLS files) is checked before
+    # the cluster starts, so a refusal costs nothing and says one line.
+    authenticator = Authenticator.from_settings(settings)
+    tls.server_credentials(settings)
     registry = build_registry(settings)
     core = ComputeCore(settings, registry)
     await core.start()
-    server, port, health_servicer = build_server(settings, core)
+    server, port, health_servicer = build_server(settings, core, authenticator)
     await set_serving(health_servicer, True)
+    # Health follows the Dask scheduler: NOT_SERVING while it is unreachable.
+    core.on_cluster_health = functools.partial(set_serving, health_servicer)
     await server.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    # Installed before the "serving" line: SIGHUP's default action kills.
+    loop.add_signal_handler(signal.SIGHUP, _reload_tokens, authenticator)
+    logger.info(
+        "policy: auth=%s tls=%s pickled-work=%s bind=%s:%d",
+        authenticator.describe(),
+        tls.describe(settings),
+        authenticator.pickled_work(),
+        settings.host,
+        port,
+    )
     logger.info(
         "serving compute.v1.ComputeService on %s:%d (%d functions)",
         settings.host,
         port,
         len(registry),
     )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
         logger.info("shutting down: running jobs get %gs to finish", settings.shutdown_grace)
@@ -132,7 +179,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         core.cancel_all("the server shut down")
         await server.stop(RESPONSE_FLUSH_GRACE)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await core.close()
     logger.info("stopped")

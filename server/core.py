@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from server import _pickle, results
@@ -51,6 +51,8 @@ INLINE_LOAD_LIMIT = 64 * 1024
 MAX_BATCH = 10_000
 #: How often the cached cluster snapshot (sent with each Run) is refreshed, in seconds.
 SNAPSHOT_INTERVAL = 2.0
+#: How long a look at the scheduler may take before it counts as a failure, in seconds.
+SCHEDULER_TIMEOUT = 5.0
 #: How often expired results and records are dropped, in seconds.
 JANITOR_INTERVAL = 30.0
 
@@ -119,6 +121,7 @@ class _Runtime:
 
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    scheduler: str = ""
     result: Any = _NO_RESULT
     cancel_reason: str = ""
 
@@ -151,6 +154,10 @@ class ComputeCore:
         self._background: list[asyncio.Task] = []
         self._draining = False
         self._closing = False
+        #: Whether the Dask scheduler answers; the cluster watch keeps it current.
+        self.cluster_ok = True
+        #: Called with the new value of ``cluster_ok`` (the server points its health at it).
+        self.on_cluster_health: Callable[[bool], Awaitable[None]] | None = None
         self._by_request_id: dict[tuple[str, str], str] = {}
         self._pending = 0  # unfinished jobs, in all and by owner, for the limits
         self._pending_by_owner: dict[str, int] = {}
@@ -196,7 +203,7 @@ class ComputeCore:
         await self._recover(self._executors)
         self._background = [
             asyncio.create_task(self._executors.warm_up(), name="warm-up"),
-            asyncio.create_task(self._refresh_snapshot(), name="snapshot"),
+            asyncio.create_task(self._watch_cluster(), name="cluster-watch"),
             asyncio.create_task(self._janitor(), name="janitor"),
         ]
         logger.info(
@@ -294,13 +301,21 @@ class ComputeCore:
     # -- cluster -------------------------------------------------------------
 
     async def cluster_info(self) -> ClusterSnapshot:
-        """Ask the scheduler for a fresh description of the cluster."""
+        """Ask the scheduler for a fresh description of the cluster.
+
+        Raises:
+            Unavailable: The scheduler cannot be reached.
+        """
         if self._client is None:
             raise Unavailable("the Dask cluster is still starting; retry shortly")
+        if not self.cluster_ok:
+            raise Unavailable(self._outage_message())
         try:
-            identity = await self._client.scheduler.identity(n_workers=-1)
-        except OSError as exc:
-            raise Unavailable(f"the Dask scheduler is unreachable: {exc}") from exc
+            identity = await asyncio.wait_for(
+                self._client.scheduler.identity(n_workers=-1), SCHEDULER_TIMEOUT
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise Unavailable(f"the Dask scheduler is unreachable: {exc or 'timed out'}") from exc
         self._snapshot = self._make_snapshot(identity)
         return self._snapshot
 
@@ -348,13 +363,78 @@ class ComputeCore:
         except Exception:  # no dashboard: distributed raises rather than returning None
             return ""
 
-    async def _refresh_snapshot(self) -> None:
+    def _outage_message(self) -> str:
+        address = self.settings.scheduler_address or "of the LocalCluster"
+        return (
+            f"the Dask scheduler {address} is unreachable; the service reconnects when it "
+            "is back (jobs on the threads, processes and synchronous schedulers still run)"
+        )
+
+    async def _watch_cluster(self) -> None:
+        """Refresh the snapshot; after two failed looks, declare the cluster lost and reconnect."""
+        failures = 0
         while True:
             await asyncio.sleep(SNAPSHOT_INTERVAL)
             try:
-                await self.cluster_info()
-            except Exception as exc:  # keep the last snapshot; health reports the outage
-                logger.debug("cluster snapshot refresh failed: %s", exc)
+                identity = await asyncio.wait_for(
+                    self._client.scheduler.identity(n_workers=-1), SCHEDULER_TIMEOUT
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                logger.debug("cluster look failed (%d): %s", failures, exc)
+                if failures >= 2 and self.cluster_ok:
+                    await self._set_cluster_ok(False, f"{type(exc).__name__}: {exc}")
+                if not self.cluster_ok and self.settings.scheduler_address:
+                    await self._reconnect()
+                continue
+            failures = 0
+            self._snapshot = self._make_snapshot(identity)
+            if not self.cluster_ok:
+                await self._set_cluster_ok(True, "")
+
+    async def _set_cluster_ok(self, ok: bool, why: str) -> None:
+        self.cluster_ok = ok
+        if ok:
+            logger.warning("the Dask scheduler is reachable again: serving")
+        else:
+            logger.error("lost the Dask scheduler (%s): health is NOT_SERVING", why)
+            for job_id, runtime in list(self._runtimes.items()):
+                if runtime.scheduler == "distributed" and runtime.task and not runtime.task.done():
+                    self._finish(
+                        job_id,
+                        JobState.FAILED,
+                        error=JobError(
+                            type="SchedulerLost",
+                            message="the connection to the Dask scheduler was lost while the job ran",
+                        ),
+                    )
+                    runtime.task.cancel()
+        if self.on_cluster_health is not None:
+            await self.on_cluster_health(ok)
+
+    async def _reconnect(self) -> None:
+        from distributed import Client
+
+        old = self._client
+        try:
+            client = await asyncio.wait_for(
+                Client(self.settings.scheduler_address, asynchronous=True, set_as_default=False),
+                SCHEDULER_TIMEOUT,
+            )
+        except Exception as exc:
+            logger.debug("reconnect to %s failed: %s", self.settings.scheduler_address, exc)
+            return
+        self._tune_client(client)
+        self._client = client
+        if self._executors is not None:
+            self._executors.client = client
+        try:
+            await asyncio.wait_for(old.close(), SCHEDULER_TIMEOUT)
+        except Exception:  # the old connection is gone anyway
+            pass
+        logger.info("reconnected to the Dask scheduler at %s", self.settings.scheduler_address)
 
     def versions(self) -> dict[str, str]:
         """Versions of the software this server runs."""
@@ -494,6 +574,8 @@ class ComputeCore:
             raise InvalidArgument("request_id must be at most 128 characters")
         if request.timeout is not None and request.timeout < 0:
             raise InvalidArgument("timeout must not be negative")
+        if scheduler == "distributed" and not self.cluster_ok:
+            raise Unavailable(self._outage_message())
         work, target = await self._prepare(request)
         return work, target, scheduler
 
@@ -543,7 +625,7 @@ class ComputeCore:
             self._by_request_id[(record.owner, record.request_id)] = record.job_id
         self._pending += 1
         self._pending_by_owner[record.owner] = self._pending_by_owner.get(record.owner, 0) + 1
-        runtime = self._runtimes[record.job_id] = _Runtime()
+        runtime = self._runtimes[record.job_id] = _Runtime(scheduler=scheduler)
         runtime.task = asyncio.create_task(
             self._run_job(executors, record.job_id, work, scheduler, record.target, time_limit)
         )
@@ -633,9 +715,12 @@ class ComputeCore:
         raise InvalidArgument("the job carries no work: set call, pickled_call or graph")
 
     async def _load(self, loader: Any, payload: bytes) -> Any:
-        if len(payload) < INLINE_LOAD_LIMIT:
-            return loader(payload)
-        return await self._pools().in_thread(loader, payload)
+        try:
+            if len(payload) < INLINE_LOAD_LIMIT:
+                return loader(payload)
+            return await self._pools().in_thread(loader, payload)
+        except (SystemExit, KeyboardInterrupt) as exc:  # loading ran the payload's sys.exit()
+            raise InvalidArgument(f"cannot load the payload: it raised {type(exc).__name__}") from exc
 
     async def _run_job(
         self,
@@ -649,7 +734,7 @@ class ComputeCore:
         self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
         try:
             execution = asyncio.ensure_future(
-                executors.run(work, scheduler, key=f"{target}-{job_id}")
+                _contain_exits(executors.run(work, scheduler, key=f"{target}-{job_id}"))
             )
             try:
                 done, _ = await asyncio.wait({execution}, timeout=time_limit)
@@ -851,6 +936,21 @@ def _request_from_doc(doc: dict[str, Any]) -> JobRequest:
     values["kind"] = JobKind(values["kind"])
     values["payload"] = base64.b64decode(values["payload"])
     return JobRequest(**values)
+
+
+async def _contain_exits(work: Any) -> Any:
+    """Await ``work``, turning SystemExit or KeyboardInterrupt from a job's code into RuntimeError.
+
+    Raised in a pool thread or process they reach this task through a future;
+    escaping the task they would stop the event loop, and the server with it.
+    """
+    try:
+        return await work
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise RuntimeError(
+            f"the job raised {type(exc).__name__}{exc.args!r}, reported as this error "
+            "instead of stopping the server"
+        ) from exc
 
 
 def _check_job_id(job_id: str) -> str:
