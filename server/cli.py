@@ -112,6 +112,12 @@ def _env(name: str) -> str:
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",
 )
 @click.option(
+    "--max-message-bytes",
+    type=int,
+    help=f"Largest request or response, in bytes; a bigger request is refused with "
+    f"RESOURCE_EXHAUSTED. [default: 67108864 (64 MiB), at least 4 MiB; env {_env('max_message_bytes')}]",
+)
+@click.option(
     "--tokens-file",
     type=click.Path(dir_okay=False),
     help=f"Bearer tokens and their permissions, one 'NAME PERMISSIONS TOKEN' per line; SIGHUP reloads it. "
