@@ -53,6 +53,8 @@ MAX_BATCH = 10_000
 SNAPSHOT_INTERVAL = 2.0
 #: How long a look at the scheduler may take before it counts as a failure, in seconds.
 SCHEDULER_TIMEOUT = 5.0
+#: Longest pause between looks at the shared store while waiting for another replica's job.
+FOREIGN_POLL_INTERVAL = 1.0
 #: How often expired results and records are dropped, in seconds.
 JANITOR_INTERVAL = 30.0
 
@@ -391,6 +393,11 @@ class ComputeCore:
                 continue
             failures = 0
             self._snapshot = self._make_snapshot(identity)
+            if not getattr(self.jobs, "exclusive", True):
+                try:
+                    await self._sync_foreign_changes()
+                except Exception as exc:
+                    logger.warning("could not read the shared job store: %s", exc)
             if not self.cluster_ok:
                 await self._set_cluster_ok(True, "")
 
@@ -831,12 +838,27 @@ class ComputeCore:
             return record, False
         runtime = self._runtimes.get(job_id)
         if runtime is None:
-            return record, True
+            return await self._wait_elsewhere(job_id, timeout)
         try:
             await asyncio.wait_for(runtime.done.wait(), timeout)
         except asyncio.TimeoutError:
             return self.jobs.get(job_id), True
         return self.jobs.get(job_id), False
+
+    async def _wait_elsewhere(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
+        """Wait for a job that another replica runs, by watching the shared store."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.05
+        while True:
+            record = self.jobs.refresh(job_id)
+            if record.state.finished or not self.jobs.durable:
+                return record, not record.state.finished
+            if deadline is not None and loop.time() >= deadline:
+                return record, True
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, FOREIGN_POLL_INTERVAL)
 
     async def cancel_job(
         self, job_id: str, reason: str = "", caller: Caller = ANONYMOUS
@@ -849,7 +871,42 @@ class ComputeCore:
         record = self.get_job(job_id, caller)
         if record.state.finished:
             return record, False
-        return self._cancel(job_id, reason or "cancelled by the caller"), True
+        reason = reason or "cancelled by the caller"
+        if job_id in self._runtimes:
+            return self._cancel(job_id, reason), True
+        # Another replica runs it: record the cancel in the shared store (that
+        # replica sees it at its next look) and stop its task on the cluster now.
+        record = self.jobs.update(
+            job_id, state=JobState.CANCELLED, finish_time=time.time(), cancel_reason=reason
+        )
+        if record.state is not JobState.CANCELLED or record.cancel_reason != reason:
+            return record, False  # it finished first
+        if record.scheduler == "distributed" and record.kind is not JobKind.GRAPH:
+            await self._cancel_on_cluster(f"{record.target}-{job_id}", reason)
+        return record, True
+
+    async def _cancel_on_cluster(self, key: str, reason: str) -> None:
+        from distributed import Future
+
+        try:
+            future = Future(key, self._client)
+            await self._client.cancel([future], force=True, reason=reason)
+        except Exception as exc:  # the owning replica cancels it at its next look anyway
+            logger.warning("could not cancel task %s on the cluster: %s", key, exc)
+
+    async def _sync_foreign_changes(self) -> None:
+        """Notice jobs of ours that another replica cancelled in the shared store."""
+        mine = [job_id for job_id, rt in self._runtimes.items() if rt.task and not rt.task.done()]
+        if not mine or not self.jobs.durable:
+            return
+        for job_id, state in self.jobs.states_of(mine).items():
+            if state.finished:
+                record = self._finish(job_id, state)
+                runtime = self._runtimes.get(job_id)
+                if runtime is not None and runtime.task is not None:
+                    runtime.cancel_reason = record.cancel_reason
+                    runtime.task.cancel()
+                logger.info("job %s was %s through another replica", job_id, state.value)
 
     def list_jobs(
         self,

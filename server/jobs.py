@@ -132,6 +132,12 @@ class JobTable(Protocol):
     def find_request(self, owner: str, request_id: str) -> JobRecord | None:
         """The job ``owner`` submitted with idempotency key ``request_id``, if any."""
 
+    def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
+        """The stored states of ``job_ids``, as other replicas may have set them."""
+
+    def refresh(self, job_id: str) -> JobRecord:
+        """The stored record, read again."""
+
     def expire_results(self, before: float) -> list[str]:
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
@@ -279,6 +285,12 @@ class MemoryJobTable:
                 if record.request_id == request_id and record.owner == owner:
                     return record
         return None
+
+    def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
+        return {i: self._records[i].state for i in job_ids if i in self._records}
+
+    def refresh(self, job_id: str) -> JobRecord:
+        return self.get(job_id)
 
     # Nothing outlives the process: no orphans, requests or stored results.
     def unfinished(self) -> list[JobRecord]:

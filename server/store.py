@@ -108,6 +108,8 @@ def _record(row: Any) -> JobRecord:
     )
 
 
+_UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+
 _RECORD_SELECT = [c for c in jobs_table.c if c.name not in ("request", "result", "instance_id")]
 
 
@@ -230,14 +232,51 @@ class SqlJobTable:
         return _record(row)
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
+        """Apply ``changes``; a change of state applies only to an unfinished job.
+
+        A job that another replica (or an earlier run) already finished keeps
+        the state it ended in: the record returned is the stored one.
+        """
         record = self.get(job_id).replace(**changes)
         values = {k: v for k, v in _row_values(record).items() if k != "job_id"}
         if record.state.finished:
             values["request"] = None  # the payload is kept only until the job ends
+        statement = jobs_table.update().where(jobs_table.c.job_id == job_id)
+        if "state" in changes:
+            statement = statement.where(jobs_table.c.state.in_(_UNFINISHED))
         with self.engine.begin() as conn:
-            conn.execute(jobs_table.update().where(jobs_table.c.job_id == job_id).values(**values))
+            applied = conn.execute(statement.values(**values)).rowcount
+        if not applied:
+            record = self._read(job_id)
         with self._lock:
             self._cache[job_id] = record
+        return record
+
+    def _read(self, job_id: str) -> JobRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
+            ).first()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+        return _record(row)
+
+    def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
+        """The stored states of ``job_ids`` (bypassing this process's copies)."""
+        if not job_ids:
+            return {}
+        query = sa.select(jobs_table.c.job_id, jobs_table.c.state).where(
+            jobs_table.c.job_id.in_(list(job_ids))
+        )
+        with self.engine.connect() as conn:
+            return {row.job_id: JobState(row.state) for row in conn.execute(query)}
+
+    def refresh(self, job_id: str) -> JobRecord:
+        """The stored record, read again (another replica may have changed it)."""
+        record = self._read(job_id)
+        with self._lock:
+            if job_id in self._cache:
+                self._cache[job_id] = record
         return record
 
     def list(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
-import sys
 import time
 
 import grpc
@@ -13,15 +13,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import BIN, free_port, running_server
+from tests.helpers import BIN, ROOT, free_port, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @contextlib.contextmanager
 def dask_process(args, log):
+    # Workers import the tests' task functions by name, as they would an operator's module.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as out:
-        process = subprocess.Popen([str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     try:
         yield process
     finally:

@@ -1,0 +1,88 @@
+"""Two service replicas on one Dask cluster, sharing job records in a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import cloudpickle
+import grpc
+import pytest
+
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from tests.helpers import free_port, postgres_server, running_server, slowinc
+from tests.integration.test_external_cluster import start_scheduler, start_worker, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def sleep_job(seconds, scheduler=pb.SCHEDULER_DISTRIBUTED):
+    spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=scheduler)
+    spec.call.args.append(seconds)
+    return spec
+
+
+def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(postgres_server())
+        stack.enter_context(start_scheduler(port, tmp_path))
+        for i in range(2):
+            stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
+        args = ["--scheduler-address", f"tcp://127.0.0.1:{port}", "--local-processes", "1"]
+        env = {"DASK_COMPUTE_JOB_STORE": database}
+        a = stack.enter_context(running_server(args, tmp_path / "a.log", env=env))
+        b = stack.enter_context(running_server(args, tmp_path / "b.log", env=env))
+        stub_a = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(a.target)))
+        stub_b = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(b.target)))
+        wait_for(lambda: stub_b.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=10).cluster.n_workers == 2)
+
+        # Read and wait through B for a job submitted through A.
+        spec = pb.JobSpec(
+            pickled_call=pb.PickledCall(payload=cloudpickle.dumps((slowinc, (41,), {"delay": 1.0}))),
+            scheduler=pb.SCHEDULER_DISTRIBUTED,
+        )
+        job = stub_a.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job
+        seen = stub_b.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=10).job
+        assert seen.job_id == job.job_id and seen.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+        listed = stub_b.ListJobs(pb.ListJobsRequest(page_size=10), timeout=10).jobs
+        assert job.job_id in {j.job_id for j in listed}
+        waited = stub_b.WaitJob(pb.WaitJobRequest(job_id=job.job_id), timeout=60)
+        assert waited.job.state == pb.JOB_STATE_SUCCEEDED and not waited.timed_out
+        import pickle
+
+        assert pickle.loads(waited.result.pickle) == 42, "a small result is shared through the store"
+
+        # A wait through B that times out says so.
+        slow = stub_a.SubmitJob(pb.SubmitJobRequest(job=sleep_job(5)), timeout=30).job
+        request = pb.WaitJobRequest(job_id=slow.job_id)
+        request.timeout.FromMilliseconds(300)
+        partial = stub_b.WaitJob(request, timeout=30)
+        assert partial.timed_out and partial.job.state == pb.JOB_STATE_RUNNING
+
+        # Cancel through B a cluster job that A runs: the task leaves the cluster.
+        cancelled = stub_b.CancelJob(pb.CancelJobRequest(job_id=slow.job_id, reason="via B"), timeout=30)
+        assert cancelled.cancelled and cancelled.job.state == pb.JOB_STATE_CANCELLED
+        seen_by_a = stub_a.WaitJob(pb.WaitJobRequest(job_id=slow.job_id), timeout=30).job
+        assert seen_by_a.state == pb.JOB_STATE_CANCELLED and seen_by_a.cancel_reason == "via B"
+        wait_for(
+            lambda: all(w.tasks_in_flight == 0 for w in stub_a.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=10).cluster.workers),
+            timeout=30,
+            what="the cancelled task to leave the workers",
+        )
+
+        # Cancel through B a job that runs on A's local threads scheduler.
+        local = stub_a.SubmitJob(pb.SubmitJobRequest(job=sleep_job(5, pb.SCHEDULER_THREADS)), timeout=30).job
+        time.sleep(0.3)
+        assert stub_b.CancelJob(pb.CancelJobRequest(job_id=local.job_id), timeout=30).cancelled
+        started = time.monotonic()
+        on_a = stub_a.WaitJob(pb.WaitJobRequest(job_id=local.job_id), timeout=30).job
+        assert on_a.state == pb.JOB_STATE_CANCELLED
+        assert time.monotonic() - started < 4, "A notices the cancel at its next look at the store"
+
+        # Idempotency keys hold across replicas.
+        keyed = pb.JobSpec(call=pb.FunctionCall(function="ping"), request_id="shared-key")
+        first = stub_a.Run(pb.RunRequest(job=keyed), timeout=30).job
+        second = stub_b.Run(pb.RunRequest(job=keyed), timeout=30).job
+        assert first.job_id == second.job_id
