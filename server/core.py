@@ -23,11 +23,11 @@ from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
     FailedPrecondition,
-    ResourceExhausted,
     InvalidArgument,
     JobNotFound,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
 )

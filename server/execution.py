@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import functools
 import logging
 import multiprocessing
 import pickle
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import dask
