@@ -41,6 +41,7 @@ from server.jobs import (
     MemoryJobTable,
     new_job_id,
 )
+from server.metrics import Metrics
 from server.registry import FunctionSpec, Registry
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,8 @@ class ComputeCore:
         self.cluster_ok = True
         #: Called with the new value of ``cluster_ok`` (the server points its health at it).
         self.on_cluster_health: Callable[[bool], Awaitable[None]] | None = None
+        #: Counters and gauges; the server exposes them on --metrics-port.
+        self.metrics = Metrics(pending=lambda: self._pending, cluster=self._cluster_totals)
         self._by_request_id: dict[tuple[str, str], str] = {}
         self._pending = 0  # unfinished jobs, in all and by owner, for the limits
         self._pending_by_owner: dict[str, int] = {}
@@ -320,6 +323,10 @@ class ComputeCore:
             raise Unavailable(f"the Dask scheduler is unreachable: {exc or 'timed out'}") from exc
         self._snapshot = self._make_snapshot(identity)
         return self._snapshot
+
+    def _cluster_totals(self) -> tuple[int, int, int] | None:
+        snap = self._snapshot
+        return None if snap is None else (snap.n_workers, snap.total_threads, snap.total_memory)
 
     def cluster_snapshot(self) -> ClusterSnapshot | None:
         """The cluster as last seen (at most a few seconds old), without asking."""
@@ -617,7 +624,15 @@ class ComputeCore:
             request=_request_doc(request) if request.retryable and self.jobs.durable else None,
         )
         self._start(executors, record, work, scheduler, self._time_limit(request))
-        logger.debug("job %s submitted: %s on %s", record.job_id, target, scheduler)
+        self.metrics.job_submitted(record.kind.value, scheduler)
+        logger.info(
+            "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
+            record.job_id,
+            record.kind.value,
+            target,
+            scheduler,
+            record.owner,
+        )
         return record
 
     def _start(
@@ -739,6 +754,7 @@ class ComputeCore:
         time_limit: float | None,
     ) -> None:
         self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
+        logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
         try:
             execution = asyncio.ensure_future(
                 _contain_exits(executors.run(work, scheduler, key=f"{target}-{job_id}"))
@@ -801,8 +817,15 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()
-        logger.debug(
-            "job %s %s after %.3fs", job_id, state.value, now - (record.start_time or now)
+        duration = None if record.start_time is None else now - record.start_time
+        self.metrics.job_finished(record.state.value, record.scheduler, duration)
+        logger.info(
+            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s",
+            job_id,
+            record.state.value,
+            record.scheduler,
+            duration or 0.0,
+            f" error={record.error.type}" if record.error else "",
         )
         return record
 

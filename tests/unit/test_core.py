@@ -385,3 +385,23 @@ async def test_limits_refuse_with_resource_exhausted_and_recover():
         assert (await c.run(slow, ALICE)).state is JobState.SUCCEEDED, "the limit lifts as jobs finish"
     finally:
         await c.close()
+
+
+async def test_metrics_count_jobs_by_kind_state_and_scheduler(core):
+    registry = core.metrics.registry
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, labels) or 0.0
+
+    before_ok = value("dask_compute_jobs_finished_total", state="succeeded", scheduler="synchronous")
+    before_failed = value("dask_compute_jobs_finished_total", state="failed", scheduler="synchronous")
+    before_submitted = value("dask_compute_jobs_submitted_total", kind="pickled_call", scheduler="synchronous")
+    await core.run(pickled(inc, 1, scheduler="synchronous"))
+    await core.run(pickled(_raise_custom, "x", scheduler="synchronous"))
+    assert value("dask_compute_jobs_submitted_total", kind="pickled_call", scheduler="synchronous") == before_submitted + 2
+    assert value("dask_compute_jobs_finished_total", state="succeeded", scheduler="synchronous") == before_ok + 1
+    assert value("dask_compute_jobs_finished_total", state="failed", scheduler="synchronous") == before_failed + 1
+    assert value("dask_compute_job_duration_seconds_count", scheduler="synchronous") >= 2
+    assert value("dask_compute_cluster_workers") == 1
+    assert value("dask_compute_cluster_threads") == 2
+    assert registry.get_sample_value("dask_compute_jobs_pending") is not None
