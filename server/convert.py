@@ -67,6 +67,14 @@ def result_format(number: int) -> str:
     return _enum(FORMAT_NAMES, number, "result_format", pb.ResultFormat)
 
 
+def _json(message: Any, what: str) -> Any:
+    """Plain JSON values of a ListValue or Struct."""
+    try:
+        return json_format.MessageToDict(message)
+    except ValueError as exc:  # NaN and Infinity have no JSON form
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+
+
 def timeout(duration: Any) -> float | None:
     """Seconds from a ``Duration``; zero means no timeout (``None``)."""
     seconds = duration.seconds + duration.nanos / 1e9
@@ -94,10 +102,8 @@ def job_request(spec: pb.JobSpec) -> JobRequest:
         return JobRequest(
             kind=JobKind.FUNCTION,
             function=spec.call.function,
-            args=json_format.MessageToDict(spec.call.args) if spec.call.HasField("args") else [],
-            kwargs=(
-                json_format.MessageToDict(spec.call.kwargs) if spec.call.HasField("kwargs") else {}
-            ),
+            args=_json(spec.call.args, "call.args") if spec.call.HasField("args") else [],
+            kwargs=_json(spec.call.kwargs, "call.kwargs") if spec.call.HasField("kwargs") else {},
             **common,
         )
     if work in ("pickled_call", "graph"):

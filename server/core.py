@@ -42,6 +42,7 @@ from server.jobs import (
     new_job_id,
 )
 from server.metrics import Metrics
+from server.progress import Progress
 from server.registry import FunctionSpec, Registry
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class _Runtime:
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     scheduler: str = ""
+    progress: Progress = dataclasses.field(default_factory=Progress)
     result: Any = _NO_RESULT
     cancel_reason: str = ""
 
@@ -756,8 +758,11 @@ class ComputeCore:
         self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
         logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
         try:
+            runtime = self._runtimes[job_id]
             execution = asyncio.ensure_future(
-                _contain_exits(executors.run(work, scheduler, key=f"{target}-{job_id}"))
+                _contain_exits(
+                    executors.run(work, scheduler, f"{target}-{job_id}", runtime.progress)
+                )
             )
             try:
                 done, _ = await asyncio.wait({execution}, timeout=time_limit)
@@ -867,6 +872,28 @@ class ComputeCore:
         except asyncio.TimeoutError:
             return self.jobs.get(job_id), True
         return self.jobs.get(job_id), False
+
+    async def progress(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[int, int]:
+        """``(tasks done, tasks in all)`` of a job; (0, 0) when not known.
+
+        Jobs that run on another replica, or ran before a restart, report
+        (1, 1) once finished and (0, 0) before.
+        """
+        record = self.get_job(job_id, caller)
+        runtime = self._runtimes.get(job_id)
+        if runtime is None:
+            return (1, 1) if record.state is JobState.SUCCEEDED else (0, 0)
+        progress = runtime.progress
+        if progress.roots and not record.state.finished and self.cluster_ok:
+            try:
+                await asyncio.wait_for(
+                    progress.refresh_from_scheduler(self._client), SCHEDULER_TIMEOUT
+                )
+            except Exception as exc:  # progress is advisory: keep the last counts
+                logger.debug("progress of job %s unavailable: %s", job_id, exc)
+        if record.state is JobState.SUCCEEDED and progress.total:
+            return progress.total, progress.total
+        return progress.done, progress.total
 
     async def _wait_elsewhere(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
         """Wait for a job that another replica runs, by watching the shared store."""

@@ -29,6 +29,7 @@ import dask.multiprocessing
 import dask.threaded
 
 from server import _pickle
+from server.progress import Progress, flatten_keys
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +114,21 @@ class Executors:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._drivers, functools.partial(func, *args, **kwargs))
 
-    async def run(self, work: Work, scheduler: str, key: str) -> Any:
+    async def run(
+        self, work: Work, scheduler: str, key: str, progress: Progress | None = None
+    ) -> Any:
         """Run ``work`` on ``scheduler`` and return its result.
 
         ``key`` names the job's task on the cluster. Cancelling the awaiting
         task cancels the cluster's futures; local runs are abandoned.
+        ``progress`` is kept current with Dask's own task counts.
         """
+        progress = progress or Progress()
+        if work.call is not None and not work.lazy:
+            progress.single_task(done=False)
+            result = await getattr(self, f"_run_{scheduler}")(work, key, progress)
+            progress.single_task(done=True)
+            return result
         if work.lazy:
             func, args, kwargs = work.call
             collection = await self.in_thread(func, *args, **kwargs)
@@ -126,9 +136,9 @@ class Executors:
                 return collection  # already a value: nothing left to compute
             work = Work(collections=(collection,), single=True)
         runner = getattr(self, f"_run_{scheduler}")
-        return await runner(work, key)
+        return await runner(work, key, progress)
 
-    async def _run_distributed(self, work: Work, key: str) -> Any:
+    async def _run_distributed(self, work: Work, key: str, progress: Progress) -> Any:
         client = self.client
         if work.call is not None:
             func, args, kwargs = work.call
@@ -137,6 +147,7 @@ class Executors:
             futures = client.compute(list(work.collections))
         else:
             futures = client.get(work.graph, work.keys, sync=False)
+        progress.roots = list(flatten_keys(futures))
         try:
             # Await the futures themselves rather than client.gather: a
             # cancelled gather leaves an orphaned task behind in distributed.
@@ -150,7 +161,7 @@ class Executors:
             return result[0] if work.single else tuple(result)
         return result
 
-    async def _run_threads(self, work: Work, key: str) -> Any:
+    async def _run_threads(self, work: Work, key: str, progress: Progress) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
             loop = asyncio.get_running_loop()
@@ -159,15 +170,25 @@ class Executors:
             )
         if work.collections is not None:
             result = await self.in_thread(
-                dask.compute, *work.collections, scheduler="threads", pool=self._threads
+                dask.compute,
+                *work.collections,
+                scheduler="threads",
+                pool=self._threads,
+                callbacks=[progress.callback()],
             )
             return result[0] if work.single else result
-        return await self.in_thread(dask.threaded.get, work.graph, work.keys, pool=self._threads)
+        return await self.in_thread(
+            dask.threaded.get,
+            work.graph,
+            work.keys,
+            pool=self._threads,
+            callbacks=[progress.callback()],
+        )
 
-    async def _run_processes(self, work: Work, key: str) -> Any:
+    async def _run_processes(self, work: Work, key: str, progress: Progress) -> Any:
         pool = self._processes
         try:
-            return await self._run_on_pool(pool, work)
+            return await self._run_on_pool(pool, work, progress)
         except BrokenProcessPool as exc:
             self._replace_broken_pool(pool)
             raise PoolProcessDied(
@@ -175,7 +196,9 @@ class Executors:
                 "os._exit or a kill); the pool was restarted"
             ) from exc
 
-    async def _run_on_pool(self, pool: concurrent.futures.ProcessPoolExecutor, work: Work) -> Any:
+    async def _run_on_pool(
+        self, pool: concurrent.futures.ProcessPoolExecutor, work: Work, progress: Progress
+    ) -> Any:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
             loop = asyncio.get_running_loop()
@@ -189,19 +212,33 @@ class Executors:
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
             result = await self.in_thread(
-                dask.compute, *work.collections, scheduler="processes", pool=pool
+                dask.compute,
+                *work.collections,
+                scheduler="processes",
+                pool=pool,
+                callbacks=[progress.callback()],
             )
             return result[0] if work.single else result
-        return await self.in_thread(dask.multiprocessing.get, work.graph, work.keys, pool=pool)
+        return await self.in_thread(
+            dask.multiprocessing.get,
+            work.graph,
+            work.keys,
+            pool=pool,
+            callbacks=[progress.callback()],
+        )
 
-    async def _run_synchronous(self, work: Work, key: str) -> Any:
+    async def _run_synchronous(self, work: Work, key: str, progress: Progress) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
             return await self.in_thread(func, *args, **kwargs)
         if work.collections is not None:
-            result = await self.in_thread(dask.compute, *work.collections, scheduler="sync")
+            result = await self.in_thread(
+                dask.compute, *work.collections, scheduler="sync", callbacks=[progress.callback()]
+            )
             return result[0] if work.single else result
-        return await self.in_thread(dask.local.get_sync, work.graph, work.keys)
+        return await self.in_thread(
+            dask.local.get_sync, work.graph, work.keys, callbacks=[progress.callback()]
+        )
 
     def close(self) -> None:
         """Stop the pools without waiting for abandoned work."""

@@ -8,11 +8,12 @@ with a fixed message, never with the exception's text.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -32,35 +33,105 @@ ERROR_KEY = "dask-compute-error"
 #: Initial metadata key carrying the server instance's id (new on every start).
 INSTANCE_KEY = "dask-compute-instance"
 
+#: Seconds between looks at a watched job's progress (state changes wake it at once).
+WATCH_INTERVAL = 0.25
+
+#: Longest status message sent, in UTF-8 bytes. Messages may quote the caller's
+#: input, and clients refuse status metadata past 8 to 16 KiB (percent-encoding
+#: can triple a message's size).
+MAX_DETAILS_BYTES = 2000
+
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+def _details(message: str) -> str:
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    return data[:MAX_DETAILS_BYTES].decode("utf-8", "ignore") + "... (truncated)"
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> str:
+    """Answer a failed call with the status code of ``exc``; returns the code's name."""
+    if isinstance(exc, ServiceError):
+        # The error's class name lets clients tell, say, a missing function
+        # from a missing job without parsing the message.
+        await context.abort(
+            getattr(grpc.StatusCode, exc.status),
+            _details(str(exc)),
+            trailing_metadata=((ERROR_KEY, type(exc).__name__),),
+        )
+    incident = uuid.uuid4().hex[:12]
+    logger.error("%s failed unexpectedly (incident %s)", method, incident, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method} (incident {incident}); the server log has the details",
+    )
+    return "INTERNAL"  # not reached: abort raises
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return exc.status
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
 def _translate_errors(method: Handler) -> Handler:
+    """Wrap a unary handler: status codes for errors, instance metadata, metrics."""
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code, response = "OK", None
         try:
             await context.send_initial_metadata(self.metadata)
-            return await method(self, request, context)
-        except ServiceError as exc:
-            # The error's class name lets clients tell, say, a missing function
-            # from a missing job without parsing the message.
-            await context.abort(
-                getattr(grpc.StatusCode, exc.status),
-                str(exc),
-                trailing_metadata=((ERROR_KEY, type(exc).__name__),),
-            )
+            response = await method(self, request, context)
+            return response
         except grpc.aio.AbortError:
+            code = "ABORTED"
             raise
-        except Exception:
-            incident = uuid.uuid4().hex[:12]
-            logger.exception("%s failed unexpectedly (incident %s)", method.__name__, incident)
-            await context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"internal error in {method.__name__} (incident {incident}); "
-                "the server log has the details",
-            )
+        except BaseException as exc:
+            code = _code_of(exc)
+            if isinstance(exc, Exception):
+                await _abort(context, name, exc)
+            raise
+        finally:
+            sent = response.ByteSize() if response is not None else 0
+            self.core.metrics.rpc(name, code, time.perf_counter() - started, request.ByteSize(), sent)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _translate_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Any:
+    """Wrap a server-streaming handler the way :func:`_translate_errors` wraps unary ones."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        code, sent = "OK", 0
+        try:
+            await context.send_initial_metadata(self.metadata)
+            async for message in method(self, request, context):
+                sent += message.ByteSize()
+                yield message
+        except grpc.aio.AbortError:
+            code = "ABORTED"
+            raise
+        except BaseException as exc:
+            code = _code_of(exc)
+            if isinstance(exc, Exception):
+                await _abort(context, name, exc)
+            raise
+        finally:
+            self.core.metrics.rpc(name, code, time.perf_counter() - started, request.ByteSize(), sent)
+
+    return wrapper
 
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
@@ -155,3 +226,21 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         return pb.ListJobsResponse(
             jobs=[convert.job(r) for r in records], next_page_token=token
         )
+
+    @_translate_stream_errors
+    async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[Any]:
+        caller = current_caller()
+        last = None
+        while True:
+            done, total = await self.core.progress(request.job_id, caller)
+            record = self.core.get_job(request.job_id, caller)
+            now = (record.state, record.result_available, done, total)
+            if now != last:
+                last = now
+                yield pb.WatchJobResponse(
+                    job=convert.job(record),
+                    progress=pb.Progress(tasks_done=done, tasks_total=total),
+                )
+            if record.state.finished:
+                return
+            await self.core.wait_job(request.job_id, WATCH_INTERVAL, caller)

@@ -405,3 +405,22 @@ async def test_metrics_count_jobs_by_kind_state_and_scheduler(core):
     assert value("dask_compute_cluster_workers") == 1
     assert value("dask_compute_cluster_threads") == 2
     assert registry.get_sample_value("dask_compute_jobs_pending") is not None
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+async def test_progress_counts_dask_tasks(core, scheduler):
+    delayed = [dask.delayed(slowinc)(i, delay=0.3) for i in range(4)]
+    job = await core.submit(graph(dask.delayed(sum)(delayed), scheduler=scheduler))
+    seen = []
+    while not core.get_job(job.job_id).state.finished:
+        seen.append(await core.progress(job.job_id))
+        await asyncio.sleep(0.1)
+    done, total = await core.progress(job.job_id)
+    assert core.get_job(job.job_id).state is JobState.SUCCEEDED
+    assert total >= 5 and done == total, (scheduler, seen)
+    partial = [d for d, t in seen if t and 0 < d < t]
+    if scheduler != "processes":  # dask's processes scheduler hands tasks out in batches of 6
+        assert partial, f"no partial progress seen on {scheduler}: {seen}"
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen), "progress never goes back"
+    call_job = await core.run(call("ping", scheduler=scheduler))
+    assert await core.progress(call_job.job_id) == (1, 1)

@@ -80,6 +80,11 @@ class ComputeServiceStub:
                 request_serializer=compute_dot_v1_dot_compute__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_compute__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/compute.v1.ComputeService/WatchJob',
+                request_serializer=compute_dot_v1_dot_compute__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServiceServicer:
@@ -162,6 +167,14 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJob(self, request, context):
+        """WatchJob streams a job's record and progress whenever either changes,
+        until the job finishes; the last message carries the final state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +222,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=compute_dot_v1_dot_compute__pb2.ListJobsRequest.FromString,
                     response_serializer=compute_dot_v1_dot_compute__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.WatchJobRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.WatchJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -455,6 +473,33 @@ class ComputeService:
             '/compute.v1.ComputeService/ListJobs',
             compute_dot_v1_dot_compute__pb2.ListJobsRequest.SerializeToString,
             compute_dot_v1_dot_compute__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/compute.v1.ComputeService/WatchJob',
+            compute_dot_v1_dot_compute__pb2.WatchJobRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
