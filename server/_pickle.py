@@ -25,6 +25,11 @@ def dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=PROTOCOL)
 
 
+def dumps_out_of_band(obj: Any, buffer_callback: Any) -> bytes:
+    """Serialize ``obj`` with protocol 5, handing large buffers to ``buffer_callback``."""
+    return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
+
+
 def load_payload(payload: bytes, what: str) -> Any:
     """Load serialized work sent by a caller.
 

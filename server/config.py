@@ -83,6 +83,10 @@ class Settings:
             ``$XDG_STATE_HOME/dask-compute/jobs.db`` (``~/.local/state/...``).
         stored_result_bytes: Results up to this size (pickled) are stored with
             their record and survive a restart; 0 stores none.
+        inline_result_bytes: Results up to this size come back inside Run and
+            WaitJob answers; larger ones are read with GetJobResult (at most
+            3 MiB, so that no answer nears gRPC's usual 4 MiB limit).
+        result_chunk_bytes: Default chunk size of GetJobResult streams.
     """
 
     host: str = "127.0.0.1"
@@ -115,6 +119,8 @@ class Settings:
     allow_pickled_work_without_auth: bool = False
     job_store: str = ""
     stored_result_bytes: int = 1024 * 1024
+    inline_result_bytes: int = 1024 * 1024
+    result_chunk_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -134,6 +140,10 @@ class Settings:
         for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if not 0 <= self.inline_result_bytes <= 3 * 1024 * 1024:
+            raise SettingsError("inline_result_bytes must be between 0 and 3 MiB")
+        if not 1024 <= self.result_chunk_bytes <= 3 * 1024 * 1024:
+            raise SettingsError("result_chunk_bytes must be between 1 KiB and 3 MiB")
         if self.stored_result_bytes < 0:
             raise SettingsError("stored_result_bytes must not be negative")
         if self.job_store and self.job_store != "memory" and "://" not in self.job_store:

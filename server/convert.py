@@ -12,7 +12,7 @@ from server.core import ClusterSnapshot, JobRequest
 from server.errors import InvalidArgument
 from server.jobs import JobError, JobKind, JobRecord, JobState
 from server.registry import FunctionSpec
-from server.results import EncodedResult
+from server.results import EncodedResult, ResultStream
 
 SCHEDULER_NAMES = {
     pb.SCHEDULER_UNSPECIFIED: "",
@@ -164,6 +164,10 @@ def job_error(error: JobError) -> pb.JobError:
 
 def result(encoded: EncodedResult) -> pb.Result:
     """A ``Result`` message."""
+    if encoded.streamed:
+        return pb.Result(
+            format=FORMAT_ENUMS[encoded.format], size_bytes=encoded.size_bytes, streamed=True
+        )
     if encoded.format == "json":
         value = struct_pb2.Value()
         json_format.ParseDict(encoded.json, value)
@@ -175,6 +179,18 @@ def result(encoded: EncodedResult) -> pb.Result:
         format=pb.RESULT_FORMAT_PICKLE,
         serializer=pb.SERIALIZER_CLOUDPICKLE,
         size_bytes=encoded.size_bytes,
+    )
+
+
+def result_header(stream: ResultStream, offset: int) -> pb.ResultHeader:
+    """The ``ResultHeader`` of a result stream."""
+    return pb.ResultHeader(
+        format=FORMAT_ENUMS[stream.format],
+        serializer=pb.SERIALIZER_CLOUDPICKLE if stream.format == "pickle" else 0,
+        total_size=stream.total_size,
+        sha256=stream.sha256,
+        segment_sizes=stream.segment_sizes,
+        offset=offset,
     )
 
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from dask.sizeof import sizeof
+
 from server import _pickle, results
 from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
@@ -31,7 +33,7 @@ from server.errors import (
     ServiceError,
     Unavailable,
 )
-from server.execution import Executors, Work
+from server.execution import ClusterResult, Executors, Work
 from server.jobs import (
     JobError,
     JobKind,
@@ -127,6 +129,7 @@ class _Runtime:
     task: asyncio.Task | None = None
     scheduler: str = ""
     progress: Progress = dataclasses.field(default_factory=Progress)
+    released: bool = False
     result: Any = _NO_RESULT
     cancel_reason: str = ""
 
@@ -796,6 +799,10 @@ class ComputeCore:
 
     async def _store_small_result(self, executors: Executors, job_id: str, value: Any) -> None:
         """Keep a small result with the durable record, so it outlives a restart."""
+        if isinstance(value, ClusterResult):
+            if await self._estimate_size(value) > self.settings.stored_result_bytes:
+                return
+            value = await value.fetch()
         try:
             if results.small_for_inline(value):
                 blob = _pickle.dumps(value)
@@ -979,28 +986,83 @@ class ComputeCore:
                 for a result that has no JSON form.
             NotFound: The result expired.
         """
+        record, handle = await self._result_handle(job_id, caller)
+        if fmt == "auto":
+            fmt = record.result_format
+        is_function = record.kind is JobKind.FUNCTION
+        limit = self.settings.inline_result_bytes
+        estimate = await self._estimate_size(handle)
+        if estimate > limit:
+            return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
+        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
+        if results.small_for_inline(value):
+            encoded = results.encode(value, fmt, is_function)
+        else:
+            encoded = await self._pools().in_thread(results.encode, value, fmt, is_function)
+        if encoded.size_bytes > limit:
+            return results.EncodedResult(encoded.format, size_bytes=encoded.size_bytes, streamed=True)
+        return encoded
+
+    async def _result_handle(self, job_id: str, caller: Caller) -> tuple[JobRecord, Any]:
+        """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job."""
         record = self.get_job(job_id, caller)
         if record.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
                 f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
             )
         runtime = self._runtimes.get(job_id)
-        value = runtime.result if runtime is not None else _NO_RESULT
-        if value is _NO_RESULT and record.result_available:
-            blob = self.jobs.stored_result(job_id)  # from before a restart
+        handle = runtime.result if runtime is not None else _NO_RESULT
+        if handle is _NO_RESULT and record.result_available:
+            blob = self.jobs.stored_result(job_id)  # from before a restart, or another replica
             if blob is not None:
-                value = await self._pools().in_thread(_pickle.load_payload, blob, "stored result")
-        if value is _NO_RESULT:
+                handle = await self._pools().in_thread(_pickle.load_payload, blob, "stored result")
+        if handle is _NO_RESULT:
+            if runtime is not None and runtime.released:
+                raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
             raise NotFound(
                 f"the result of job {job_id} is gone: results are kept for "
                 f"{self.settings.result_ttl:g}s after a job finishes"
             )
+        return record, handle
+
+    async def _estimate_size(self, handle: Any) -> int:
+        if isinstance(handle, ClusterResult):
+            try:
+                return await asyncio.wait_for(handle.nbytes(), SCHEDULER_TIMEOUT)
+            except Exception:  # no estimate: encode it and see
+                return 0
+        if results.small_for_inline(handle):
+            return 0
+        return await self._pools().in_thread(sizeof, handle)
+
+    async def open_result(
+        self, job_id: str, fmt: str = "auto", caller: Caller = ANONYMOUS
+    ) -> results.ResultStream:
+        """A succeeded job's result, encoded for streaming.
+
+        The value is fetched from the cluster (where it stays until released
+        or expired), encoded off the event loop, and held only by the stream.
+        """
+        record, handle = await self._result_handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
+        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
         is_function = record.kind is JobKind.FUNCTION
-        if results.small_for_inline(value):
-            return results.encode(value, fmt, is_function)
-        return await self._pools().in_thread(results.encode, value, fmt, is_function)
+        return await self._pools().in_thread(results.encode_stream, value, fmt, is_function)
+
+    async def release(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[JobRecord, bool]:
+        """Free a finished job's result now (on the cluster too); returns whether there was one."""
+        record = self.get_job(job_id, caller)
+        runtime = self._runtimes.get(job_id)
+        had = record.result_available
+        if runtime is not None:
+            had = had or runtime.result is not _NO_RESULT
+            runtime.result = _NO_RESULT
+            runtime.released = True
+        if record.result_available:
+            record = self.jobs.update(job_id, result_available=False)
+            self.jobs.store_result(job_id, None)
+        return record, had
 
     async def _janitor(self) -> None:
         while True:

@@ -64,6 +64,37 @@ def _flatten(obj: Any) -> list[Any]:
     return [obj]
 
 
+class ClusterResult:
+    """A finished job's result that stays on the cluster: the futures held for it.
+
+    Dropping this object releases the result on the cluster.
+    """
+
+    def __init__(self, futures: Any, shape: str) -> None:
+        self._futures = futures
+        self._shape = shape
+
+    @property
+    def keys(self) -> list:
+        """The keys of the result's futures."""
+        return [f.key for f in _flatten(self._futures)]
+
+    async def nbytes(self) -> int:
+        """The result's size as the scheduler estimates it (Dask's ``sizeof``)."""
+        client = _flatten(self._futures)[0].client
+        sizes = await client.nbytes(self.keys, summary=False)
+        return sum(sizes.values())
+
+    async def fetch(self) -> Any:
+        """Move the result here and return it, shaped as ``dask.compute`` would."""
+        value = await _await_nested(self._futures)
+        if self._shape == "single":
+            return value[0]
+        if self._shape == "tuple":
+            return tuple(value)
+        return value
+
+
 class RemoteError(Exception):
     """An error raised in a pool process whose exception could not be pickled."""
 
@@ -149,17 +180,20 @@ class Executors:
             futures = client.get(work.graph, work.keys, sync=False)
         progress.roots = list(flatten_keys(futures))
         try:
-            # Await the futures themselves rather than client.gather: a
-            # cancelled gather leaves an orphaned task behind in distributed.
-            result = await _await_nested(futures)
+            # Wait for the tasks without moving their data here: the result
+            # stays on the cluster until someone fetches it.
+            for future in _flatten(futures):
+                await future.exception()
+                if future.status != "finished":
+                    await future  # raises the task's error (with its traceback) or cancellation
         except asyncio.CancelledError:
             await client.cancel(_flatten(futures), force=True)
             raise
-        finally:
-            del futures
         if work.collections is not None:
-            return result[0] if work.single else tuple(result)
-        return result
+            shape = "single" if work.single else "tuple"
+        else:
+            shape = "plain"
+        return ClusterResult(futures, shape)
 
     async def _run_threads(self, work: Work, key: str, progress: Progress) -> Any:
         if work.call is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
-from collections.abc import Mapping
+import pickle
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from server import _pickle
@@ -24,12 +26,86 @@ class NotJSON(TypeError):
 
 @dataclasses.dataclass(frozen=True)
 class EncodedResult:
-    """A result ready to send: a JSON-compatible value or pickle bytes."""
+    """A result ready to send: a JSON-compatible value or pickle bytes.
+
+    ``streamed`` marks a result too large to send inline: only its size is
+    set, and the caller reads it with GetJobResult.
+    """
 
     format: str
     json: Any = None
     pickle: bytes = b""
     size_bytes: int = 0
+    streamed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultStream:
+    """A result encoded for streaming, as segments sent back to back.
+
+    For pickle, the first segment is the pickle and the others its
+    out-of-band buffers (pickle protocol 5: NumPy and Arrow data are not
+    copied into the pickle); ``pickle.loads(first, buffers=others)`` rebuilds
+    it. For JSON, the one segment is UTF-8 JSON text.
+    """
+
+    format: str
+    segments: tuple[memoryview, ...]
+    sha256: str
+
+    @property
+    def total_size(self) -> int:
+        """Bytes in all segments."""
+        return sum(s.nbytes for s in self.segments)
+
+    @property
+    def segment_sizes(self) -> list[int]:
+        """The size of each segment, in order."""
+        return [s.nbytes for s in self.segments]
+
+    def chunks(self, offset: int, size: int) -> Iterator[memoryview]:
+        """Slices of at most ``size`` bytes of the stream from ``offset`` on, without copies."""
+        position = 0
+        for segment in self.segments:
+            end = position + segment.nbytes
+            start = max(offset, position)
+            while start < end:
+                stop = min(start + size, end)
+                yield segment[start - position : stop - position]
+                start = stop
+            position = end
+
+
+def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
+    """Encode ``value`` for streaming ("auto" is JSON for named calls that allow it).
+
+    Raises:
+        FailedPrecondition: JSON was asked for but the value has none.
+    """
+    segments: list[memoryview]
+    if fmt == "json" or (fmt == "auto" and is_function):
+        try:
+            text = json.dumps(to_json(value), separators=(",", ":")).encode("utf-8")
+        except NotJSON as exc:
+            if fmt == "json":
+                raise FailedPrecondition(
+                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE"
+                ) from exc
+        else:
+            segments = [memoryview(text)]
+            return ResultStream("json", tuple(segments), hashlib.sha256(text).hexdigest())
+    buffers: list[pickle.PickleBuffer] = []
+    main = _pickle.dumps_out_of_band(value, buffers.append)
+    segments = [memoryview(main)]
+    for buffer in buffers:
+        try:
+            segments.append(buffer.raw())
+        except BufferError:  # not contiguous: copy this one
+            segments.append(memoryview(bytes(buffer)))
+    digest = hashlib.sha256()
+    for segment in segments:
+        digest.update(segment)
+    return ResultStream("pickle", tuple(segments), digest.hexdigest())
 
 
 def to_json(value: Any, _depth: int = 0) -> Any:

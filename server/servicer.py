@@ -23,7 +23,7 @@ from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server import convert
 from server.auth import current_caller
 from server.core import ComputeCore
-from server.errors import ServiceError
+from server.errors import InvalidArgument, ServiceError
 from server.jobs import JobState
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 ERROR_KEY = "dask-compute-error"
 #: Initial metadata key carrying the server instance's id (new on every start).
 INSTANCE_KEY = "dask-compute-instance"
+
+#: Largest chunk of a result stream: every message stays under gRPC's usual 4 MiB limit.
+MAX_CHUNK_BYTES = 3 * 1024 * 1024
 
 #: Seconds between looks at a watched job's progress (state changes wake it at once).
 WATCH_INTERVAL = 0.25
@@ -226,6 +229,32 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         return pb.ListJobsResponse(
             jobs=[convert.job(r) for r in records], next_page_token=token
         )
+
+    @_translate_stream_errors
+    async def GetJobResult(
+        self, request: pb.GetJobResultRequest, context: Any
+    ) -> AsyncIterator[Any]:
+        caller = current_caller()
+        chunk_size = request.chunk_size or self.core.settings.result_chunk_bytes
+        if not 1024 <= chunk_size <= MAX_CHUNK_BYTES:
+            raise InvalidArgument(f"chunk_size must be between 1024 and {MAX_CHUNK_BYTES}")
+        fmt = convert.result_format(request.result_format)
+        stream = await self.core.open_result(request.job_id, fmt, caller)
+        if not 0 <= request.offset <= stream.total_size:
+            raise InvalidArgument(
+                f"offset {request.offset} is outside the result's {stream.total_size} bytes"
+            )
+        yield pb.GetJobResultResponse(header=convert.result_header(stream, request.offset))
+        for chunk in stream.chunks(request.offset, chunk_size):
+            yield pb.GetJobResultResponse(chunk=bytes(chunk))
+        del stream  # the server keeps no copy once it is sent
+        if request.release:
+            await self.core.release(request.job_id, caller)
+
+    @_translate_errors
+    async def ReleaseJob(self, request: pb.ReleaseJobRequest, context: Any) -> Any:
+        record, released = await self.core.release(request.job_id, current_caller())
+        return pb.ReleaseJobResponse(job=convert.job(record), released=released)
 
     @_translate_stream_errors
     async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[Any]:

@@ -169,18 +169,20 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ..., owner: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("json", "pickle", "format", "serializer", "size_bytes")
+    __slots__ = ("json", "pickle", "format", "serializer", "size_bytes", "streamed")
     JSON_FIELD_NUMBER: _ClassVar[int]
     PICKLE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STREAMED_FIELD_NUMBER: _ClassVar[int]
     json: _struct_pb2.Value
     pickle: bytes
     format: ResultFormat
     serializer: Serializer
     size_bytes: int
-    def __init__(self, json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., pickle: _Optional[bytes] = ..., format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    streamed: bool
+    def __init__(self, json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., pickle: _Optional[bytes] = ..., format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., size_bytes: _Optional[int] = ..., streamed: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("address", "name", "nthreads", "memory_limit_bytes", "memory_bytes", "tasks_in_flight")
@@ -415,3 +417,55 @@ class WatchJobResponse(_message.Message):
     job: Job
     progress: Progress
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class GetJobResultRequest(_message.Message):
+    __slots__ = ("job_id", "result_format", "offset", "chunk_size", "release")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    result_format: ResultFormat
+    offset: int
+    chunk_size: int
+    release: bool
+    def __init__(self, job_id: _Optional[str] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
+
+class ResultHeader(_message.Message):
+    __slots__ = ("format", "serializer", "total_size", "sha256", "segment_sizes", "offset")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    format: ResultFormat
+    serializer: Serializer
+    total_size: int
+    sha256: str
+    segment_sizes: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    def __init__(self, format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., segment_sizes: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class GetJobResultResponse(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ResultHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ReleaseJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseJobResponse(_message.Message):
+    __slots__ = ("job", "released")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    released: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., released: _Optional[bool] = ...) -> None: ...

@@ -80,6 +80,16 @@ class ComputeServiceStub:
                 request_serializer=compute_dot_v1_dot_compute__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_compute__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.GetJobResult = channel.unary_stream(
+                '/compute.v1.ComputeService/GetJobResult',
+                request_serializer=compute_dot_v1_dot_compute__pb2.GetJobResultRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.GetJobResultResponse.FromString,
+                _registered_method=True)
+        self.ReleaseJob = channel.unary_unary(
+                '/compute.v1.ComputeService/ReleaseJob',
+                request_serializer=compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.FromString,
+                _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/compute.v1.ComputeService/WatchJob',
                 request_serializer=compute_dot_v1_dot_compute__pb2.WatchJobRequest.SerializeToString,
@@ -167,6 +177,24 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobResult(self, request, context):
+        """GetJobResult streams a succeeded job's result in chunks: a header (format,
+        total size, SHA-256, segment sizes), then the bytes from `offset` on. A
+        stream cut off halfway is resumed by asking again from the last offset
+        received; the job is not run again. Results of any size come this way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseJob(self, request, context):
+        """ReleaseJob frees a finished job's result at once (it is held on the
+        cluster until fetched and released, or until it expires).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchJob(self, request, context):
         """WatchJob streams a job's record and progress whenever either changes,
         until the job finishes; the last message carries the final state.
@@ -222,6 +250,16 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=compute_dot_v1_dot_compute__pb2.ListJobsRequest.FromString,
                     response_serializer=compute_dot_v1_dot_compute__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetJobResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobResult,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.GetJobResultRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.GetJobResultResponse.SerializeToString,
+            ),
+            'ReleaseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseJob,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
@@ -473,6 +511,60 @@ class ComputeService:
             '/compute.v1.ComputeService/ListJobs',
             compute_dot_v1_dot_compute__pb2.ListJobsRequest.SerializeToString,
             compute_dot_v1_dot_compute__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/compute.v1.ComputeService/GetJobResult',
+            compute_dot_v1_dot_compute__pb2.GetJobResultRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.GetJobResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.ComputeService/ReleaseJob',
+            compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
