@@ -27,6 +27,7 @@ FORMAT_NAMES = {
     pb.RESULT_FORMAT_UNSPECIFIED: "auto",
     pb.RESULT_FORMAT_JSON: "json",
     pb.RESULT_FORMAT_PICKLE: "pickle",
+    pb.RESULT_FORMAT_ARROW: "arrow",
 }
 FORMAT_ENUMS = {name: number for number, name in FORMAT_NAMES.items()}
 
@@ -168,6 +169,8 @@ def result(encoded: EncodedResult) -> pb.Result:
         return pb.Result(
             format=FORMAT_ENUMS[encoded.format], size_bytes=encoded.size_bytes, streamed=True
         )
+    if encoded.format == "arrow":
+        return pb.Result(arrow=encoded.arrow, format=pb.RESULT_FORMAT_ARROW, size_bytes=encoded.size_bytes)
     if encoded.format == "json":
         value = struct_pb2.Value()
         json_format.ParseDict(encoded.json, value)

@@ -13,7 +13,7 @@ from typing import Any
 from server import _pickle
 from server.errors import FailedPrecondition
 
-FORMATS = ("auto", "json", "pickle")
+FORMATS = ("auto", "json", "pickle", "arrow")
 
 #: Results smaller than this are pickled on the event loop; larger ones in a thread.
 INLINE_PICKLE_LIMIT = 64 * 1024
@@ -35,6 +35,7 @@ class EncodedResult:
     format: str
     json: Any = None
     pickle: bytes = b""
+    arrow: bytes = b""
     size_bytes: int = 0
     streamed: bool = False
 
@@ -83,6 +84,9 @@ def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
         FailedPrecondition: JSON was asked for but the value has none.
     """
     segments: list[memoryview]
+    if fmt == "arrow":
+        data = to_arrow(value)
+        return ResultStream("arrow", (memoryview(data),), hashlib.sha256(data).hexdigest())
     if fmt == "json" or (fmt == "auto" and is_function):
         try:
             text = json.dumps(to_json(value), separators=(",", ":")).encode("utf-8")
@@ -152,12 +156,49 @@ def small_for_inline(value: Any) -> bool:
     return isinstance(value, (str, bytes)) and len(value) < INLINE_PICKLE_LIMIT
 
 
+def to_arrow(value: Any) -> bytes:
+    """``value`` as an Arrow IPC stream: a pandas DataFrame or Series, or an Arrow table.
+
+    Raises:
+        FailedPrecondition: The value is not tabular (the message names its type).
+    """
+    import pyarrow as pa
+
+    table = None
+    if isinstance(value, pa.Table):
+        table = value
+    elif isinstance(value, pa.RecordBatch):
+        table = pa.Table.from_batches([value])
+    else:
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas comes with dask[dataframe]
+            pd = None
+        if pd is not None and isinstance(value, pd.Series):
+            value = value.to_frame()
+        if pd is not None and isinstance(value, pd.DataFrame):
+            table = pa.Table.from_pandas(value, preserve_index=not isinstance(value.index, pd.RangeIndex))
+    if table is None:
+        cls = type(value)
+        raise FailedPrecondition(
+            f"the result ({cls.__module__}.{cls.__qualname__}) is not a table, so it has no "
+            "Arrow form; ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
+        )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
     """Encode ``value`` as ``fmt`` ("auto" is JSON for named calls that allow it).
 
     Raises:
-        FailedPrecondition: JSON was asked for but the value has none.
+        FailedPrecondition: JSON or Arrow was asked for but the value has none.
     """
+    if fmt == "arrow":
+        data = to_arrow(value)
+        return EncodedResult("arrow", arrow=data, size_bytes=len(data))
     if fmt == "json" or (fmt == "auto" and is_function):
         try:
             data = to_json(value)

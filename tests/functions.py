@@ -27,3 +27,18 @@ def fail(message: str) -> None:
 def not_json() -> object:
     """Return a set, which has no JSON form."""
     return {1, 2, 3}
+
+
+@function(lazy=True)
+def frame(rows: int = 6, aggregate: bool = True):
+    """A Dask DataFrame of ``rows`` rows, summed by group unless ``aggregate`` is false."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    pdf = pd.DataFrame(
+        {"group": [f"g{i % 3}" for i in range(rows)], "value": [float(i) for i in range(rows)]}
+    )
+    df = dd.from_pandas(pdf, npartitions=2)
+    if not aggregate:
+        return df
+    return df.groupby("group").value.sum().reset_index().sort_values("group")

@@ -46,6 +46,7 @@ class ResultFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESULT_FORMAT_UNSPECIFIED: _ClassVar[ResultFormat]
     RESULT_FORMAT_JSON: _ClassVar[ResultFormat]
     RESULT_FORMAT_PICKLE: _ClassVar[ResultFormat]
+    RESULT_FORMAT_ARROW: _ClassVar[ResultFormat]
 
 class WorkerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -72,6 +73,7 @@ SERIALIZER_CLOUDPICKLE: Serializer
 RESULT_FORMAT_UNSPECIFIED: ResultFormat
 RESULT_FORMAT_JSON: ResultFormat
 RESULT_FORMAT_PICKLE: ResultFormat
+RESULT_FORMAT_ARROW: ResultFormat
 WORKER_TYPE_UNSPECIFIED: WorkerType
 WORKER_TYPE_PROCESSES: WorkerType
 WORKER_TYPE_THREADS: WorkerType
@@ -169,20 +171,22 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ..., owner: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("json", "pickle", "format", "serializer", "size_bytes", "streamed")
+    __slots__ = ("json", "pickle", "arrow", "format", "serializer", "size_bytes", "streamed")
     JSON_FIELD_NUMBER: _ClassVar[int]
     PICKLE_FIELD_NUMBER: _ClassVar[int]
+    ARROW_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     STREAMED_FIELD_NUMBER: _ClassVar[int]
     json: _struct_pb2.Value
     pickle: bytes
+    arrow: bytes
     format: ResultFormat
     serializer: Serializer
     size_bytes: int
     streamed: bool
-    def __init__(self, json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., pickle: _Optional[bytes] = ..., format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., size_bytes: _Optional[int] = ..., streamed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., pickle: _Optional[bytes] = ..., arrow: _Optional[bytes] = ..., format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., size_bytes: _Optional[int] = ..., streamed: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("address", "name", "nthreads", "memory_limit_bytes", "memory_bytes", "tasks_in_flight")
