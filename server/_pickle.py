@@ -6,6 +6,7 @@ Loading a payload runs the caller's code: only :mod:`server.core` calls
 
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
 from collections.abc import Mapping
@@ -30,8 +31,27 @@ def dumps_out_of_band(obj: Any, buffer_callback: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 
-def load_payload(payload: bytes, what: str) -> Any:
+class _ObjectUnpickler(pickle.Unpickler):
+    """Puts held objects where the pickle names them by persistent id."""
+
+    def __init__(self, data: bytes, objects: Mapping[str, Any]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._objects = objects
+
+    def persistent_load(self, pid: Any) -> Any:
+        prefix = "dask-compute-object:"
+        if isinstance(pid, str) and pid.startswith(prefix) and pid[len(prefix):] in self._objects:
+            return self._objects[pid[len(prefix):]]
+        raise pickle.UnpicklingError(
+            f"the payload refers to object {str(pid)[:100]!r}, which its request does not list"
+        )
+
+
+def load_payload(payload: bytes, what: str, objects: Mapping[str, Any] | None = None) -> Any:
     """Load serialized work sent by a caller.
+
+    ``objects`` maps the ids of held objects the payload may refer to (by the
+    persistent id "dask-compute-object:<id>") to what stands in their place.
 
     Raises:
         InvalidPayload: The bytes are not a pickle this server can load; the
@@ -41,7 +61,16 @@ def load_payload(payload: bytes, what: str) -> Any:
     if not payload:
         raise InvalidPayload(f"{what}: payload is empty")
     try:
-        return pickle.loads(payload)
+        # The C unpickler's fast path when there is nothing to put in place;
+        # a reference to an unlisted object then fails as in _ObjectUnpickler.
+        if objects:
+            return _ObjectUnpickler(payload, objects).load()
+        try:
+            return pickle.loads(payload)
+        except pickle.UnpicklingError as exc:
+            if "persistent" not in str(exc):
+                raise
+            return _ObjectUnpickler(payload, {}).load()
     except ModuleNotFoundError as exc:
         raise InvalidPayload(
             f"{what}: cannot load the payload: module {exc.name!r} is not installed on the "
@@ -54,13 +83,13 @@ def load_payload(payload: bytes, what: str) -> Any:
         ) from exc
 
 
-def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
+def load_call(payload: bytes, objects: Mapping[str, Any] | None = None) -> tuple[Any, tuple, dict]:
     """Load a pickled call: a ``(callable, args, kwargs)`` tuple.
 
     Raises:
         InvalidPayload: Not loadable, or not shaped as a call.
     """
-    obj = load_payload(payload, "pickled_call")
+    obj = load_payload(payload, "pickled_call", objects)
     if (
         not isinstance(obj, tuple)
         or len(obj) != 3
@@ -75,7 +104,7 @@ def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
     return obj[0], tuple(obj[1]), dict(obj[2])
 
 
-def load_graph(payload: bytes) -> tuple[str, Any, Any]:
+def load_graph(payload: bytes, objects: Mapping[str, Any] | None = None) -> tuple[str, Any, Any]:
     """Load a Dask graph payload.
 
     Returns:
@@ -85,7 +114,7 @@ def load_graph(payload: bytes) -> tuple[str, Any, Any]:
     Raises:
         InvalidPayload: Not loadable, or not one of the shapes above.
     """
-    obj = load_payload(payload, "graph")
+    obj = load_payload(payload, "graph", objects)
     if dask.is_dask_collection(obj):
         return "collection", obj, None
     if isinstance(obj, (tuple, list)):

@@ -87,6 +87,8 @@ class Settings:
             WaitJob answers; larger ones are read with GetJobResult (at most
             3 MiB, so that no answer nears gRPC's usual 4 MiB limit).
         result_chunk_bytes: Default chunk size of GetJobResult streams.
+        object_ttl: Seconds an uploaded object is kept after its last use.
+        max_object_bytes: The largest object PutObject accepts.
     """
 
     host: str = "127.0.0.1"
@@ -121,6 +123,8 @@ class Settings:
     stored_result_bytes: int = 1024 * 1024
     inline_result_bytes: int = 1024 * 1024
     result_chunk_bytes: int = 1024 * 1024
+    object_ttl: float = 3600.0
+    max_object_bytes: int = 4 * 1024**3
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

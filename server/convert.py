@@ -11,6 +11,7 @@ from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from server.core import ClusterSnapshot, JobRequest
 from server.errors import InvalidArgument
 from server.jobs import JobError, JobKind, JobRecord, JobState
+from server.objects import StoredObject
 from server.registry import FunctionSpec
 from server.results import EncodedResult, ResultStream
 
@@ -112,7 +113,9 @@ def job_request(spec: pb.JobSpec) -> JobRequest:
         if message.serializer not in _SERIALIZERS:
             raise InvalidArgument(f"{work}.serializer {message.serializer} is not supported")
         kind = JobKind.PICKLED_CALL if work == "pickled_call" else JobKind.GRAPH
-        return JobRequest(kind=kind, payload=message.payload, **common)
+        return JobRequest(
+            kind=kind, payload=message.payload, object_ids=tuple(message.object_ids), **common
+        )
     raise InvalidArgument("job has no work: set one of call, pickled_call or graph")
 
 
@@ -195,6 +198,11 @@ def result_header(stream: ResultStream, offset: int) -> pb.ResultHeader:
         segment_sizes=stream.segment_sizes,
         offset=offset,
     )
+
+
+def object_ref(stored: StoredObject) -> pb.ObjectRef:
+    """An ``ObjectRef`` message."""
+    return pb.ObjectRef(object_id=stored.object_id, size_bytes=stored.size)
 
 
 def cluster(snapshot: ClusterSnapshot | None) -> pb.ClusterInfo:

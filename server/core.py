@@ -15,12 +15,12 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from dask.sizeof import sizeof
 
-from server import _pickle, results
+from server import _pickle, objects, results
 from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
@@ -94,6 +94,7 @@ class JobRequest:
     request_id: str = ""
     retryable: bool = False
     timeout: float | None = None
+    object_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,8 @@ class ComputeCore:
         self.cluster_ok = True
         #: Called with the new value of ``cluster_ok`` (the server points its health at it).
         self.on_cluster_health: Callable[[bool], Awaitable[None]] | None = None
+        #: Objects uploaded by callers, held on the cluster.
+        self.objects = objects.ObjectStore(settings.object_ttl, settings.max_object_bytes)
         #: Counters and gauges; the server exposes them on --metrics-port.
         self.metrics = Metrics(pending=lambda: self._pending, cluster=self._cluster_totals)
         self._by_request_id: dict[tuple[str, str], str] = {}
@@ -269,6 +272,7 @@ class ComputeCore:
             return
         self.cancel_all("the server shut down")
         self._closing = True
+        self.objects.clear()
         pending = [rt.task for rt in self._runtimes.values() if rt.task is not None]
         for task in self._background:
             task.cancel()
@@ -499,7 +503,7 @@ class ComputeCore:
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
-        prepared = await self._validate(request)
+        prepared = await self._validate(request, caller)
         existing = self._existing(request, caller)  # the same key may have landed meanwhile
         if existing is not None:
             return existing
@@ -525,7 +529,9 @@ class ComputeCore:
             try:
                 self._authorize(request, caller)
                 existing = self._existing(request, caller)
-                prepared.append(existing if existing is not None else await self._validate(request))
+                prepared.append(
+                    existing if existing is not None else await self._validate(request, caller)
+                )
             except ServiceError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from exc
         self._check_limits(caller, sum(not isinstance(p, JobRecord) for p in prepared))
@@ -576,7 +582,9 @@ class ComputeCore:
             self._by_request_id.pop((caller.name, request.request_id), None)
             return None
 
-    async def _validate(self, request: JobRequest) -> tuple[Work, str, str]:
+    async def _validate(
+        self, request: JobRequest, caller: Caller = ANONYMOUS
+    ) -> tuple[Work, str, str]:
         scheduler = request.scheduler or self.settings.default_scheduler
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(
@@ -595,7 +603,7 @@ class ComputeCore:
             raise InvalidArgument("timeout must not be negative")
         if scheduler == "distributed" and not self.cluster_ok:
             raise Unavailable(self._outage_message())
-        work, target = await self._prepare(request)
+        work, target = await self._prepare(request, caller, scheduler)
         return work, target, scheduler
 
     def _time_limit(self, request: JobRequest) -> float | None:
@@ -676,7 +684,8 @@ class ComputeCore:
             if doc is not None:
                 try:
                     request = _request_from_doc(doc)
-                    work, _, scheduler = await self._validate(request)
+                    owner = Caller(record.owner, ANONYMOUS.permissions)
+                    work, _, scheduler = await self._validate(request, owner)
                 except Exception as exc:  # e.g. the function is no longer offered
                     reason = f"service restarted, and the job could not be re-run: {exc}"
                 else:
@@ -724,16 +733,27 @@ class ComputeCore:
             raise
         return self.jobs.get(record.job_id)
 
-    async def _prepare(self, request: JobRequest) -> tuple[Work, str]:
+    async def _prepare(
+        self, request: JobRequest, caller: Caller, scheduler: str
+    ) -> tuple[Work, str]:
         if request.kind is JobKind.FUNCTION:
             spec = self.registry.get(request.function)
             args, kwargs = spec.bind(request.args, request.kwargs)
+            ids = objects.json_marker_ids([args, kwargs])
+            if ids:
+                held = await self._objects_for(caller, ids, scheduler)
+                args = objects.replace_json_markers(args, held)
+                kwargs = objects.replace_json_markers(kwargs, held)
             return Work(call=(spec.func, tuple(args), kwargs), lazy=spec.lazy), spec.name
+        held = None
+        if request.object_ids:
+            ids = {objects.check_object_id(i) for i in request.object_ids}
+            held = await self._objects_for(caller, ids, scheduler)
         if request.kind is JobKind.PICKLED_CALL:
-            func, args, kwargs = await self._load(_pickle.load_call, request.payload)
+            func, args, kwargs = await self._load(_pickle.load_call, request.payload, held)
             return Work(call=(func, args, kwargs)), _pickle.describe_callable(func)
         if request.kind is JobKind.GRAPH:
-            shape, obj, keys = await self._load(_pickle.load_graph, request.payload)
+            shape, obj, keys = await self._load(_pickle.load_graph, request.payload, held)
             if shape == "graph":
                 return Work(graph=obj, keys=keys), "graph"
             if shape == "collection":
@@ -741,11 +761,21 @@ class ComputeCore:
             return Work(collections=obj), "graph"
         raise InvalidArgument("the job carries no work: set call, pickled_call or graph")
 
-    async def _load(self, loader: Any, payload: bytes) -> Any:
+    async def _objects_for(self, caller: Caller, ids: set[str], scheduler: str) -> dict[str, Any]:
+        """What stands in for held objects in a job: the cluster's futures, or, for the
+        local schedulers, the values themselves (fetched from the cluster)."""
+        held = {object_id: self.objects.get(caller.name, object_id) for object_id in ids}
+        if scheduler == "distributed":
+            return {object_id: stored.future for object_id, stored in held.items()}
+        if not self.cluster_ok:
+            raise Unavailable(self._outage_message())
+        return {object_id: await stored.future for object_id, stored in held.items()}
+
+    async def _load(self, loader: Any, payload: bytes, held: dict[str, Any] | None = None) -> Any:
         try:
             if len(payload) < INLINE_LOAD_LIMIT:
-                return loader(payload)
-            return await self._pools().in_thread(loader, payload)
+                return loader(payload, held)
+            return await self._pools().in_thread(loader, payload, held)
         except (SystemExit, KeyboardInterrupt) as exc:  # loading ran the payload's sys.exit()
             raise InvalidArgument(f"cannot load the payload: it raised {type(exc).__name__}") from exc
 
@@ -1050,6 +1080,74 @@ class ComputeCore:
         is_function = record.kind is JobKind.FUNCTION
         return await self._pools().in_thread(results.encode_stream, value, fmt, is_function)
 
+    # -- objects ---------------------------------------------------------------
+
+    async def put_object(
+        self,
+        caller: Caller,
+        sha256: str,
+        size: int,
+        segment_sizes: Sequence[int],
+        chunks: AsyncIterator[bytes],
+    ) -> tuple[objects.StoredObject, bool]:
+        """Take an upload, check it, load it on the cluster and hold it.
+
+        Returns:
+            The held object, and whether it was held already (then the bytes
+            are not read).
+
+        Raises:
+            PermissionDenied: The caller lacks ``code`` (loading pickled data runs code).
+            InvalidArgument: A bad header, a cut-off upload or a hash mismatch:
+                nothing is kept.
+            InvalidPayload: The bytes could not be loaded.
+            ResourceExhausted: Larger than ``max_object_bytes``.
+        """
+        if not caller.can("code"):
+            raise PermissionDenied(
+                f"caller {caller.name!r} may not upload objects: loading them runs pickled code, "
+                "which needs the 'code' permission"
+            )
+        self._check_ready()
+        object_id = objects.check_object_id(f"sha256:{sha256}")
+        self.objects.check_upload(size)
+        existing = self.objects.has(caller.name, object_id)
+        if existing is not None:
+            return existing, True
+        if not self.cluster_ok:
+            raise Unavailable(self._outage_message())
+        data = await objects.receive(chunks, size, segment_sizes, sha256)
+        await self._pools().in_thread(objects.verify, data, sha256)
+        client = self._client
+        raw = await client.scatter(bytes(data), hash=False)
+        del data
+        future = client.submit(
+            objects.load_on_worker(),
+            raw,
+            list(segment_sizes),
+            pure=False,
+            key=f"object-{sha256[:16]}-{new_job_id()[:8]}",
+        )
+        error = await future.exception()
+        del raw
+        if future.status != "finished":
+            raise objects.not_loadable(object_id, error or RuntimeError(future.status))
+        stored = self.objects.add(caller.name, object_id, size, future)
+        logger.info("object=%s event=stored size=%d owner=%s", object_id, size, caller.name)
+        return stored, False
+
+    def get_object(self, object_id: str, caller: Caller = ANONYMOUS) -> objects.StoredObject:
+        """A held object of ``caller``'s.
+
+        Raises:
+            NotFound: Not held.
+        """
+        return self.objects.get(caller.name, object_id)
+
+    def delete_object(self, object_id: str, caller: Caller = ANONYMOUS) -> bool:
+        """Free an object; returns whether it was held."""
+        return self.objects.delete(caller.name, object_id)
+
     async def release(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[JobRecord, bool]:
         """Free a finished job's result now (on the cluster too); returns whether there was one."""
         record = self.get_job(job_id, caller)
@@ -1072,6 +1170,9 @@ class ComputeCore:
     def expire(self, now: float) -> None:
         """Drop results older than ``result_ttl`` and records older than ``job_ttl``."""
         s = self.settings
+        dropped = self.objects.expire(now)
+        if dropped:
+            logger.info("expired %d objects unused for %gs", dropped, s.object_ttl)
         for job_id in self.jobs.expire_results(now - s.result_ttl):
             runtime = self._runtimes.get(job_id)
             if runtime is not None:

@@ -103,7 +103,8 @@ def _translate_errors(method: Handler) -> Handler:
             raise
         finally:
             sent = response.ByteSize() if response is not None else 0
-            self.core.metrics.rpc(name, code, time.perf_counter() - started, request.ByteSize(), sent)
+            received = request.ByteSize() if hasattr(request, "ByteSize") else 0
+            self.core.metrics.rpc(name, code, time.perf_counter() - started, received, sent)
 
     return wrapper  # type: ignore[return-value]
 
@@ -250,6 +251,37 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         del stream  # the server keeps no copy once it is sent
         if request.release:
             await self.core.release(request.job_id, caller)
+
+    @_translate_errors
+    async def PutObject(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("an upload starts with its header, then sends chunks")
+        header = first.header
+        if header.serializer not in (pb.SERIALIZER_UNSPECIFIED, pb.SERIALIZER_CLOUDPICKLE):
+            raise InvalidArgument(f"serializer {header.serializer} is not supported")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only the first message of an upload is a header")
+                self.core.metrics.bytes_in.labels("PutObject").inc(len(message.chunk))
+                yield message.chunk
+
+        stored, existed = await self.core.put_object(
+            current_caller(), header.sha256, header.size_bytes, list(header.segment_sizes), chunks()
+        )
+        return pb.PutObjectResponse(object=convert.object_ref(stored), existed=existed)
+
+    @_translate_errors
+    async def GetObject(self, request: pb.GetObjectRequest, context: Any) -> Any:
+        stored = self.core.get_object(request.object_id, current_caller())
+        return pb.GetObjectResponse(object=convert.object_ref(stored))
+
+    @_translate_errors
+    async def DeleteObject(self, request: pb.DeleteObjectRequest, context: Any) -> Any:
+        deleted = self.core.delete_object(request.object_id, current_caller())
+        return pb.DeleteObjectResponse(deleted=deleted)
 
     @_translate_errors
     async def ReleaseJob(self, request: pb.ReleaseJobRequest, context: Any) -> Any:

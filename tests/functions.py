@@ -42,3 +42,11 @@ def frame(rows: int = 6, aggregate: bool = True):
     if not aggregate:
         return df
     return df.groupby("group").value.sum().reset_index().sort_values("group")
+
+
+@function
+def array_sum(data) -> float:
+    """Sum all the numbers of ``data`` (an uploaded array, referenced as {"$object": id})."""
+    import numpy as np
+
+    return float(np.asarray(data).sum())

@@ -89,20 +89,24 @@ class FunctionCall(_message.Message):
     def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PickledCall(_message.Message):
-    __slots__ = ("payload", "serializer")
+    __slots__ = ("payload", "serializer", "object_ids")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     serializer: Serializer
-    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DaskGraph(_message.Message):
-    __slots__ = ("payload", "serializer")
+    __slots__ = ("payload", "serializer", "object_ids")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     serializer: Serializer
-    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("call", "pickled_call", "graph", "scheduler", "result_format", "name", "request_id", "retryable", "timeout")
@@ -473,3 +477,63 @@ class ReleaseJobResponse(_message.Message):
     job: Job
     released: bool
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., released: _Optional[bool] = ...) -> None: ...
+
+class ObjectHeader(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "segment_sizes", "serializer")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZES_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZER_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    segment_sizes: _containers.RepeatedScalarFieldContainer[int]
+    serializer: Serializer
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., segment_sizes: _Optional[_Iterable[int]] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
+
+class PutObjectRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ObjectHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ObjectHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ObjectRef(_message.Message):
+    __slots__ = ("object_id", "size_bytes")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    size_bytes: int
+    def __init__(self, object_id: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class PutObjectResponse(_message.Message):
+    __slots__ = ("object", "existed")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    object: ObjectRef
+    existed: bool
+    def __init__(self, object: _Optional[_Union[ObjectRef, _Mapping]] = ..., existed: _Optional[bool] = ...) -> None: ...
+
+class GetObjectRequest(_message.Message):
+    __slots__ = ("object_id",)
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
+
+class GetObjectResponse(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: ObjectRef
+    def __init__(self, object: _Optional[_Union[ObjectRef, _Mapping]] = ...) -> None: ...
+
+class DeleteObjectRequest(_message.Message):
+    __slots__ = ("object_id",)
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
+
+class DeleteObjectResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...

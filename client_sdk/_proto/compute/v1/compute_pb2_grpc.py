@@ -90,6 +90,21 @@ class ComputeServiceStub:
                 request_serializer=compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.FromString,
                 _registered_method=True)
+        self.PutObject = channel.stream_unary(
+                '/compute.v1.ComputeService/PutObject',
+                request_serializer=compute_dot_v1_dot_compute__pb2.PutObjectRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.PutObjectResponse.FromString,
+                _registered_method=True)
+        self.GetObject = channel.unary_unary(
+                '/compute.v1.ComputeService/GetObject',
+                request_serializer=compute_dot_v1_dot_compute__pb2.GetObjectRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.GetObjectResponse.FromString,
+                _registered_method=True)
+        self.DeleteObject = channel.unary_unary(
+                '/compute.v1.ComputeService/DeleteObject',
+                request_serializer=compute_dot_v1_dot_compute__pb2.DeleteObjectRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.DeleteObjectResponse.FromString,
+                _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/compute.v1.ComputeService/WatchJob',
                 request_serializer=compute_dot_v1_dot_compute__pb2.WatchJobRequest.SerializeToString,
@@ -195,6 +210,33 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutObject(self, request_iterator, context):
+        """PutObject uploads data once, in chunks: a header (SHA-256, size, segment
+        sizes), then the bytes. The data is checked against its hash, loaded on
+        the cluster, and held there for jobs to use by reference, without being
+        uploaded again. An upload cut off halfway leaves nothing behind. Needs
+        the `code` permission (loading pickled data runs code).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetObject(self, request, context):
+        """GetObject says whether the server holds an object, so a client can skip
+        an upload. Objects are the caller's own: another caller's are not found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObject(self, request, context):
+        """DeleteObject frees an object now (objects otherwise expire after the
+        server's retention period since their last use).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchJob(self, request, context):
         """WatchJob streams a job's record and progress whenever either changes,
         until the job finishes; the last message carries the final state.
@@ -260,6 +302,21 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.ReleaseJob,
                     request_deserializer=compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.FromString,
                     response_serializer=compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.SerializeToString,
+            ),
+            'PutObject': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutObject,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.PutObjectRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.PutObjectResponse.SerializeToString,
+            ),
+            'GetObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObject,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.GetObjectRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.GetObjectResponse.SerializeToString,
+            ),
+            'DeleteObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObject,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.DeleteObjectRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.DeleteObjectResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
@@ -565,6 +622,87 @@ class ComputeService:
             '/compute.v1.ComputeService/ReleaseJob',
             compute_dot_v1_dot_compute__pb2.ReleaseJobRequest.SerializeToString,
             compute_dot_v1_dot_compute__pb2.ReleaseJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutObject(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/compute.v1.ComputeService/PutObject',
+            compute_dot_v1_dot_compute__pb2.PutObjectRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.PutObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.ComputeService/GetObject',
+            compute_dot_v1_dot_compute__pb2.GetObjectRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.GetObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.ComputeService/DeleteObject',
+            compute_dot_v1_dot_compute__pb2.DeleteObjectRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.DeleteObjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,208 @@
+"""Objects uploaded once and held on the cluster, for jobs to use by reference.
+
+An object is identified by the SHA-256 of its bytes (checked on arrival). Its
+bytes are loaded on a worker, never in the server, and the loaded value stays
+there as a future held for the object until it is deleted or unused for the
+retention period. Objects belong to the caller that uploaded them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from server.errors import InvalidArgument, InvalidPayload, NotFound, ResourceExhausted
+
+#: How pickled work names an object: a persistent id "dask-compute-object:<object_id>".
+PERSISTENT_ID_PREFIX = "dask-compute-object:"
+#: How a named call's JSON arguments name an object: {"$object": "<object_id>"}.
+JSON_MARKER = "$object"
+
+_OBJECT_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclasses.dataclass
+class StoredObject:
+    """An object held on the cluster."""
+
+    object_id: str
+    owner: str
+    size: int
+    future: Any
+    last_used: float
+
+
+def check_object_id(object_id: str) -> str:
+    """``object_id`` if it has the form "sha256:<64 hex digits>".
+
+    Raises:
+        InvalidArgument: It does not.
+    """
+    if not _OBJECT_ID.match(object_id or ""):
+        raise InvalidArgument(
+            f"object id {object_id[:80]!r} is not of the form 'sha256:' and 64 hex digits"
+        )
+    return object_id
+
+
+def is_json_marker(value: Any) -> bool:
+    """Whether a decoded JSON value is an object reference ``{"$object": id}``."""
+    return isinstance(value, dict) and len(value) == 1 and JSON_MARKER in value
+
+
+def json_marker_ids(value: Any) -> set[str]:
+    """Object ids referenced anywhere in decoded JSON arguments."""
+    if is_json_marker(value):
+        return {check_object_id(str(value[JSON_MARKER]))}
+    if isinstance(value, dict):
+        return set().union(*(json_marker_ids(v) for v in value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(json_marker_ids(v) for v in value)) if value else set()
+    return set()
+
+
+def replace_json_markers(value: Any, objects: dict[str, Any]) -> Any:
+    """Decoded JSON arguments with each ``{"$object": id}`` replaced by ``objects[id]``."""
+    if is_json_marker(value):
+        return objects[value[JSON_MARKER]]
+    if isinstance(value, dict):
+        return {k: replace_json_markers(v, objects) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_json_markers(v, objects) for v in value]
+    if isinstance(value, tuple):
+        return tuple(replace_json_markers(v, objects) for v in value)
+    return value
+
+
+async def receive(
+    chunks: AsyncIterator[bytes], size: int, segment_sizes: Sequence[int], sha256: str
+) -> bytearray:
+    """Collect an upload's bytes and check them.
+
+    Raises:
+        InvalidArgument: Too many or too few bytes, or a hash that does not match;
+            nothing is kept.
+    """
+    if sum(segment_sizes or [size]) != size:
+        raise InvalidArgument(f"segment sizes add up to {sum(segment_sizes)}, not {size}")
+    data = bytearray(size)
+    position = 0
+    async for chunk in chunks:
+        end = position + len(chunk)
+        if end > size:
+            raise InvalidArgument(f"the upload has more than the {size} bytes its header announced")
+        data[position:end] = chunk
+        position = end
+    if position != size:
+        raise InvalidArgument(
+            f"the upload ended after {position} of {size} bytes; nothing was kept, upload it again"
+        )
+    return data
+
+
+def verify(data: bytearray, sha256: str) -> None:
+    """Check the bytes against their announced SHA-256 (run it off the event loop)."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise InvalidArgument(
+            f"the upload's SHA-256 is {actual}, not {sha256} as announced; nothing was kept"
+        )
+
+
+def load_on_worker() -> Any:
+    """The function that turns an object's bytes into its value on a worker.
+
+    Made here so that cloudpickle sends it by value: workers of an existing
+    cluster need not have this package installed.
+    """
+
+    def load_object(data: bytes, segment_sizes: list[int]) -> Any:
+        import pickle
+
+        view = memoryview(data)
+        parts, position = [], 0
+        for size in segment_sizes or [len(data)]:
+            parts.append(view[position : position + size])
+            position += size
+        return pickle.loads(parts[0], buffers=parts[1:])
+
+    return load_object
+
+
+class ObjectStore:
+    """The objects this server holds, by owner and id.
+
+    Args:
+        ttl: Seconds an unused object is kept.
+        max_bytes: The largest object accepted.
+    """
+
+    def __init__(self, ttl: float, max_bytes: int) -> None:
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._objects: dict[tuple[str, str], StoredObject] = {}
+
+    def check_upload(self, size: int) -> None:
+        """Refuse an upload larger than the limit before any byte of it is taken."""
+        if size < 0:
+            raise InvalidArgument("size_bytes must not be negative")
+        if size > self.max_bytes:
+            raise ResourceExhausted(
+                f"the object's {size} bytes exceed this server's limit of {self.max_bytes} "
+                "(max_object_bytes)"
+            )
+
+    def get(self, owner: str, object_id: str) -> StoredObject:
+        """The object, marked as used now.
+
+        Raises:
+            NotFound: Not held (never uploaded, deleted or expired).
+        """
+        stored = self._objects.get((owner, check_object_id(object_id)))
+        if stored is None:
+            raise NotFound(
+                f"no object {object_id}: upload it with PutObject (objects expire after "
+                f"{self.ttl:g}s unused)"
+            )
+        stored.last_used = time.time()
+        return stored
+
+    def has(self, owner: str, object_id: str) -> StoredObject | None:
+        """The object if held, else ``None``."""
+        try:
+            return self.get(owner, object_id)
+        except NotFound:
+            return None
+
+    def add(self, owner: str, object_id: str, size: int, future: Any) -> StoredObject:
+        """Hold a loaded object."""
+        stored = StoredObject(object_id, owner, size, future, time.time())
+        self._objects[(owner, object_id)] = stored
+        return stored
+
+    def delete(self, owner: str, object_id: str) -> bool:
+        """Free an object; returns whether it was held."""
+        return self._objects.pop((owner, check_object_id(object_id)), None) is not None
+
+    def expire(self, now: float) -> int:
+        """Free objects unused for the retention period; returns how many."""
+        old = [key for key, obj in self._objects.items() if obj.last_used < now - self.ttl]
+        for key in old:
+            del self._objects[key]
+        return len(old)
+
+    def clear(self) -> None:
+        """Free every object."""
+        self._objects.clear()
+
+
+def not_loadable(object_id: str, exc: BaseException) -> InvalidPayload:
+    """The error for bytes that a worker could not load."""
+    return InvalidPayload(
+        f"object {object_id}: the bytes could not be loaded on the cluster: "
+        f"{type(exc).__name__}: {exc}"
+    )
