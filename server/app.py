@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server import tls
-from server.auth import Authenticator, AuthConfigError
+from server.auth import AuthConfigError, Authenticator
 from server.builtins import builtins
 from server.config import Settings
 from server.core import ComputeCore

@@ -8,7 +8,7 @@ everything (unless the policy takes pickled work away).
 
 Permissions:
     ``run``: call named functions, read own jobs and results, read cluster info.
-    ``code``: also submit pickled callables and Dask graphs.
+    ``code``: also submit pickled callables and Dask graphs, and upload objects.
     ``admin``: see and cancel every caller's jobs.
 
 Any permission implies ``run``; ``code`` is never implied, so that running
@@ -101,12 +101,24 @@ class Caller:
 #: The caller when no credentials are configured.
 ANONYMOUS = Caller("anonymous", frozenset(PERMISSIONS))
 
-_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("dask_compute_caller", default=ANONYMOUS)
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar(
+    "dask_compute_caller", default=ANONYMOUS
+)
 
 
 def current_caller() -> Caller:
     """The caller of the call being served."""
     return _current.get()
+
+
+def set_caller(caller: Caller) -> None:
+    """Make ``caller`` the current caller for the rest of the running task.
+
+    For handlers that yield (streams): a :func:`caller_scope` there would be
+    reset wherever the generator is finally closed, which may be another
+    context. Each gRPC call runs in a task of its own, so nothing leaks.
+    """
+    _current.set(caller)
 
 
 @contextlib.contextmanager
@@ -180,7 +192,8 @@ class Identities:
 
     def describe(self) -> str:
         """``tokens(3)``, ``tokens(3)+certs(1)`` or ``certs(1)``: counts, never secrets."""
-        parts = [f"{kind}({n})" for kind, n in (("tokens", len(self.tokens)), ("certs", len(self.certs))) if n]
+        counts = (("tokens", len(self.tokens)), ("certs", len(self.certs)))
+        parts = [f"{kind}({n})" for kind, n in counts if n]
         return "+".join(parts) or "none"
 
 
@@ -233,10 +246,14 @@ def parse_identities(text: str, source: str) -> Identities:
             continue
         if not _NAME_CHARS.fullmatch(name):
             raise AuthConfigError(
-                f"{where}: a name is 1 to 128 of A-Z a-z 0-9 . _ @ + -, got {name[:40]!r}"
+                # Not quoted: a token put in the name's place would end up in a log.
+                f"{where}: the name must be 1 to 128 of A-Z a-z 0-9 . _ @ + - (entries read "
+                "'<name> <permissions> <token>')"
             )
         if len(fields) != 3:
-            raise AuthConfigError(f"{where}: the entry of {name!r} must read '<name> <permissions> <token>'")
+            raise AuthConfigError(
+                f"{where}: the entry of {name!r} must read '<name> <permissions> <token>'"
+            )
         secret = fields[2]
         hashed = _SHA256.fullmatch(secret)
         if hashed:
@@ -255,7 +272,9 @@ def parse_identities(text: str, source: str) -> Identities:
             digest = _digest(secret)
         for other_digest, other in tokens:
             if hmac.compare_digest(other_digest, digest):
-                raise AuthConfigError(f"{where}: the token of {name!r} is already the token of {other.name!r}")
+                raise AuthConfigError(
+                    f"{where}: the token of {name!r} is already the token of {other.name!r}"
+                )
         tokens.append((digest, Caller(name, _permissions(fields[1], where))))
     if not tokens and not certs:
         raise AuthConfigError(f"{source} has no entries; every call would be refused")
@@ -275,7 +294,7 @@ def read_tokens_file(path: str) -> Identities:
     except (OSError, UnicodeDecodeError) as exc:
         raise AuthConfigError(f"cannot read {source}: {exc}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("%s is readable by other users; chmod 600 it", source)
+        logger.warning("%s is open to other users (mode %o); chmod 600 it", source, mode & 0o777)
     return parse_identities(text, source)
 
 
@@ -350,6 +369,12 @@ class Authenticator:
         else:
             identities = None
         mtls = bool(s.tls_client_ca)
+        if mtls and identities is None:
+            raise AuthConfigError(
+                "--tls-client-ca needs identities for the certificates: a tokens file (or "
+                "DASK_COMPUTE_TOKENS) with 'cert:<subject CN> <permissions>' or 'cert:* "
+                "<permissions>' entries"
+            )
         if identities is not None and identities.certs and not mtls:
             logger.warning("cert: entries have no effect without --tls-client-ca (mutual TLS)")
         removed = set() if s.pickled_work else {"code"}

@@ -9,10 +9,13 @@ token). The wrapped handler runs in the call's own task, so
    send when that fails;
 2. it parses the request itself, so that bytes that are not a valid message
    (corrupt, truncated, non-UTF-8 strings, nesting past protobuf's depth
-   limit) answer ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN`` with a
-   logged traceback;
-3. it runs the servicer method inside :func:`server.auth.caller_scope`, where
-   :func:`server.auth.current_caller` gives the caller.
+   limit) answer ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN`` (or, in
+   a request stream, ``INTERNAL``) with a logged traceback. Streamed requests
+   are parsed as the servicer iterates them, so a servicer method must read
+   its request iterator, never ``context.read()`` (which would give bytes);
+3. it runs the servicer method with the caller set (:func:`server.auth.caller_scope`,
+   or :func:`server.auth.set_caller` for handlers that yield), where
+   :func:`server.auth.current_caller` gives it.
 
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
@@ -25,13 +28,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from server.auth import Authenticator, Caller, caller_scope
-from server.errors import Unauthenticated
+from server.auth import Authenticator, Caller, caller_scope, set_caller
+from server.errors import InvalidArgument, Unauthenticated
 from server.servicer import ERROR_KEY
 from server.tls import peer_common_name
 
@@ -78,7 +81,9 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 if authorization is not None:
-                    await _abort_unauthenticated(context, method, "more than one authorization metadata entry")
+                    await _abort_unauthenticated(
+                        context, method, "more than one authorization metadata entry"
+                    )
                 authorization = value if isinstance(value, str) else value.decode("latin-1")
         common_name = peer_common_name(context) if self.authenticator.mtls else None
         try:
@@ -88,7 +93,9 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             raise  # not reached: abort raises
 
 
-async def _abort_unauthenticated(context: grpc.aio.ServicerContext, method: str, message: str) -> None:
+async def _abort_unauthenticated(
+    context: grpc.aio.ServicerContext, method: str, message: str
+) -> None:
     # Logged without the credential, at INFO: a flood of bad calls must not
     # flood the log at a level operators alert on.
     logger.info("refused %s from %s: %s", method, context.peer(), message)
@@ -100,19 +107,46 @@ async def _abort_unauthenticated(context: grpc.aio.ServicerContext, method: str,
 
 
 async def _parse(
-    deserializer: Callable[[bytes], Any] | None, raw: bytes, context: grpc.aio.ServicerContext, method: str
+    deserializer: Callable[[bytes], Any] | None,
+    raw: bytes,
+    context: grpc.aio.ServicerContext,
+    method: str,
 ) -> Any:
     if deserializer is None:
         return raw
     try:
         return deserializer(raw)
-    except Exception as exc:  # protobuf's DecodeError, or anything a parser raises
+    except Exception as exc:  # noqa: BLE001  (DecodeError, or whatever a parser raises)
         logger.info("refused %s from %s: unparsable request (%s)", method, context.peer(), exc)
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"the request is not a valid message for {method}: {exc}",
             trailing_metadata=((ERROR_KEY, "InvalidArgument"),),
         )
+
+
+async def _parsed_stream(
+    deserializer: Callable[[bytes], Any] | None, requests: Any, method: str
+) -> AsyncIterator[Any]:
+    """The messages of a request stream, parsed here rather than by grpc.
+
+    A message that does not parse raises :class:`server.errors.InvalidArgument`
+    where the servicer reads it, and the servicer answers ``INVALID_ARGUMENT``
+    (grpc would raise ``DecodeError`` there, answered ``INTERNAL``).
+    """
+    number = 0
+    async for raw in requests:
+        if deserializer is None:
+            yield raw
+            continue
+        try:
+            message = deserializer(raw)
+        except Exception as exc:
+            raise InvalidArgument(
+                f"message {number} of the request stream is not valid for {method}: {exc}"
+            ) from exc
+        number += 1
+        yield message
 
 
 async def _result(value: Any) -> Any:
@@ -138,33 +172,53 @@ def _wrap(
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, None, serializer)
 
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            caller = await authenticate(context, method)
-            request = await _parse(deserializer, raw, context, method)
-            with caller_scope(caller):
-                async for response in inner_us(request, context):
-                    yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, None, serializer)
-
-    # Streamed requests: grpc parses each message; only the caller is added.
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             with caller_scope(await authenticate(context, method)):
-                return await _result(inner_su(requests, context))
+                parsed = _parsed_stream(deserializer, requests, method)
+                return await _result(inner_su(parsed, context))
 
-        return grpc.stream_unary_rpc_method_handler(stream_unary, deserializer, serializer)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, None, serializer)
+
+    # Streamed responses: the servicer method is an async generator, or a
+    # coroutine that writes with context.write(); the wrapper is the same kind.
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def prepare_us(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            caller = await authenticate(context, method)
+            request = await _parse(deserializer, raw, context, method)
+            set_caller(caller)
+            return request
+
+        if inspect.isasyncgenfunction(inner_us):
+
+            async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                async for response in inner_us(await prepare_us(raw, context), context):
+                    yield response
+
+        else:
+
+            async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                return await _result(inner_us(await prepare_us(raw, context), context))
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, None, serializer)
 
     inner_ss = handler.stream_stream
+    if inspect.isasyncgenfunction(inner_ss):
 
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        with caller_scope(await authenticate(context, method)):
-            async for response in inner_ss(requests, context):
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            set_caller(await authenticate(context, method))
+            parsed = _parsed_stream(deserializer, requests, method)
+            async for response in inner_ss(parsed, context):
                 yield response
 
-    return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
+    else:
+
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            set_caller(await authenticate(context, method))
+            return await _result(inner_ss(_parsed_stream(deserializer, requests, method), context))
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, None, serializer)
