@@ -1,0 +1,1 @@
+"""Helpers that drive real external tools (kubectl kustomize, hadolint, buildah)."""
