@@ -109,6 +109,11 @@ def build_server(
     return server, port, health_servicer
 
 
+async def set_service_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    """Set the health of compute.v1.ComputeService only."""
+    await health_servicer.set(SERVICE_NAME, SERVING if serving else NOT_SERVING)
+
+
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     """Set the overall and the ComputeService health status."""
     status = SERVING if serving else NOT_SERVING
@@ -145,8 +150,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await core.start()
     server, port, health_servicer = build_server(settings, core, authenticator)
     await set_serving(health_servicer, True)
-    # Health follows the Dask scheduler: NOT_SERVING while it is unreachable.
-    core.on_cluster_health = functools.partial(set_serving, health_servicer)
+    # The service's health follows the Dask scheduler (NOT_SERVING while it is
+    # unreachable: readiness); the overall status "" stays SERVING while the
+    # process is fine (liveness), so an outage does not get replicas restarted.
+    core.on_cluster_health = functools.partial(set_service_serving, health_servicer)
     await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,9 +7,13 @@ takes the environment as an argument so tests never touch ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "DASK_COMPUTE_"
 
@@ -19,6 +23,19 @@ SCHEDULERS = ("distributed", "threads", "processes", "synchronous")
 
 class SettingsError(ValueError):
     """A setting has a value the server cannot use."""
+
+
+def _cpu_count() -> int:
+    # Dask's count honours CPU affinity and cgroup quotas (a container's
+    # limit), where os.cpu_count() would give the whole node's.
+    from dask.system import CPU_COUNT
+
+    return CPU_COUNT or 1
+
+
+#: Kubernetes sets <SERVICE>_PORT=tcp://IP:PORT in every pod for each Service; a
+#: Service named "dask-compute" would so set DASK_COMPUTE_PORT.
+_SERVICE_LINK = re.compile(r"^tcp://[^/]+:\d+$")
 
 
 def _parse_bool(value: str) -> bool:
@@ -178,13 +195,13 @@ class Settings:
 
     @property
     def local_threads_count(self) -> int:
-        """Threads in the ``threads`` scheduler's pool."""
-        return self.local_threads or os.cpu_count() or 1
+        """Threads in the ``threads`` scheduler's pool (default: the CPUs this process may use)."""
+        return self.local_threads or _cpu_count()
 
     @property
     def local_processes_count(self) -> int:
-        """Processes in the ``processes`` scheduler's pool."""
-        return self.local_processes or os.cpu_count() or 1
+        """Processes in the ``processes`` scheduler's pool (default: the CPUs this process may use)."""
+        return self.local_processes or _cpu_count()
 
     @classmethod
     def env_var(cls, field: str) -> str:
@@ -210,6 +227,14 @@ class Settings:
         for field in dataclasses.fields(cls):
             raw = environ.get(cls.env_var(field.name))
             if raw is None:
+                continue
+            if field.name == "port" and _SERVICE_LINK.match(raw.strip()):
+                logger.warning(
+                    "ignoring %s=%s: that is a Kubernetes service link, not a port "
+                    "(set enableServiceLinks: false, or give the port as a number)",
+                    cls.env_var(field.name),
+                    raw,
+                )
                 continue
             try:
                 values[field.name] = _PARSERS.get(field.name, _parse_by_type(field))(raw)

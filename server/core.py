@@ -212,7 +212,12 @@ class ComputeCore:
             )
             self._client = await Client(self._cluster, asynchronous=True, set_as_default=False)
         self._tune_client(self._client)
-        self._executors = Executors(self._client, s.local_threads_count, s.local_processes_count)
+        self._executors = Executors(
+            self._client,
+            s.local_threads_count,
+            s.local_processes_count,
+            in_process_workers=self._cluster is not None and not s.processes,
+        )
         await self.cluster_info()
         await self._tune_local_cluster()
         await self._recover(self._executors)

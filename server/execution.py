@@ -64,6 +64,21 @@ def _flatten(obj: Any) -> list[Any]:
     return [obj]
 
 
+def _exits_as_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, with SystemExit and KeyboardInterrupt turned into RuntimeError."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise RuntimeError(
+                f"the job raised {type(exc).__name__}{exc.args!r}, reported as this error "
+                "instead of stopping the server"
+            ) from exc
+
+    return call
+
+
 class ClusterResult:
     """A finished job's result that stays on the cluster: the futures held for it.
 
@@ -106,8 +121,13 @@ class PoolProcessDied(Exception):
 class Executors:
     """The pools and the cluster client that jobs run on."""
 
-    def __init__(self, client: Any, threads: int, processes: int) -> None:
+    def __init__(
+        self, client: Any, threads: int, processes: int, in_process_workers: bool = False
+    ) -> None:
         self.client = client
+        # Workers that are threads of this process: a task's sys.exit() there
+        # would end the server, so calls sent to them are wrapped.
+        self._in_process_workers = in_process_workers
         self._threads = concurrent.futures.ThreadPoolExecutor(threads, "dask-compute-threads")
         # Driver threads block on dask's local schedulers and run synchronous
         # jobs; they wait rather than compute, so they are plenty.
@@ -173,6 +193,8 @@ class Executors:
         client = self.client
         if work.call is not None:
             func, args, kwargs = work.call
+            if self._in_process_workers:
+                func = _exits_as_errors(func)
             futures = client.submit(func, *args, key=key, pure=False, **kwargs)
         elif work.collections is not None:
             futures = client.compute(list(work.collections))

@@ -69,9 +69,9 @@ def cluster(stub):
         return None
 
 
-def health(channel):
+def health(channel, service="compute.v1.ComputeService"):
     stub = health_pb2_grpc.HealthStub(channel)
-    return stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
 
 
 def named(function, *args, scheduler=pb.SCHEDULER_DISTRIBUTED):
@@ -110,6 +110,7 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
         scheduler.terminate()
         scheduler.wait(30)
         wait_for(lambda: health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, what="NOT_SERVING")
+        assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING, "liveness is the process"
         with pytest.raises(grpc.RpcError) as info_error:
             stub.Run(named("ping"), timeout=30)
         assert info_error.value.code() == grpc.StatusCode.UNAVAILABLE

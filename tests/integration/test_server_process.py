@@ -194,3 +194,28 @@ def test_new_jobs_are_unavailable_while_draining(tmp_path):
         finished = running.result(timeout=30)
     assert finished.job.state == pb.JOB_STATE_SUCCEEDED, "a running Run finishes within the grace period"
     assert srv.process.wait(30) == 0
+
+
+def _exit_now():
+    import sys
+
+    sys.exit(3)
+
+
+def test_sys_exit_in_an_in_process_worker_fails_the_job_not_the_server(tmp_path):
+    import cloudpickle
+
+    args = ["--no-processes", "--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", "", "--local-processes", "1"]
+    with running_server(args, tmp_path / "server.log") as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ComputeServiceStub(channel)
+            spec = pb.JobSpec(
+                pickled_call=pb.PickledCall(payload=cloudpickle.dumps((_exit_now, (), {}))),
+                scheduler=pb.SCHEDULER_DISTRIBUTED,
+            )
+            job = stub.Run(pb.RunRequest(job=spec), timeout=60).job
+            assert job.state == pb.JOB_STATE_FAILED
+            assert "SystemExit(3,)" in job.error.message
+            after = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30)
+            assert after.job.state == pb.JOB_STATE_SUCCEEDED
+        assert srv.process.poll() is None, "the server is still up"

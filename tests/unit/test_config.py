@@ -64,3 +64,16 @@ def test_bad_values_are_refused_with_the_variable_named(env, message):
 def test_settings_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1
+
+
+def test_kubernetes_service_link_is_not_taken_for_a_port():
+    s = Settings.from_env({"DASK_COMPUTE_PORT": "tcp://10.96.0.12:50051"})
+    assert s.port == 50051  # the default, not a parse error
+
+
+def test_local_pools_default_to_the_cpus_this_process_may_use():
+    from dask.system import CPU_COUNT
+
+    s = Settings()
+    assert s.local_threads_count == CPU_COUNT == s.local_processes_count
+    assert Settings(local_threads=3).local_threads_count == 3

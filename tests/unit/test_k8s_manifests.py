@@ -160,9 +160,14 @@ def test_grpc_probes(rendered, layout):
     (container,) = pod_spec(deployment)["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == GRPC_PORT
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         # Native gRPC probes take a number, not a port name.
         assert container[probe]["grpc"] == {"port": GRPC_PORT}, probe
+    # Readiness asks about the service, which follows the Dask cluster.
+    assert container["readinessProbe"]["grpc"] == {
+        "port": GRPC_PORT,
+        "service": "compute.v1.ComputeService",
+    }
     service = find(rendered[layout], "Service", SERVICE)
     assert selects(
         service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]
