@@ -155,6 +155,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     # process is fine (liveness), so an outage does not get replicas restarted.
     core.on_cluster_health = functools.partial(set_service_serving, health_servicer)
     await server.start()
+    metrics_server = None
+    if settings.metrics_port:
+        try:
+            metrics_server = core.metrics.serve(settings.host, settings.metrics_port)
+        except OSError as exc:
+            await server.stop(0)
+            await core.close()
+            raise RuntimeError(f"cannot serve metrics on port {settings.metrics_port}: {exc}") from exc
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -188,5 +196,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if metrics_server is not None:
+            metrics_server.shutdown()
         await core.close()
     logger.info("stopped")

@@ -107,6 +107,31 @@ def _env(name: str) -> str:
     help=f"Results up to this many bytes are stored with their record and survive a restart. [default: 1048576; env {_env('stored_result_bytes')}]",
 )
 @click.option(
+    "--inline-result-bytes",
+    type=int,
+    help=f"Results up to this size come back inside Run and WaitJob; larger ones through GetJobResult (at most 3 MiB). [default: 1048576; env {_env('inline_result_bytes')}]",
+)
+@click.option(
+    "--result-chunk-bytes",
+    type=int,
+    help=f"Default chunk size of GetJobResult streams (1 KiB to 3 MiB). [default: 1048576; env {_env('result_chunk_bytes')}]",
+)
+@click.option(
+    "--object-ttl",
+    type=float,
+    help=f"Seconds an uploaded object is kept after its last use. [default: 3600; env {_env('object_ttl')}]",
+)
+@click.option(
+    "--max-object-bytes",
+    type=int,
+    help=f"Largest object PutObject accepts. [default: 4 GiB; env {_env('max_object_bytes')}]",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    help=f"Serve Prometheus metrics on http://HOST:PORT/metrics; 0 turns them off. [default: 0; env {_env('metrics_port')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

@@ -106,6 +106,8 @@ class Settings:
         result_chunk_bytes: Default chunk size of GetJobResult streams.
         object_ttl: Seconds an uploaded object is kept after its last use.
         max_object_bytes: The largest object PutObject accepts.
+        metrics_port: Port of the Prometheus ``/metrics`` endpoint on ``host``;
+            0 (the default) turns it off.
     """
 
     host: str = "127.0.0.1"
@@ -142,10 +144,15 @@ class Settings:
     result_chunk_bytes: int = 1024 * 1024
     object_ttl: float = 3600.0
     max_object_bytes: int = 4 * 1024**3
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be 0..65535, got {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        if self.object_ttl < 0 or self.max_object_bytes < 0:
+            raise SettingsError("object_ttl and max_object_bytes must not be negative")
         for name in ("n_workers", "threads_per_worker", "local_threads", "local_processes"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "n_workers" else 1):
