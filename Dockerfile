@@ -99,13 +99,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DASK_COMPUTE_HOST=0.0.0.0 \
     DASK_COMPUTE_JOB_STORE=sqlite:////var/lib/dask-compute/jobs.db \
+    DASK_COMPUTE_METRICS_PORT=9090 \
     DASK_TEMPORARY_DIRECTORY=/tmp
 
 WORKDIR /home/dask
 
-# 50051: gRPC (compute.v1, grpc.health.v1, reflection); 8787: Dask dashboard.
-# The metrics port (9090, --metrics-port) will join them when the server has it.
-EXPOSE 50051 8787
+# 50051: gRPC (compute.v1, grpc.health.v1, reflection); 8787: Dask dashboard;
+# 9090: Prometheus metrics (/metrics).
+EXPOSE 50051 8787 9090
 
 # The gRPC health service through the project's own client (no probe binary
 # can be fetched); kept only in the docker image format (buildah --format docker).

@@ -131,7 +131,7 @@ def test_image_metadata(image):
     assert config["Entrypoint"] == ["tini", "--", "dask-compute"]
     assert config["Cmd"] == ["serve"]
     assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
-    assert set(config["ExposedPorts"]) == {"50051/tcp", "8787/tcp"}
+    assert set(config["ExposedPorts"]) == {"50051/tcp", "8787/tcp", "9090/tcp"}
     assert "DASK_COMPUTE_HOST=0.0.0.0" in config["Env"]
     assert config["Healthcheck"]["Test"] == ["CMD", "dask-compute", "health", "--timeout", "3"]
 

@@ -132,7 +132,7 @@ def test_final_stage():
     assert copies == ["--from=builder /opt/venv /opt/venv"], "only the venv comes from the builder"
     assert json.loads(by_keyword["ENTRYPOINT"][-1]) == ["tini", "--", "dask-compute"]
     assert json.loads(by_keyword["CMD"][-1]) == ["serve"]
-    assert set(" ".join(by_keyword["EXPOSE"]).split()) == {"50051", "8787"}
+    assert set(" ".join(by_keyword["EXPOSE"]).split()) == {"50051", "8787", "9090"}
     env = " ".join(by_keyword["ENV"])
     assert "DASK_COMPUTE_HOST=0.0.0.0" in env and "DASK_TEMPORARY_DIRECTORY=/tmp" in env
     assert "DASK_COMPUTE_JOB_STORE=sqlite:////var/lib/dask-compute/jobs.db" in env

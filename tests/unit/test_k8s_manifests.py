@@ -487,7 +487,7 @@ def test_scale_out_replicas_attach_to_the_scheduler_service(rendered):
 
     # No LocalCluster in the replicas: no dashboard port, no cluster sizing.
     (service_container,) = pod_spec(deployment)["containers"]
-    assert [p["containerPort"] for p in service_container["ports"]] == [GRPC_PORT]
+    assert [p["containerPort"] for p in service_container["ports"]] == [GRPC_PORT, 9090]
     assert settings.n_workers is None
 
 
