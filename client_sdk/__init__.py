@@ -5,12 +5,19 @@ Example::
     from client_sdk import ComputeClient
 
     with ComputeClient("127.0.0.1:50051") as client:
-        print(client)                      # workers, threads, memory
-        client.run("pi", samples=10**6)    # a named function
+        print(client)                        # workers, threads, memory
+        client.run("pi", samples=10**6)      # a named function
         client.submit(sum, [1, 2]).result()  # any Python callable
+        client.compute(x)                    # Dask collections, as dask.compute
+        with client.as_default():
+            x.compute()                      # Dask's default scheduler is the service
+
+:class:`AsyncComputeClient` has the same methods as coroutines.
 """
 
-from client_sdk.client import ComputeClient, Job
+from client_sdk._dask import DefaultScheduler, RemoteScheduler
+from client_sdk.aio import AsyncComputeClient, AsyncJob
+from client_sdk.client import ComputeClient
 from client_sdk.errors import (
     ComputeError,
     DeadlineExceeded,
@@ -29,6 +36,7 @@ from client_sdk.errors import (
     StatusCode,
     VersionMismatch,
 )
+from client_sdk.job import Job
 from client_sdk.types import (
     SCHEDULERS,
     ClusterInfo,
@@ -43,10 +51,13 @@ from client_sdk.types import (
 
 __all__ = [
     "SCHEDULERS",
+    "AsyncComputeClient",
+    "AsyncJob",
     "ClusterInfo",
     "ComputeClient",
     "ComputeError",
     "DeadlineExceeded",
+    "DefaultScheduler",
     "FailedPrecondition",
     "FunctionInfo",
     "FunctionNotFound",
@@ -63,6 +74,7 @@ __all__ = [
     "Parameter",
     "PermissionDenied",
     "RPCError",
+    "RemoteScheduler",
     "ResourceExhausted",
     "ServiceUnavailable",
     "StatusCode",

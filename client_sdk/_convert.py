@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,8 @@ from client_sdk.types import (
     Versions,
     WorkerInfo,
 )
+
+logger = logging.getLogger(__name__)
 
 SCHEDULER_ENUMS = {
     None: pb.SCHEDULER_UNSPECIFIED,
@@ -82,6 +86,11 @@ def result_format(name: str) -> int:
         raise ValueError(f"unknown result format {name!r}; use auto, json or pickle") from None
 
 
+def request_id() -> str:
+    """A fresh idempotency key: the server runs a retried submission carrying it only once."""
+    return uuid.uuid4().hex
+
+
 def function_call_spec(
     name: str,
     args: Sequence[Any],
@@ -92,7 +101,10 @@ def function_call_spec(
 ) -> pb.JobSpec:
     """A ``JobSpec`` calling a named function with JSON arguments."""
     spec = pb.JobSpec(
-        scheduler=scheduler(scheduler_name), result_format=result_format(fmt), name=label
+        scheduler=scheduler(scheduler_name),
+        result_format=result_format(fmt),
+        name=label,
+        request_id=request_id(),
     )
     spec.call.function = name
     try:
@@ -108,7 +120,11 @@ def function_call_spec(
 
 
 def pickled_call_spec(
-    func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], scheduler_name: str | None, label: str = ""
+    func: Any,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    scheduler_name: str | None,
+    label: str = "",
 ) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled call."""
     return pb.JobSpec(
@@ -118,6 +134,7 @@ def pickled_call_spec(
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
         name=label,
+        request_id=request_id(),
     )
 
 
@@ -128,6 +145,7 @@ def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobS
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
         name=label,
+        request_id=request_id(),
     )
 
 
@@ -160,6 +178,7 @@ def job_info(message: pb.Job) -> JobInfo:
         error=error,
         cancel_reason=message.cancel_reason,
         result_available=message.result_available,
+        owner=message.owner,
     )
 
 
@@ -171,14 +190,6 @@ def value(message: pb.Result) -> Any:
     if kind == "pickle":
         return _pickle.loads(message.pickle)
     return None
-
-
-def outcome(job: JobInfo, result: pb.Result | None) -> Any:
-    """The job's value, or raise what it raised (or :class:`JobCancelled`)."""
-    value_, error = resolve(job, result)
-    if error is not None:
-        raise error
-    return value_
 
 
 def resolve(job: JobInfo, result: pb.Result | None) -> tuple[Any, BaseException | None]:
@@ -224,7 +235,9 @@ def cluster_info(message: pb.ClusterInfo, response: Any = None) -> ClusterInfo:
     if response is not None:
         extra = {
             "versions": versions(response.versions),
-            "schedulers": tuple(SCHEDULER_NAMES[s] for s in response.schedulers if s in SCHEDULER_NAMES),
+            "schedulers": tuple(
+                SCHEDULER_NAMES[s] for s in response.schedulers if s in SCHEDULER_NAMES
+            ),
             "default_scheduler": SCHEDULER_NAMES.get(response.default_scheduler, ""),
         }
     return ClusterInfo(
@@ -285,4 +298,3 @@ def function_info(message: pb.Function) -> FunctionInfo:
 def job_states(states: Sequence[JobState | str]) -> list[int]:
     """``JobState`` enums from states or their names."""
     return [STATE_ENUMS[JobState(s)] for s in states]
-

@@ -1,78 +1,50 @@
 """What the SDK does, written once for both clients ("sans-I/O").
 
-Every operation is a generator that yields the :class:`Call` it needs made and
-is sent the response (or has the call's exception thrown into it). It builds
-requests and reads responses through :mod:`client_sdk._convert` and never
-touches a channel. :class:`client_sdk.ComputeClient` drives these generators
-with blocking calls and :class:`client_sdk.AsyncComputeClient` with ``await``;
-:func:`blocking` and :func:`coroutine` turn an operation into a method of
-either, keeping its signature and docstring. This is the pattern of h11 and
-other sans-I/O protocol libraries: one copy of the logic, two thin drivers.
+Every operation is a generator that yields the call it needs made and is
+sent the response (or has the call's exception thrown into it); the protocol
+is in :mod:`client_sdk._sansio`. Operations build requests and read responses
+through :mod:`client_sdk._convert` and never touch a channel.
+:class:`client_sdk.ComputeClient` drives them with blocking calls and
+:class:`client_sdk.AsyncComputeClient` with ``await``. This is the pattern of
+h11 and other sans-I/O protocol libraries: one copy of the logic, two thin
+drivers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
 import itertools
-from collections.abc import Callable, Generator, Iterable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from client_sdk import _channel, _convert, _dask, _versions
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
-from client_sdk.errors import DeadlineExceeded, JobTimeout
+from client_sdk._results import ResultAssembler, StreamedResult
+from client_sdk._sansio import Call, Op, Stream
+from client_sdk.errors import DeadlineExceeded, JobTimeout, ServiceUnavailable, StatusCode
 from client_sdk.types import ClusterInfo, FunctionInfo, JobInfo, JobState, Versions
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
-#: An operation: yields calls, receives their responses, returns a ``T``.
-Op = Generator["Call", Any, T]
+logger = logging.getLogger(__name__)
 
 #: Deadline of ``run`` and ``compute`` given no ``timeout``, in seconds (one day).
 MAX_RUN_WAIT = 24 * 3600.0
 #: Longest single WaitJob; longer waits repeat it, so every call has a deadline.
 LONG_POLL = 60.0
+#: Deadline of one GetJobResult stream, in seconds; a stream cut off resumes.
+RESULT_STREAM_TIMEOUT = 300.0
+#: Streams in a row that may fail without a byte of progress before giving up.
+RESULT_STREAM_ATTEMPTS = 3
 #: Most jobs in one SubmitJobs call (the server's limit).
 MAX_BATCH = 10_000
 #: A SubmitJobs call is cut short once its payloads reach this many bytes.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """One unary call an operation needs made.
-
-    Attributes:
-        method: The ComputeService method, for example "GetJob".
-        request: Its request message.
-        timeout: The call's deadline in seconds; ``None`` is the client's default.
-    """
-
-    method: str
-    request: Any
-    timeout: float | None = None
-
-
 class ClientBase:
     """State and operations both clients share.
 
-    Args:
-        target: ``host:port``, ``grpc://host:port`` or ``grpcs://host:port``
-            (TLS); ``None`` reads ``DASK_COMPUTE_TARGET`` (default
-            ``127.0.0.1:50051``).
-        timeout: Deadline in seconds of calls that answer at once (waits use
-            their own timeout). Default 30.
-        token: A bearer token, sent as ``authorization: Bearer <token>``
-            metadata with every call. Default: none.
-        tls: ``False`` for plaintext (the default, unless the target says
-            ``grpcs://``); ``True`` for TLS against the system's root
-            certificates; a path to a PEM file (or the PEM bytes) for TLS
-            against that root certificate.
-        check_versions: Refuse to send pickled work when the server's dask or
-            distributed version differs from this side's (Python minor and
-            cloudpickle major differences are always refused). Default ``True``.
+    Takes the arguments documented on :class:`client_sdk.ComputeClient`, then
+    calls :meth:`_open` for the subclass to open its channel.
 
     Raises:
         ValueError: A malformed target, timeout or token.
@@ -97,14 +69,23 @@ class ClientBase:
         self._server_versions: Versions | None = None
         self._versions_ok = False
         self._cluster: ClusterInfo | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """Open the channel (each client its own kind)."""
+        raise NotImplementedError
 
     @property
     def address(self) -> str:
         """The server's address as a URL: ``grpc://host:port`` or ``grpcs://host:port``."""
         return f"{'grpcs' if self._credentials else 'grpc'}://{self.target}"
 
-    def _new_job(self, info: JobInfo) -> Any:
-        """Wrap a job record in the client's job type and start watching it."""
+    def _new_job(self, info: JobInfo, owned: bool = True) -> Any:
+        """Wrap a job record in the client's job type and start watching it.
+
+        ``owned`` jobs (submitted by this client) release a streamed result
+        once they have read it.
+        """
         raise NotImplementedError
 
     def _describe(self, info: ClusterInfo | None) -> str:
@@ -156,7 +137,51 @@ class ClientBase:
             raise JobTimeout(
                 f"{what} did not finish within {call.timeout:g}s; the server cancelled it"
             ) from exc
-        return _convert.outcome(_convert.job_info(response.job), response.result)
+        info = _convert.job_info(response.job)
+        result = response.result if response.HasField("result") else None
+        value, error = yield from self._settled(info, result, release=True)
+        if error is not None:
+            raise error
+        return value
+
+    def _settled(
+        self, info: JobInfo, result: pb.Result | None, release: bool = True, fetch: bool = True
+    ) -> Op[tuple[Any, BaseException | None]]:
+        # What a finished job stands for: (value, None) or (None, exception).
+        # A result too large to come inline is streamed now (and released on
+        # the server afterwards, when `release`), or with `fetch=False` left
+        # there as a StreamedResult for its job to download when asked.
+        try:
+            if info.state is JobState.SUCCEEDED and result is not None and result.streamed:
+                if not fetch:
+                    return StreamedResult(info.job_id, result.size_bytes), None
+                return (yield from self._fetch(info.job_id, release)), None
+            return _convert.resolve(info, result)
+        except Exception as exc:  # the result could not be read here
+            return None, exc
+
+    def _fetch(self, job_id: str, release: bool) -> Op[Any]:
+        # GetJobResult, resumed from the last byte received when a stream is
+        # cut off, until RESULT_STREAM_ATTEMPTS streams in a row bring nothing.
+        assembler = ResultAssembler()
+        idle = 0
+        while not assembler.complete:
+            before = assembler.received
+            request = pb.GetJobResultRequest(job_id=job_id, offset=before, release=release)
+            try:
+                yield Stream("GetJobResult", request, assembler.feed, RESULT_STREAM_TIMEOUT)
+            except (ServiceUnavailable, DeadlineExceeded):
+                if idle + 1 >= RESULT_STREAM_ATTEMPTS:
+                    raise
+            if assembler.restart:
+                assembler.reset()
+            idle = 0 if assembler.received > before else idle + 1
+            if idle >= RESULT_STREAM_ATTEMPTS:
+                raise ServiceUnavailable(
+                    StatusCode.UNAVAILABLE,
+                    f"the result of job {job_id} stopped arriving at byte {assembler.received}",
+                )
+        return assembler.value()
 
     def run(
         self,
@@ -235,7 +260,9 @@ class ClientBase:
         """Compute ``keys`` of a task graph on the service: a Dask scheduler function.
 
         ``x.compute(scheduler=client.get)`` computes ``x`` here, as
-        ``x.compute(scheduler=dask.threaded.get)`` would locally.
+        ``x.compute(scheduler=dask.threaded.get)`` would locally. As with
+        ``distributed.Client.get``, keys name results on the shared cluster:
+        hand-written graphs should use unique keys (Dask's own are tokens).
 
         Args:
             dsk: A task graph (dict or ``HighLevelGraph``) or the expression
@@ -333,7 +360,7 @@ class ClientBase:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}")
         yield from self._check_versions()
         jobs = []
-        calls = iter(zip(iterable, *iterables))
+        calls = iter(zip(iterable, *iterables, strict=False))
         while batch := _next_batch(calls, func, kwargs, scheduler, batch_size):
             response = yield Call("SubmitJobs", pb.SubmitJobsRequest(jobs=batch))
             jobs.extend(self._new_job(_convert.job_info(j)) for j in response.jobs)
@@ -355,7 +382,7 @@ class ClientBase:
             JobNotFound: No such job, or its record expired.
         """
         info = yield from ClientBase.get_job(self, job_id)
-        return self._new_job(info)
+        return self._new_job(info, owned=False)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Op[JobInfo]:
         """Wait until a job finishes and return its record.
@@ -369,13 +396,16 @@ class ClientBase:
             JobTimeout: ``timeout`` passed first; the job goes on.
             JobNotFound: No such job.
         """
-        info, _ = yield from self._wait_once(job_id, timeout)
+        info, _ = yield from self._long_poll(job_id, timeout)
         if not info.state.finished:
-            raise JobTimeout(f"job {job_id} did not finish within {timeout:g}s ({info.state.value})")
+            raise JobTimeout(
+                f"job {job_id} did not finish within {timeout:g}s ({info.state.value})"
+            )
         return info
 
-    def _wait_once(self, job_id: str, timeout: float | None) -> Op[tuple[JobInfo, Any]]:
-        # Bounded long polls until the job finishes or `timeout` passes.
+    def _long_poll(self, job_id: str, timeout: float | None) -> Op[tuple[JobInfo, Any]]:
+        # WaitJob calls of at most LONG_POLL seconds each, until the job
+        # finishes or `timeout` passes: every call has a deadline.
         remaining = timeout
         while True:
             step = LONG_POLL if remaining is None else min(remaining, LONG_POLL)
@@ -386,6 +416,25 @@ class ClientBase:
                 return info, (response.result if response.HasField("result") else None)
             if remaining is not None:
                 remaining -= LONG_POLL
+
+    def _watch(self, job_id: str) -> Op[tuple[JobInfo, Any, BaseException | None]]:
+        # Until the job finishes; then its value (or StreamedResult) or exception.
+        info, result = yield from self._long_poll(job_id, None)
+        value, error = yield from self._settled(info, result, fetch=False)
+        return info, value, error
+
+    def release(self, job_id: str) -> Op[bool]:
+        """Free a finished job's result on the server now, rather than when it expires.
+
+        A job this client submitted releases a result too large to come inline
+        once it has downloaded it (at the first ``result()``); other results
+        stay until the server's result TTL unless released here.
+
+        Returns:
+            Whether there was a result to free.
+        """
+        response = yield Call("ReleaseJob", pb.ReleaseJobRequest(job_id=job_id))
+        return response.released
 
     def cancel(self, job_id: str, reason: str = "") -> Op[bool]:
         """Cancel a queued or running job.
@@ -406,6 +455,26 @@ class ClientBase:
         response = yield Call("CancelJob", request)
         return _convert.job_info(response.job)
 
+    def list_jobs(
+        self,
+        states: Iterable[JobState | str] = (),
+        *,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> JobPages:
+        """Job records, newest first, fetched page by page as you iterate.
+
+        An iterator on the blocking client, an asynchronous one (``async
+        for``) on the asynchronous client.
+
+        Args:
+            states: Only jobs in these states (names or :class:`JobState`);
+                empty lists every job.
+            limit: Stop after this many records; ``None`` lists them all.
+            page_size: Records per call, 1 to 1000 (default 100).
+        """
+        return JobPages(states, limit, page_size)
+
 
 def _next_batch(
     calls: Iterable[tuple[Any, ...]],
@@ -425,40 +494,34 @@ def _next_batch(
     return batch
 
 
-def list_request(states: Iterable[JobState | str], page_size: int, token: str) -> Call:
-    """The ListJobs call of one page."""
-    request = pb.ListJobsRequest(
-        states=_convert.job_states(list(states)), page_size=page_size, page_token=token
-    )
-    return Call("ListJobs", request)
+class JobPages:
+    """``ListJobs`` page by page, newest first, stopping at ``limit`` records.
 
+    Each client iterates it its own way: ``next_page()`` is the operation that
+    fetches the next page, ``None`` once there is none.
+    """
 
-def _signature(op: Callable[..., Any]) -> inspect.Signature:
-    # The method returns what the operation returns, not the generator.
-    signature = inspect.signature(op)
-    returns = signature.return_annotation
-    if isinstance(returns, str) and returns.startswith("Op[") and returns.endswith("]"):
-        signature = signature.replace(return_annotation=returns[3:-1])
-    return signature
+    def __init__(self, states: Iterable[JobState | str], limit: int | None, page_size: int) -> None:
+        self.states = _convert.job_states(list(states))
+        self.limit = limit
+        self.page_size = page_size
+        self._token = ""
+        self._count = 0
+        self._done = limit is not None and limit <= 0
 
+    def next_page(self) -> Op[list[JobInfo]] | None:
+        """The operation fetching the next page, or ``None`` after the last."""
+        return None if self._done else self._page()
 
-def blocking(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate[Any, P], T]:
-    """A blocking method running ``op`` through ``self._drive``."""
-
-    @functools.wraps(op)
-    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._drive(op(self, *args, **kwargs))
-
-    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    return method
-
-
-def coroutine(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate[Any, P], Any]:
-    """A coroutine method running ``op`` through ``await self._drive``."""
-
-    @functools.wraps(op)
-    async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._drive(op(self, *args, **kwargs))
-
-    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    return method
+    def _page(self) -> Op[list[JobInfo]]:
+        request = pb.ListJobsRequest(
+            states=self.states, page_size=self.page_size, page_token=self._token
+        )
+        response = yield Call("ListJobs", request)
+        jobs = [_convert.job_info(message) for message in response.jobs]
+        if self.limit is not None:
+            jobs = jobs[: self.limit - self._count]
+        self._count += len(jobs)
+        self._token = response.next_page_token
+        self._done = not self._token or (self.limit is not None and self._count >= self.limit)
+        return jobs

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
+
+logger = logging.getLogger(__name__)
 
 #: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
 PROTOCOL = 5
@@ -22,9 +25,9 @@ def dump_graph(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=PROTOCOL)
 
 
-def loads(data: bytes) -> Any:
-    """Load a result or an exception the server sent."""
-    return pickle.loads(data)
+def loads(data: Any, buffers: Sequence[Any] = ()) -> Any:
+    """Load a result the server sent, with its protocol-5 out-of-band ``buffers``."""
+    return pickle.loads(data, buffers=buffers)
 
 
 def load_exception(data: bytes) -> BaseException | None:

@@ -80,9 +80,7 @@ def incompatibilities(local: Versions, server: Versions, strict: bool = True) ->
         mine, theirs = getattr(local, field), getattr(server, field)
         if not mine:
             continue
-        same = (
-            _release(mine, parts) == _release(theirs, parts) if parts else mine == theirs
-        )
+        same = _release(mine, parts) == _release(theirs, parts) if parts else mine == theirs
         if not same:
             problems.append(f"{label} {mine} here, {theirs or 'unknown'} on the server")
     return problems

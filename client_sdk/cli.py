@@ -2,23 +2,39 @@
 
 ``dask-compute serve`` starts a server (it lives in the ``server`` package and
 is loaded only when asked for); every other command is a client of a running
-server at ``--target`` (or ``DASK_COMPUTE_TARGET``).
+server at ``--target`` (or ``DASK_COMPUTE_TARGET``). ``--json`` prints
+machine-readable output on standard output; progress and errors go to
+standard error.
+
+Exit codes: 0 success, 1 failure (the job failed, or a call did), 2 bad
+usage, 3 a wait ran out of time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import importlib
 import json
+import logging
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
+from client_sdk import _cli_output as out
 from client_sdk.client import ComputeClient
-from client_sdk.errors import ComputeError
+from client_sdk.errors import ComputeError, JobTimeout
+from client_sdk.job import Job
+from client_sdk.types import SCHEDULERS, JobState
+
+logger = logging.getLogger(__name__)
 
 _LAZY_COMMANDS = {"serve": "server.cli:serve"}
+#: Exit code of a wait that ran out of time.
+EXIT_TIMEOUT = 3
 
 
 class _Group(click.Group):
@@ -34,35 +50,74 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
 
+class _Timeout(click.ClickException):
+    exit_code = EXIT_TIMEOUT
+
+
 target_option = click.option(
     "--target",
     envvar="DASK_COMPUTE_TARGET",
     default="127.0.0.1:50051",
     show_default=True,
-    help="Server address, host:port or grpc://host:port. [env DASK_COMPUTE_TARGET]",
+    help="Server address: host:port, grpc://host:port or grpcs://host:port (TLS). "
+    "[env DASK_COMPUTE_TARGET]",
+)
+token_option = click.option(
+    "--token",
+    envvar="DASK_COMPUTE_TOKEN",
+    default=None,
+    help="Bearer token sent with every call. [env DASK_COMPUTE_TOKEN]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 timeout_option = click.option(
-    "--timeout", type=float, default=30.0, show_default=True, help="Deadline of each call, in seconds."
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Deadline of each call, in seconds.",
+)
+scheduler_option = click.option(
+    "--scheduler",
+    type=click.Choice(SCHEDULERS),
+    help="Scheduler to run on. [default: the server's]",
+)
+kwarg_option = click.option(
+    "--kwarg",
+    "-k",
+    "kwargs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A keyword argument (repeatable); VALUE is JSON, else a string.",
 )
 
 
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(_plain(value), indent=2, default=str))
+def _connect(target: str, token: str | None, timeout: float = 30.0) -> ComputeClient:
+    try:
+        return ComputeClient(target, timeout=timeout, token=token)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target/--token") from exc
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return None
-    return value
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the SDK's errors into messages and exit codes."""
+    try:
+        yield
+    except JobTimeout as exc:
+        raise _Timeout(str(exc)) from exc
+    except ComputeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
-def _client(target: str, timeout: float) -> ComputeClient:
-    return ComputeClient(target, timeout=timeout)
+def _client_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --target and --token, and report errors as messages."""
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        with _reported():
+            return func(*args, **kwargs)
+
+    return target_option(token_option(command))
 
 
 def _parse_value(text: str) -> Any:
@@ -73,21 +128,106 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _parse_kwargs(items: tuple[str, ...]) -> dict[str, Any]:
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--kwarg")
+        parsed[name] = _parse_value(value)
+    return parsed
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedCall:
+    """A named function call as given on the command line, its values parsed."""
+
+    function: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    scheduler: str | None
+
+    def submit(self, client: ComputeClient) -> Job:
+        """Submit the call; returns its job at once."""
+        return client.submit_function(
+            self.function, *self.args, scheduler=self.scheduler, **self.kwargs
+        )
+
+
+def _function_call(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add FUNCTION, ARGS, --kwarg and --scheduler, passed on as one ``call``."""
+
+    @functools.wraps(func)
+    def command(
+        function: str,
+        args: tuple[str, ...],
+        kwargs: tuple[str, ...],
+        scheduler: str | None,
+        **options: Any,
+    ) -> Any:
+        parsed = [_parse_value(a) for a in args]
+        call = NamedCall(function, parsed, _parse_kwargs(kwargs), scheduler)
+        return func(call, **options)
+
+    for decorator in (scheduler_option, kwarg_option, click.argument("args", nargs=-1)):
+        command = decorator(command)
+    return click.argument("function")(command)
+
+
+def _await(job: Job, timeout: float | None) -> Any:
+    """Wait for ``job`` showing progress; its value, or raise what it raised.
+
+    Raises:
+        JobTimeout: ``timeout`` seconds passed first.
+        click.ClickException: The job raised (its exception's type and message).
+    """
+    progress = out.Progress(f"job {job.job_id}")
+    remaining = timeout
+    try:
+        while True:
+            step = progress.TICK if remaining is None else min(progress.TICK, remaining)
+            try:
+                return job.result(step)
+            except JobTimeout as exc:
+                if remaining is not None:
+                    remaining -= step
+                    if remaining <= 0:
+                        raise JobTimeout(
+                            f"job {job.job_id} did not finish within {timeout:g}s"
+                        ) from exc
+            except ComputeError:
+                raise
+            except Exception as exc:  # raised by the job itself
+                raise click.ClickException(f"job failed: {type(exc).__name__}: {exc}") from exc
+            progress.tick()
+    finally:
+        progress.finish()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dask-compute-service")
 def main() -> None:
-    """Dask Compute Service: run work on a long-lived Dask cluster over gRPC."""
+    """Dask Compute Service: run work on a long-lived Dask cluster over gRPC.
+
+    Exit codes: 0 success, 1 failure, 2 bad usage, 3 a wait ran out of time.
+    """
 
 
 @main.command()
 @target_option
-@timeout_option
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Deadline of the check, in seconds.",
+)
 def health(target: str, timeout: float) -> None:
     """Check the server's gRPC health service; exit 0 when SERVING, 1 otherwise."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from client_sdk.client import normalize_target
+    from client_sdk._channel import normalize_target
 
     with grpc.insecure_channel(normalize_target(target)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -102,15 +242,15 @@ def health(target: str, timeout: float) -> None:
 
 
 @main.command()
-@target_option
+@_client_command
 @timeout_option
 @json_option
-def info(target: str, timeout: float, as_json: bool) -> None:
+def info(target: str, token: str | None, timeout: float, as_json: bool) -> None:
     """Describe the cluster: workers, threads, memory, dashboard, versions."""
-    with _client(target, timeout) as client:
+    with _connect(target, token, timeout) as client:
         cluster = client.info()
     if as_json:
-        _echo_json(cluster)
+        out.echo_json(cluster)
         return
     click.echo(f"scheduler:  {cluster.scheduler_address}")
     click.echo(f"dashboard:  {cluster.dashboard_link or '(off)'}")
@@ -121,7 +261,8 @@ def info(target: str, timeout: float, as_json: bool) -> None:
     for w in cluster.workers:
         click.echo(
             f"  {w.address}  name={w.name} threads={w.nthreads} "
-            f"memory={w.memory / 2**20:.0f}/{w.memory_limit / 2**20:.0f} MiB tasks={w.tasks_in_flight}"
+            f"memory={w.memory / 2**20:.0f}/{w.memory_limit / 2**20:.0f} MiB "
+            f"tasks={w.tasks_in_flight}"
         )
     if cluster.versions is not None:
         v = cluster.versions
@@ -133,15 +274,15 @@ def info(target: str, timeout: float, as_json: bool) -> None:
 
 
 @main.command()
-@target_option
+@_client_command
 @timeout_option
 @json_option
-def functions(target: str, timeout: float, as_json: bool) -> None:
+def functions(target: str, token: str | None, timeout: float, as_json: bool) -> None:
     """List the named functions the server offers."""
-    with _client(target, timeout) as client:
+    with _connect(target, token, timeout) as client:
         funcs = client.functions()
     if as_json:
-        _echo_json(funcs)
+        out.echo_json(funcs)
         return
     for f in funcs:
         summary = f.description.splitlines()[0] if f.description else ""
@@ -149,43 +290,143 @@ def functions(target: str, timeout: float, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("function")
-@click.argument("args", nargs=-1)
-@click.option("--kwarg", "-k", "kwargs", multiple=True, metavar="NAME=VALUE", help="A keyword argument (repeatable); VALUE is JSON.")
-@click.option("--scheduler", type=click.Choice(["distributed", "threads", "processes", "synchronous"]), help="Scheduler to run on. [default: the server's]")
-@target_option
-@click.option("--timeout", type=float, default=None, help="Deadline in seconds. [default: none]")
+@_function_call
+@_client_command
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait; the job is cancelled when they pass. [default: no limit]",
+)
 @json_option
 def run(
-    function: str,
-    args: tuple[str, ...],
-    kwargs: tuple[str, ...],
-    scheduler: str | None,
+    call: NamedCall, target: str, token: str | None, timeout: float | None, as_json: bool
+) -> None:
+    """Run a named FUNCTION with ARGS (each parsed as JSON) and print its result.
+
+    While it runs, a spinner (on a terminal) or a line every few seconds shows
+    that it goes on. Interrupting (Ctrl-C) or running out of --timeout cancels
+    the job.
+    """
+    with _connect(target, token) as client:
+        job = call.submit(client)
+        try:
+            value = _await(job, timeout)
+        except JobTimeout as exc:
+            job.cancel(f"dask-compute run: not finished within {timeout:g}s")
+            raise JobTimeout(f"{exc}; the job was cancelled") from exc
+        except KeyboardInterrupt:
+            job.cancel("dask-compute run was interrupted")
+            raise
+    out.echo_value(value, as_json)
+
+
+@main.command()
+@_function_call
+@_client_command
+@timeout_option
+@json_option
+def submit(call: NamedCall, target: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Submit a named FUNCTION with ARGS (each parsed as JSON) and print the job's id."""
+    with _connect(target, token, timeout) as client:
+        job = call.submit(client)
+        record = job.info()
+    if as_json:
+        out.echo_json(record)
+    else:
+        click.echo(job.job_id)
+
+
+@main.command()
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in JobState]),
+    help="Only jobs in this state (repeatable).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most jobs to list."
+)
+@_client_command
+@timeout_option
+@json_option
+def jobs(
+    states: tuple[str, ...],
+    limit: int,
     target: str,
-    timeout: float | None,
+    token: str | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
-    """Run a named FUNCTION with ARGS (each parsed as JSON) and print its result."""
-    parsed_kwargs = {}
-    for item in kwargs:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--kwarg")
-        parsed_kwargs[name] = _parse_value(value)
-    with _client(target, 30.0) as client:
-        try:
-            value = client.run(
-                function,
-                *[_parse_value(a) for a in args],
-                scheduler=scheduler,
-                timeout=timeout,
-                **parsed_kwargs,
-            )
-        except ComputeError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except Exception as exc:  # the job itself raised
-            raise click.ClickException(f"job failed: {type(exc).__name__}: {exc}") from exc
+    """List jobs, newest first."""
+    with _connect(target, token, timeout) as client:
+        records = list(client.list_jobs(states, limit=limit, page_size=min(limit, 1000)))
     if as_json:
-        click.echo(json.dumps(value, default=repr))
+        out.echo_json(records)
+    elif records:
+        click.echo(out.job_table(records))
     else:
-        click.echo(value if isinstance(value, str) else json.dumps(value, default=repr))
+        click.echo("no jobs", err=True)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@_client_command
+@timeout_option
+@json_option
+def status(job_id: str, target: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Show a JOB's record: state, scheduler, times, error."""
+    with _connect(target, token, timeout) as client:
+        record = client.get_job(job_id)
+    if as_json:
+        out.echo_json(record)
+    else:
+        click.echo(out.job_details(record))
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@_client_command
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait; the job goes on when they pass (exit 3). [default: no limit]",
+)
+@json_option
+def wait(job_id: str, target: str, token: str | None, timeout: float | None, as_json: bool) -> None:
+    """Wait for a JOB to finish and print its result.
+
+    While it runs, a spinner (on a terminal) or a line every few seconds shows
+    that it goes on.
+    """
+    with _connect(target, token) as client:
+        value = _await(client.job(job_id), timeout)
+    out.echo_value(value, as_json)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@click.option(
+    "--reason",
+    default="cancelled from the command line",
+    show_default=True,
+    help="Recorded with the job.",
+)
+@_client_command
+@timeout_option
+@json_option
+def cancel(
+    job_id: str, reason: str, target: str, token: str | None, timeout: float, as_json: bool
+) -> None:
+    """Cancel a queued or running JOB."""
+    with _connect(target, token, timeout) as client:
+        cancelled = client.cancel(job_id, reason)
+        record = client.get_job(job_id)
+    if as_json:
+        out.echo_json({"job_id": job_id, "cancelled": cancelled, "state": record.state})
+    elif cancelled:
+        click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(f"job {job_id} not cancelled: it already {record.state.value}")

@@ -1,121 +1,160 @@
-"""The synchronous Python client of the Dask Compute Service."""
+"""The blocking Python client of the Dask Compute Service.
+
+The operations live in :mod:`client_sdk._ops`; this module only makes their
+calls, on a blocking gRPC channel, and watches submitted jobs.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import collections
+import concurrent.futures
+import functools
+import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 
-from client_sdk import _convert
-from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk import _channel, _convert
+from client_sdk._dask import DefaultScheduler
+from client_sdk._ops import ClientBase
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from client_sdk.errors import JobTimeout, StatusCode, error_for
-from client_sdk.types import ClusterInfo, FunctionInfo, JobInfo, JobState
+from client_sdk._sansio import Op, Step, Stream, advance, blocking, pages
+from client_sdk.errors import ComputeError
+from client_sdk.job import Job
+from client_sdk.types import JobInfo, JobState
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-#: Deadline of calls that return at once, in seconds.
-DEFAULT_TIMEOUT = 30.0
-#: Largest message the client sends or accepts (the server's default limit).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-ERROR_KEY = "dask-compute-error"
+logger = logging.getLogger(__name__)
 
-# gRPC's own retry policy: calls that change nothing are retried when the
-# server is UNAVAILABLE (restarting, or not yet listening).
-_IDEMPOTENT = ("GetClusterInfo", "ListFunctions", "GetJob", "WaitJob", "ListJobs", "CancelJob")
-SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "compute.v1.ComputeService", "method": m} for m in _IDEMPOTENT]
-                + [{"service": "grpc.health.v1.Health"}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
+#: Most WaitJob long polls a client keeps open at once; further jobs queue.
+WATCH_WINDOW = 1000
+#: Threads of the client's pools: done-callbacks run one at a time, in order.
+_POOL_SIZES = {"callbacks": 1, "streams": 4}
+
+# Re-exported for the CLI and older imports.
+DEFAULT_TARGET = _channel.DEFAULT_TARGET
+DEFAULT_TIMEOUT = _channel.DEFAULT_TIMEOUT
+normalize_target = _channel.normalize_target
 
 
-def channel_options() -> list[tuple[str, Any]]:
-    """Channel arguments: message limits, keepalive and the retry policy."""
-    return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", SERVICE_CONFIG),
-    ]
-
-
-def normalize_target(target: str | None) -> str:
-    """``host:port`` from a target given as ``host:port`` or ``grpc://host:port``.
-
-    ``None`` reads ``DASK_COMPUTE_TARGET``, then falls back to 127.0.0.1:50051.
-    """
-    target = target or os.environ.get("DASK_COMPUTE_TARGET") or DEFAULT_TARGET
-    if target.startswith("grpc://"):
-        target = target[len("grpc://") :]
-    if not target or "/" in target:
-        raise ValueError(f"target must be host:port or grpc://host:port, got {target!r}")
-    return target
-
-
-def raise_rpc_error(err: grpc.RpcError) -> None:
-    """Re-raise a failed call as the SDK exception for its status."""
-    code = StatusCode[err.code().name] if err.code() is not None else StatusCode.UNKNOWN
-    name = ""
-    trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    for key, value in trailing or ():
-        if key == ERROR_KEY:
-            name = value
-    raise error_for(code, err.details() or "", name) from err
-
-
-class ComputeClient:
-    """A connection to a Dask Compute Service.
+class ComputeClient(ClientBase):
+    """A blocking connection to a Dask Compute Service.
 
     Args:
-        target: ``host:port`` or ``grpc://host:port``; ``None`` reads
-            ``DASK_COMPUTE_TARGET`` (default ``127.0.0.1:50051``).
-        timeout: Deadline in seconds of calls that return at once (waits use
-            their own timeout).
+        target: ``host:port``, ``grpc://host:port`` or ``grpcs://host:port``
+            (TLS); ``None`` reads ``DASK_COMPUTE_TARGET`` (default
+            ``127.0.0.1:50051``).
+        timeout: Deadline in seconds of calls that answer at once (waits use
+            their own timeout). Default 30.
+        token: A bearer token, sent as ``authorization: Bearer <token>``
+            metadata with every call. Default: none.
+        tls: ``False`` for plaintext (the default, unless the target says
+            ``grpcs://``); ``True`` for TLS against the system's root
+            certificates; a path to a PEM file (or the PEM bytes) for TLS
+            against that root certificate.
+        check_versions: Refuse to send pickled work when the server's dask or
+            distributed version differs from this side's (Python minor and
+            cloudpickle major differences are always refused). Default ``True``.
 
     Example::
 
         with ComputeClient("127.0.0.1:50051") as client:
+            print(client)                    # <ComputeClient: 'grpc://...' workers=2 ...>
             client.run("add", 2, 3)          # 5
             job = client.submit(sum, [1, 2, 3], scheduler="threads")
             job.result()                     # 6
+            x.compute(scheduler=client.get)  # a Dask collection, computed remotely
     """
 
-    def __init__(self, target: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.target = normalize_target(target)
-        self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target, options=channel_options())
+    def _open(self) -> None:
+        channel_options = _channel.channel_options()
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=channel_options)
+        else:
+            self._channel = grpc.secure_channel(
+                self.target, self._credentials, options=channel_options
+            )
         self._stub = pb_grpc.ComputeServiceStub(self._channel)
+        self._lock = threading.Lock()
+        self._watching = 0
+        self._queued: collections.deque[Job] = collections.deque()
+        self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self._default: DefaultScheduler | None = None
+        self._closed = False
 
-    # -- plumbing ----------------------------------------------------------
+    info = blocking(ClientBase.info)
+    functions = blocking(ClientBase.functions)
+    run = blocking(ClientBase.run)
+    compute = blocking(ClientBase.compute)
+    get = blocking(ClientBase.get)
+    submit = blocking(ClientBase.submit)
+    submit_function = blocking(ClientBase.submit_function)
+    map = blocking(ClientBase.map)
+    get_job = blocking(ClientBase.get_job)
+    job = blocking(ClientBase.job)
+    wait = blocking(ClientBase.wait)
+    cancel = blocking(ClientBase.cancel)
+    release = blocking(ClientBase.release)
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as err:
-            raise_rpc_error(err)
+    def gather(self, jobs: Job | Iterable[Job], timeout: float | None = None) -> Any:
+        """Wait for jobs and return their values.
+
+        Args:
+            jobs: One job, or an iterable of jobs.
+            timeout: Seconds to wait for each job; ``None`` waits as long as
+                it takes.
+
+        Returns:
+            The job's value, or a list of values in the order of ``jobs``.
+
+        Raises:
+            Exception: The first error of a job, in order (what its
+                :meth:`Job.result` raises).
+        """
+        if isinstance(jobs, Job):
+            return jobs.result(timeout)
+        return [job.result(timeout) for job in jobs]
+
+    list_jobs = pages(ClientBase.list_jobs)
+
+    def as_default(self, scheduler: str | None = None) -> DefaultScheduler:
+        """Make this client Dask's default scheduler, as creating a ``distributed.Client`` does.
+
+        Afterwards ``x.compute()``, ``dask.compute(x)`` and ``x.persist()``
+        run on the service; ``x.compute(scheduler="threads")`` still picks
+        Dask's local threads. Use it in a ``with`` block to undo it on exit,
+        or call it plainly to keep it until :meth:`close`.
+
+        Args:
+            scheduler: The service's scheduler for those computations; ``None``
+                is the server's default.
+
+        Returns:
+            A context manager whose ``__enter__`` returns this client.
+        """
+        self._default = DefaultScheduler(self, scheduler)
+        return self._default
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channel; unfinished jobs can no longer be watched.
+
+        If this client is Dask's default scheduler (see :meth:`as_default`),
+        the previous default comes back.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            queued, self._queued = list(self._queued), collections.deque()
+        if self._default is not None and self._default.active:
+            self._default.restore()
+        for job in queued:
+            job._lose(self._closed_error(job))
+        self._channel.close()  # ends open long polls, which lose their jobs
+        for pool in self._pools.values():
+            pool.shutdown(wait=False)
 
     def __enter__(self) -> ComputeClient:
         return self
@@ -125,171 +164,186 @@ class ComputeClient:
 
     def __repr__(self) -> str:
         try:
-            info = self.info()
-        except Exception:
-            return f"<{type(self).__name__}: 'grpc://{self.target}' not connected>"
-        memory = info.total_memory / 2**30
-        return (
-            f"<{type(self).__name__}: 'grpc://{self.target}' workers={info.n_workers} "
-            f"threads={info.total_threads}, memory={memory:.2f} GiB>"
+            info = self._drive(ClientBase.info(self))
+        except ComputeError:
+            info = None
+        return self._describe(info)
+
+    # -- the call layer --------------------------------------------------------
+
+    def _drive(self, op: Op[Any]) -> Any:
+        reply, error = None, None
+        while True:
+            finished, step = advance(op, reply, error)
+            if finished:
+                return step
+            try:
+                reply, error = self._invoke(step), None
+            except ComputeError as exc:
+                reply, error = None, exc
+
+    def _invoke(self, call: Step) -> Any:
+        timeout = call.timeout or self.timeout
+        start = time.perf_counter()
+        try:
+            response = getattr(self._stub, call.method)(
+                call.request, timeout=timeout, metadata=self._metadata
+            )
+            if isinstance(call, Stream):
+                for message in response:
+                    call.sink(message)
+                response = None
+        except grpc.RpcError as err:
+            logger.debug("%s failed with %s after %.1f ms", call.method, err.code(), _ms(start))
+            raise _channel.error_from_rpc(err, self._unreachable(err, timeout)) from err
+        except ValueError as exc:  # grpc raises it for calls on a closed channel
+            raise ComputeError(f"{call.method}: the client is closed") from exc
+        logger.debug("%s OK in %.1f ms", call.method, _ms(start))
+        return response
+
+    def _unreachable(self, err: grpc.RpcError, timeout: float) -> str:
+        # A deadline that passed while the channel never connected means the
+        # server is unreachable, which is what the caller needs to hear.
+        if err.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ""
+        states: list[grpc.ChannelConnectivity] = []
+        seen = threading.Event()
+
+        def record(state: grpc.ChannelConnectivity) -> None:
+            states.append(state)
+            seen.set()
+
+        self._channel.subscribe(record, try_to_connect=False)
+        seen.wait(0.5)
+        self._channel.unsubscribe(record)
+        if states and _channel.not_connected(states[0]):
+            return f"no connection to {self.target} within {timeout:g}s ({states[0].name})"
+        return ""
+
+    # -- watching jobs -----------------------------------------------------------
+
+    def _new_job(self, info: JobInfo, owned: bool = True) -> Job:
+        job = Job(self, info, owned)
+        if info.state.finished and info.state is not JobState.SUCCEEDED:
+            job._settle(info, None, _convert.job_exception(info))
+            return job
+        with self._lock:
+            if self._closed:
+                job._lose(self._closed_error(job))
+                return job
+            if self._watching >= WATCH_WINDOW:
+                self._queued.append(job)
+                return job
+            self._watching += 1
+        self._follow(job)
+        return job
+
+    def _follow(self, job: Job) -> None:
+        op = self._watch(job.job_id)
+        self._advance(op, functools.partial(self._followed, job), None, None)
+
+    def _followed(self, job: Job, outcome: Any, error: BaseException | None) -> None:
+        if error is not None:
+            job._lose(self._closed_error(job) if self._closed else error)
+        else:
+            job._settle(*outcome)
+        with self._lock:
+            following = self._queued.popleft() if self._queued else None
+            if following is None:
+                self._watching -= 1
+        if following is not None:
+            self._follow(following)
+
+    def _advance(
+        self,
+        op: Op[Any],
+        done: Callable[[Any, BaseException | None], None],
+        reply: Any,
+        error: BaseException | None,
+    ) -> None:
+        # Drive `op` without blocking: each unary call is started as a gRPC
+        # future whose completion, on gRPC's thread, takes the next step. A
+        # stream blocks its reader, so it is read on one of the client's threads.
+        try:
+            finished, step = advance(op, reply, error)
+        except Exception as exc:
+            done(None, exc)
+            return
+        if finished:
+            done(step, None)
+            return
+        if isinstance(step, Stream):
+            pool = self._pool("streams")
+            if pool is None:
+                done(None, ComputeError(f"{step.method}: the client is closed"))
+            else:
+                pool.submit(self._read_stream, op, done, step)
+            return
+        try:
+            future = getattr(self._stub, step.method).future(
+                step.request, timeout=step.timeout or self.timeout, metadata=self._metadata
+            )
+        except ValueError as exc:  # the channel is closed
+            done(None, ComputeError(f"{step.method}: the client is closed ({exc})"))
+            return
+        future.add_done_callback(functools.partial(self._resume, op, done))
+
+    def _read_stream(
+        self, op: Op[Any], done: Callable[[Any, BaseException | None], None], step: Stream
+    ) -> None:
+        try:
+            self._invoke(step)
+        except ComputeError as exc:
+            self._advance(op, done, None, exc)
+        else:
+            self._advance(op, done, None, None)
+
+    def _resume(
+        self, op: Op[Any], done: Callable[[Any, BaseException | None], None], future: Any
+    ) -> None:
+        try:
+            reply = future.result()
+        except grpc.RpcError as err:
+            self._advance(op, done, None, _channel.error_from_rpc(err))
+        except Exception as exc:  # cancelled when the channel closed
+            self._advance(op, done, None, ComputeError(f"the call was abandoned: {exc!r}"))
+        else:
+            self._advance(op, done, reply, None)
+
+    def _pool(self, name: str) -> concurrent.futures.ThreadPoolExecutor | None:
+        # The client's own threads, started when first needed; None once closed.
+        with self._lock:
+            if self._closed:
+                return None
+            if name not in self._pools:
+                self._pools[name] = concurrent.futures.ThreadPoolExecutor(
+                    _POOL_SIZES[name], thread_name_prefix=f"dask-compute-{name}"
+                )
+            return self._pools[name]
+
+    def _dispatch_callback(self, fn: Callable[[Job], object], job: Job) -> None:
+        # Done-callbacks run on one thread of the client's, never on gRPC's:
+        # a callback that waits for another job would otherwise stop every
+        # watch on the channel.
+        pool = self._pool("callbacks")
+        if pool is None:
+            _call_logged(fn, job)
+        else:
+            pool.submit(_call_logged, fn, job)
+
+    def _closed_error(self, job: Job) -> ComputeError:
+        return ComputeError(
+            f"the client was closed before job {job.job_id} finished; the job may still "
+            "be running on the server (watch it with a new client's job())"
         )
 
-    # -- cluster -----------------------------------------------------------
 
-    def info(self) -> ClusterInfo:
-        """The cluster: workers, threads, memory, dashboard, versions."""
-        response = self._call("GetClusterInfo", pb.GetClusterInfoRequest())
-        return _convert.cluster_info(response.cluster, response)
-
-    def functions(self) -> list[FunctionInfo]:
-        """The named functions the service offers."""
-        response = self._call("ListFunctions", pb.ListFunctionsRequest())
-        return [_convert.function_info(f) for f in response.functions]
-
-    # -- jobs --------------------------------------------------------------
-
-    def run(
-        self,
-        function: str,
-        *args: Any,
-        scheduler: str | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Call a named function with JSON arguments and return its value.
-
-        Raises:
-            FunctionNotFound: No such function.
-            InvalidArguments: Arguments that do not fit its signature.
-            Exception: Whatever the function raised.
-        """
-        spec = _convert.function_call_spec(function, args, kwargs, scheduler)
-        response = self._call("Run", pb.RunRequest(job=spec), timeout=timeout or None)
-        return _convert.outcome(_convert.job_info(response.job), response.result)
-
-    def submit(
-        self, func: Callable[..., Any], *args: Any, scheduler: str | None = None, **kwargs: Any
-    ) -> Job:
-        """Send a Python callable to run on the cluster; returns a :class:`Job` at once."""
-        spec = _convert.pickled_call_spec(func, args, kwargs, scheduler)
-        return self._submit(spec)
-
-    def submit_function(
-        self, function: str, *args: Any, scheduler: str | None = None, **kwargs: Any
-    ) -> Job:
-        """Submit a named function call; returns a :class:`Job` at once."""
-        return self._submit(_convert.function_call_spec(function, args, kwargs, scheduler))
-
-    def compute(self, *collections: Any, scheduler: str | None = None) -> Any:
-        """Compute Dask collections on the service; returns what ``dask.compute`` would."""
-        spec = _convert.graph_spec(tuple(collections), scheduler)
-        response = self._call("Run", pb.RunRequest(job=spec), timeout=None)
-        return _convert.outcome(_convert.job_info(response.job), response.result)
-
-    def _submit(self, spec: pb.JobSpec) -> Job:
-        response = self._call("SubmitJob", pb.SubmitJobRequest(job=spec))
-        return Job(self, _convert.job_info(response.job))
-
-    def get_job(self, job_id: str) -> JobInfo:
-        """A job's record."""
-        return _convert.job_info(self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job)
-
-    def wait(self, job_id: str, timeout: float | None = None) -> tuple[JobInfo, Any]:
-        """Wait for a job to finish.
-
-        Returns:
-            The job's record and its ``Result`` message (``None`` unless it
-            succeeded).
-
-        Raises:
-            JobTimeout: ``timeout`` seconds passed first.
-        """
-        request = pb.WaitJobRequest(job_id=job_id)
-        if timeout is not None:
-            request.timeout.FromNanoseconds(int(timeout * 1e9))
-        deadline = None if timeout is None else timeout + self.timeout
-        response = self._call("WaitJob", request, timeout=deadline or 10**7)
-        job = _convert.job_info(response.job)
-        if response.timed_out and not job.state.finished:
-            raise JobTimeout(f"job {job_id} did not finish within {timeout}s (it is {job.state.value})")
-        return job, (response.result if response.HasField("result") else None)
-
-    def cancel(self, job_id: str, reason: str = "") -> bool:
-        """Cancel a job; returns whether this call cancelled it."""
-        response = self._call("CancelJob", pb.CancelJobRequest(job_id=job_id, reason=reason))
-        return response.cancelled
-
-    def list_jobs(
-        self, states: Sequence[JobState | str] = (), page_size: int = 100
-    ) -> Iterable[JobInfo]:
-        """Job records, newest first, fetched page by page as you iterate."""
-        token = ""
-        while True:
-            request = pb.ListJobsRequest(
-                states=_convert.job_states(states), page_size=page_size, page_token=token
-            )
-            response = self._call("ListJobs", request)
-            yield from (_convert.job_info(j) for j in response.jobs)
-            token = response.next_page_token
-            if not token:
-                return
+def _call_logged(fn: Callable[[Job], object], job: Job) -> None:
+    try:
+        fn(job)
+    except Exception:
+        logger.exception("exception calling done-callback %r of %r", fn, job)
 
 
-class Job:
-    """A submitted job; behaves like a :class:`concurrent.futures.Future`.
-
-    Attributes:
-        job_id: The job's id on the service.
-    """
-
-    def __init__(self, client: ComputeClient, info: JobInfo) -> None:
-        self._client = client
-        self.job_id = info.job_id
-        self._info = info
-        self._result_message: Any = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<Job {self.job_id} {self._info.state.value}>"
-
-    def status(self) -> JobState:
-        """The job's state now."""
-        if not self._info.state.finished:
-            self._info = self._client.get_job(self.job_id)
-        return self._info.state
-
-    def done(self) -> bool:
-        """Whether the job has finished (succeeded, failed or cancelled)."""
-        return self.status().finished
-
-    def _wait(self, timeout: float | None) -> JobInfo:
-        with self._lock:
-            needs_result = self._info.state is JobState.SUCCEEDED and self._result_message is None
-            if not self._info.state.finished or needs_result:
-                self._info, self._result_message = self._client.wait(self.job_id, timeout)
-            return self._info
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the job and return its value, or raise what it raised.
-
-        Raises:
-            JobTimeout: ``timeout`` seconds passed first.
-            JobCancelled: The job was cancelled.
-        """
-        return _convert.outcome(self._wait(timeout), self._result_message)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait for the job; the exception it raised, or ``None`` if it succeeded."""
-        info = self._wait(timeout)
-        return None if info.state is JobState.SUCCEEDED else _convert.job_exception(info)
-
-    def cancel(self) -> bool:
-        """Cancel the job; returns whether this call cancelled it."""
-        cancelled = self._client.cancel(self.job_id)
-        self._info = self._client.get_job(self.job_id)
-        return cancelled
-
-    def info(self) -> JobInfo:
-        """The job's full record now."""
-        self.status()
-        return self._info
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000

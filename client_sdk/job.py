@@ -7,6 +7,11 @@ queue), and settles the job's future when the poll returns it finished. So
 ``done()`` and ``cancelled()`` answer from local state, ``result(timeout)``
 waits on that state without asking the server again, and done-callbacks fire
 once, when the job finishes, with no polling.
+
+A result small enough to come inside the WaitJob answer (1 MiB by default) is
+in hand when the job is done. A larger one stays on the server until the
+first ``result()`` downloads it (``GetJobResult``, resumed if cut off); a job
+this client submitted then releases it on the server.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from collections.abc import Callable
 from typing import Any
 
 from client_sdk import _convert
-from client_sdk._ops import ClientBase, Op, blocking
+from client_sdk._ops import ClientBase
+from client_sdk._results import StreamedResult
+from client_sdk._sansio import Op, blocking
 from client_sdk.errors import JobTimeout
 from client_sdk.types import JobInfo, JobState
 
 logger = logging.getLogger(__name__)
+
+_MISSING = object()
 
 
 class JobBase:
@@ -32,10 +41,12 @@ class JobBase:
         job_id: The job's id on the service.
     """
 
-    def __init__(self, client: Any, info: JobInfo) -> None:
+    def __init__(self, client: Any, info: JobInfo, owned: bool = True) -> None:
         self._client = client
         self.job_id = info.job_id
         self._info = info
+        self._owned = owned
+        self._downloaded: Any = _MISSING
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.job_id}: {self._info.state.value}>"
@@ -50,14 +61,6 @@ class JobBase:
 
     def _drive(self, op: Op[Any]) -> Any:
         return self._client._drive(op)
-
-    def _outcome(self, info: JobInfo, result: Any) -> tuple[Any, BaseException | None]:
-        # What the job's future settles to: its value or its exception.
-        self._info = info
-        try:
-            return _convert.resolve(info, result)
-        except Exception as exc:  # the result cannot be loaded on this side
-            return None, exc
 
     def info(self) -> Op[JobInfo]:
         """The job's full record (asks the server unless the job is done here)."""
@@ -95,10 +98,23 @@ class JobBase:
         if not self.done():
             info = yield from self._client._cancel(self.job_id, reason)
             if info.state is JobState.CANCELLED:
-                self._settle(info, None)
+                self._settle(info, None, _convert.job_exception(info))
         return self.cancelled()
 
-    def _settle(self, info: JobInfo, result: Any) -> None:  # pragma: no cover - overridden
+    def _download(self, value: Any) -> Op[Any]:
+        # The value itself, once a result left on the server has come.
+        if not isinstance(value, StreamedResult):
+            return value
+        if self._downloaded is _MISSING:
+            self._downloaded = yield from self._client._fetch(self.job_id, self._owned)
+        return self._downloaded
+
+    def release(self) -> Op[bool]:
+        """Free the job's result on the server now; see :meth:`ComputeClient.release`."""
+        return (yield from ClientBase.release(self._client, self.job_id))
+
+    def _settle(self, info: JobInfo, value: Any, error: BaseException | None) -> None:
+        """Settle the job's future: its value, or ``error``."""
         raise NotImplementedError
 
 
@@ -115,15 +131,17 @@ class Job(JobBase, concurrent.futures.Future):
         job_id: The job's id on the service.
     """
 
-    def __init__(self, client: Any, info: JobInfo) -> None:
-        JobBase.__init__(self, client, info)
+    def __init__(self, client: Any, info: JobInfo, owned: bool = True) -> None:
+        JobBase.__init__(self, client, info, owned)
         concurrent.futures.Future.__init__(self)
         self._settle_lock = threading.Lock()
+        self._download_lock = threading.Lock()
 
     info = blocking(JobBase.info)
     status = blocking(JobBase.status)
     running = blocking(JobBase.running)
     cancel = blocking(JobBase.cancel)
+    release = blocking(JobBase.release)
 
     def done(self) -> bool:
         """Whether the job has finished (succeeded, failed or was cancelled)."""
@@ -146,7 +164,9 @@ class Job(JobBase, concurrent.futures.Future):
             Exception: Whatever the job raised.
         """
         self._wait(timeout)
-        return concurrent.futures.Future.result(self, 0)
+        value = concurrent.futures.Future.result(self, 0)
+        with self._download_lock:  # a large result comes once, when first asked for
+            return self._drive(self._download(value))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the job; the exception it raised, or ``None`` if it succeeded.
@@ -182,17 +202,15 @@ class Job(JobBase, concurrent.futures.Future):
                 f"job {self.job_id} did not finish within {timeout:g}s; it goes on"
             ) from exc
 
-    def _settle(self, info: JobInfo, result: Any) -> None:
+    def _settle(self, info: JobInfo, value: Any, error: BaseException | None) -> None:
         with self._settle_lock:
             if self.done():
                 return
+            self._info = info
             if info.state is JobState.CANCELLED:
-                self._info = info
                 concurrent.futures.Future.cancel(self)
                 self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait
-                return
-            value, error = self._outcome(info, result)
-            if error is None:
+            elif error is None:
                 self.set_result(value)
             else:
                 self.set_exception(error)

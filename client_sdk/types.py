@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import logging
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: Scheduler names a job may ask for (``None`` means the server's default).
 SCHEDULERS = ("distributed", "threads", "processes", "synchronous")
@@ -49,7 +52,17 @@ class WorkerInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Versions:
-    """Versions of the software on one side of the connection."""
+    """Versions of the software on one side of the connection.
+
+    Attributes:
+        python: The Python version, e.g. "3.11.7".
+        dask: The dask version.
+        distributed: The distributed version.
+        cloudpickle: The cloudpickle version.
+        service: The service's version (server side only).
+        grpcio: The grpcio version (server side only).
+        protobuf: The protobuf runtime version (server side only).
+    """
 
     python: str
     dask: str
@@ -110,7 +123,15 @@ class Parameter:
 
 @dataclasses.dataclass(frozen=True)
 class FunctionInfo:
-    """A named function the service offers."""
+    """A named function the service offers.
+
+    Attributes:
+        name: The name to call it by.
+        description: What it does, from its docstring.
+        parameters: Its parameters, in order.
+        returns: The JSON type of its result.
+        signature: Its signature as text, e.g. "add(a: number, b: number) -> number".
+    """
 
     name: str
     description: str
@@ -121,12 +142,19 @@ class FunctionInfo:
 
 @dataclasses.dataclass(frozen=True)
 class JobError:
-    """Why a job failed, as the server described it."""
+    """Why a job failed, as the server described it.
+
+    Attributes:
+        type: The exception's qualified type, e.g. "builtins.ValueError".
+        message: Its message.
+        traceback: The remote traceback as text.
+        pickled_exception: The exception, cloudpickled ("" when it could not be).
+    """
 
     type: str
     message: str
     traceback: str
-    pickled_exception: bytes = b""
+    pickled_exception: bytes = dataclasses.field(default=b"", repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +174,7 @@ class JobInfo:
         error: Why it failed, or ``None``.
         cancel_reason: Why it was cancelled ("" otherwise).
         result_available: Whether its result can still be read.
+        owner: The caller that submitted it ("" when the server does not say).
     """
 
     job_id: str
@@ -160,6 +189,7 @@ class JobInfo:
     error: JobError | None
     cancel_reason: str
     result_available: bool
+    owner: str = ""
 
     @property
     def duration(self) -> float | None:

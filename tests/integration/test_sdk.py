@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -28,7 +27,8 @@ def add_pair(x, y, *, z=0):
 def test_repr_reads_like_dask(client: ComputeClient, server) -> None:
     text = repr(client)
     assert re.fullmatch(
-        rf"<ComputeClient: 'grpc://{re.escape(server.target)}' workers=2 threads=4, memory=\d+\.\d\d GiB>",
+        rf"<ComputeClient: 'grpc://{re.escape(server.target)}' "
+        r"workers=2 threads=4, memory=\d+\.\d\d GiB>",
         text,
     ), text
 
@@ -58,7 +58,9 @@ def test_functions_lists_the_named_functions(client: ComputeClient) -> None:
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_run_calls_a_named_function_on_each_scheduler(client: ComputeClient, scheduler: str) -> None:
+def test_run_calls_a_named_function_on_each_scheduler(
+    client: ComputeClient, scheduler: str
+) -> None:
     assert client.run("add", 2, 3, scheduler=scheduler) == 5
     assert client.run("greet", "dask", punctuation="?", scheduler=scheduler) == "hello dask?"
 
@@ -70,7 +72,9 @@ def test_run_keeps_python_types(client: ComputeClient) -> None:
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_submit_runs_a_python_callable_on_each_scheduler(client: ComputeClient, scheduler: str) -> None:
+def test_submit_runs_a_python_callable_on_each_scheduler(
+    client: ComputeClient, scheduler: str
+) -> None:
     job = client.submit(add_pair, 1, 2, z=3, scheduler=scheduler)
     assert isinstance(job, Job) and job.job_id
     assert job.result(timeout=60) == 6
@@ -113,7 +117,7 @@ def test_wait_returns_the_finished_record(client: ComputeClient) -> None:
 
 
 def test_cancel_by_id(client: ComputeClient) -> None:
-    job = client.submit(slowinc, 1, delay=30)
+    job = client.submit(slowinc, 1, delay=10, scheduler="synchronous")
     assert client.cancel(job.job_id, reason="test over") is True
     record = client.get_job(job.job_id)
     assert record.state is JobState.CANCELLED and record.cancel_reason == "test over"
@@ -123,7 +127,7 @@ def test_cancel_by_id(client: ComputeClient) -> None:
 
 
 def test_list_jobs_filters_by_state_and_limit(client: ComputeClient) -> None:
-    cancelled = client.submit(slowinc, 1, delay=30)
+    cancelled = client.submit(slowinc, 1, delay=10, scheduler="synchronous")
     cancelled.cancel()
     newest = client.submit(inc, 1)
     newest.result(timeout=30)
@@ -139,7 +143,7 @@ def test_list_jobs_filters_by_state_and_limit(client: ComputeClient) -> None:
 def test_a_closed_client_refuses_calls_and_lets_go_of_its_jobs(server) -> None:
     client = ComputeClient(server.target, timeout=30)
     with client:
-        job = client.submit(slowinc, 1, delay=30)
+        job = client.submit(slowinc, 1, delay=10, scheduler="synchronous")
     with pytest.raises(ComputeError, match="closed before job"):
         job.result(timeout=10)
     with pytest.raises(ComputeError, match="closed"):
@@ -154,4 +158,18 @@ def test_the_target_defaults_to_the_environment(server, monkeypatch: pytest.Monk
     with ComputeClient() as client:
         assert client.target == server.target
         assert client.run("ping") == "pong"
-    assert os.environ["DASK_COMPUTE_TARGET"].startswith("grpc://")
+
+
+def test_a_retried_submission_runs_once(client: ComputeClient) -> None:
+    # What makes gRPC's retries of Run, SubmitJob and SubmitJobs safe: every
+    # spec carries a request_id, and the server runs a key at most once.
+    from client_sdk import _convert
+    from client_sdk._ops import Call
+    from client_sdk._proto.compute.v1 import compute_pb2 as pb
+
+    spec = _convert.pickled_call_spec(inc, (1,), {}, "threads")
+    first = client._invoke(Call("SubmitJob", pb.SubmitJobRequest(job=spec)))
+    again = client._invoke(Call("SubmitJob", pb.SubmitJobRequest(job=spec)))
+    assert first.job.job_id == again.job.job_id
+    batch = client._invoke(Call("SubmitJobs", pb.SubmitJobsRequest(jobs=[spec])))
+    assert batch.jobs[0].job_id == first.job.job_id

@@ -71,7 +71,12 @@ def _public_methods(cls: type) -> dict[str, object]:
 
 def test_every_public_method_is_documented_and_none_is_a_raw_operation() -> None:
     # The shared operations are generators; each client must wrap every one.
-    for cls, base in ((ComputeClient, ClientBase), (AsyncComputeClient, ClientBase), (Job, JobBase), (AsyncJob, JobBase)):
+    for cls, base in (
+        (ComputeClient, ClientBase),
+        (AsyncComputeClient, ClientBase),
+        (Job, JobBase),
+        (AsyncJob, JobBase),
+    ):
         for name, method in _public_methods(cls).items():
             assert inspect.getdoc(method), f"{cls.__name__}.{name} has no docstring"
             assert method is not base.__dict__.get(name), f"{cls.__name__}.{name} is not wrapped"
@@ -104,7 +109,14 @@ def test_async_methods_are_coroutines_with_the_same_signatures() -> None:
 
 def test_wrapped_methods_show_what_they_return() -> None:
     signature = inspect.signature(ComputeClient.run)
-    assert list(signature.parameters) == ["self", "function", "args", "scheduler", "timeout", "kwargs"]
+    assert list(signature.parameters) == [
+        "self",
+        "function",
+        "args",
+        "scheduler",
+        "timeout",
+        "kwargs",
+    ]
     assert signature.return_annotation == "Any"
     assert inspect.signature(ComputeClient.info).return_annotation == "ClusterInfo"
 

@@ -58,10 +58,41 @@ def test_a_client_describes_its_address_and_refuses_bad_options() -> None:
         ComputeClient("127.0.0.1:1", timeout=0)
 
 
-def test_retries_cover_exactly_the_calls_that_change_nothing() -> None:
+def test_the_calls_the_sdk_makes_are_retried_on_unavailable_only() -> None:
     import json
 
+    from client_sdk._proto.compute.v1 import compute_pb2 as pb
+
     config = json.loads(_channel.SERVICE_CONFIG)["methodConfig"][0]
-    methods = {n.get("method") for n in config["name"] if n["service"] == "compute.v1.ComputeService"}
-    assert methods == {"GetClusterInfo", "ListFunctions", "GetJob", "WaitJob", "ListJobs", "CancelJob"}
+    retried = {
+        n.get("method") for n in config["name"] if n["service"] == "compute.v1.ComputeService"
+    }
+    assert retried <= set(pb.DESCRIPTOR.services_by_name["ComputeService"].methods_by_name)
+    made = {
+        "GetClusterInfo",
+        "ListFunctions",
+        "Run",
+        "SubmitJob",
+        "SubmitJobs",
+        "GetJob",
+        "WaitJob",
+        "CancelJob",
+        "ListJobs",
+        "GetJobResult",
+        "ReleaseJob",
+    }
+    assert made <= retried
     assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+
+
+def test_every_submission_carries_a_fresh_request_id() -> None:
+    from client_sdk import _convert
+
+    specs = [
+        _convert.function_call_spec("add", (1, 2), {}, None),
+        _convert.pickled_call_spec(len, ((1,),), {}, "threads"),
+        _convert.graph_spec(({"x": 1}, "x"), None),
+        _convert.function_call_spec("add", (1, 2), {}, None),
+    ]
+    ids = [spec.request_id for spec in specs]
+    assert len(set(ids)) == 4 and all(len(i) == 32 for i in ids)

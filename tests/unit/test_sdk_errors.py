@@ -56,7 +56,10 @@ def test_each_status_code_maps_to_its_exception(code, expected) -> None:
 
 
 def test_the_servers_error_class_tells_not_found_apart() -> None:
-    for name, cls in (("FunctionNotFound", errors.FunctionNotFound), ("JobNotFound", errors.JobNotFound)):
+    for name, cls in (
+        ("FunctionNotFound", errors.FunctionNotFound),
+        ("JobNotFound", errors.JobNotFound),
+    ):
         err = FakeRpcError(grpc.StatusCode.NOT_FOUND, "gone", ((_channel.ERROR_KEY, name),))
         exc = _channel.error_from_rpc(err)
         assert type(exc) is cls
@@ -79,7 +82,20 @@ def test_timeouts_and_cancellations_are_also_the_standard_exceptions() -> None:
 
 
 def _failed(error: JobError) -> JobInfo:
-    return JobInfo("j1", JobState.FAILED, "threads", "pickled_call", "f", "", None, None, None, error, "", False)
+    return JobInfo(
+        "j1",
+        JobState.FAILED,
+        "threads",
+        "pickled_call",
+        "f",
+        "",
+        None,
+        None,
+        None,
+        error,
+        "",
+        False,
+    )
 
 
 def _pickled_from_a_module_we_lack() -> bytes:
@@ -101,15 +117,23 @@ def _pickled_from_a_module_we_lack() -> bytes:
 
 def test_an_exception_that_cannot_be_loaded_here_is_job_failed() -> None:
     payload = _pickled_from_a_module_we_lack()
-    exc = _convert.job_exception(_failed(JobError("no_such_module_.Err", "bad", "Traceback...", payload)))
+    exc = _convert.job_exception(
+        _failed(JobError("no_such_module_.Err", "bad", "Traceback...", payload))
+    )
     assert isinstance(exc, errors.JobFailed)
-    assert (exc.type, exc.message, exc.remote_traceback) == ("no_such_module_.Err", "bad", "Traceback...")
+    assert (exc.type, exc.message, exc.remote_traceback) == (
+        "no_such_module_.Err",
+        "bad",
+        "Traceback...",
+    )
 
 
 def test_a_loadable_exception_is_re_raised_with_the_remote_traceback_as_a_note() -> None:
     import cloudpickle
 
-    error = JobError("builtins.KeyError", "'k'", "Traceback: remote lines", cloudpickle.dumps(KeyError("k")))
+    error = JobError(
+        "builtins.KeyError", "'k'", "Traceback: remote lines", cloudpickle.dumps(KeyError("k"))
+    )
     exc = _convert.job_exception(_failed(error))
     assert type(exc) is KeyError
     assert exc.__notes__ == ["Remote traceback of job j1:\nTraceback: remote lines"]

@@ -99,13 +99,36 @@ def test_job_table_and_details() -> None:
 
     t0 = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     job = JobInfo(
-        "abc", JobState.FAILED, "threads", "function", "fail", "", t0, t0,
-        t0 + datetime.timedelta(seconds=1.5), JobError("builtins.ValueError", "boom", "tb"), "", False,
+        "abc",
+        JobState.FAILED,
+        "threads",
+        "function",
+        "fail",
+        "",
+        t0,
+        t0,
+        t0 + datetime.timedelta(seconds=1.5),
+        JobError("builtins.ValueError", "boom", "tb"),
+        "",
+        False,
     )
     table = _cli_output.job_table([job]).splitlines()
-    assert table[0].split() == ["JOB", "ID", "STATE", "SCHEDULER", "KIND", "TARGET", "SUBMITTED", "DURATION"]
+    assert table[0].split() == [
+        "JOB",
+        "ID",
+        "STATE",
+        "SCHEDULER",
+        "KIND",
+        "TARGET",
+        "SUBMITTED",
+        "DURATION",
+    ]
     assert table[1].split()[:5] == ["abc", "failed", "threads", "function", "fail"]
     assert table[1].endswith("1.500s")
     details = _cli_output.job_details(job)
     assert "error:      builtins.ValueError: boom" in details
-    assert _cli_output.plain(job)["error"] == {"type": "builtins.ValueError", "message": "boom", "traceback": "tb"}
+    assert _cli_output.plain(job)["error"] == {
+        "type": "builtins.ValueError",
+        "message": "boom",
+        "traceback": "tb",
+    }

@@ -12,7 +12,12 @@ SERVER = Versions(python="3.11.7", dask="2026.8.0", distributed="2026.8.0", clou
 
 
 def _local(**changes: str) -> Versions:
-    fields = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3.1.3"}
+    fields = {
+        "python": "3.11.7",
+        "dask": "2026.8.0",
+        "distributed": "2026.8.0",
+        "cloudpickle": "3.1.3",
+    }
     return Versions(**{**fields, **changes})
 
 
@@ -27,7 +32,9 @@ def test_python_patch_and_cloudpickle_minor_differences_are_fine() -> None:
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_python_minor_and_cloudpickle_major_differences_are_always_refused(strict: bool) -> None:
-    problems = _versions.incompatibilities(_local(python="3.12.1", cloudpickle="2.2.1"), SERVER, strict)
+    problems = _versions.incompatibilities(
+        _local(python="3.12.1", cloudpickle="2.2.1"), SERVER, strict
+    )
     assert problems == [
         "Python 3.12.1 here, 3.11.7 on the server",
         "cloudpickle 2.2.1 here, 3.1.3 on the server",

@@ -1,0 +1,159 @@
+"""How the command line prints: JSON, tables, job records and progress while waiting."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+import click
+
+from client_sdk.types import JobInfo
+
+logger = logging.getLogger(__name__)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with dataclasses, enums, tuples and datetimes as JSON types (bytes dropped)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not isinstance(getattr(value, f.name), bytes)
+        }
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON; objects with no JSON form print as their repr."""
+    click.echo(json.dumps(plain(value), indent=2, default=repr))
+
+
+def echo_value(value: Any, as_json: bool) -> None:
+    """Print a job's value: strings as they are, anything else as JSON (or its repr)."""
+    if isinstance(value, str) and not as_json:
+        click.echo(value)
+    else:
+        click.echo(json.dumps(plain(value), default=repr))
+
+
+def _when(moment: datetime.datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def job_table(jobs: Sequence[JobInfo]) -> str:
+    """Jobs as a text table, one line each."""
+    header = ("JOB ID", "STATE", "SCHEDULER", "KIND", "TARGET", "SUBMITTED", "DURATION")
+    rows = [
+        (
+            j.job_id,
+            j.state.value,
+            j.scheduler,
+            j.kind,
+            j.target if len(j.target) <= 40 else j.target[:37] + "...",
+            _when(j.submitted),
+            _seconds(j.duration),
+        )
+        for j in jobs
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def job_details(job: JobInfo) -> str:
+    """One job's record, a field a line."""
+    lines = [
+        f"job:        {job.job_id}",
+        f"state:      {job.state.value}",
+        f"scheduler:  {job.scheduler}",
+        f"kind:       {job.kind}",
+        f"target:     {job.target}",
+        f"name:       {job.name or '-'}",
+        f"submitted:  {_when(job.submitted)}",
+        f"started:    {_when(job.started)}",
+        f"finished:   {_when(job.finished)}",
+        f"duration:   {_seconds(job.duration)}",
+        f"result:     {'available' if job.result_available else '-'}",
+    ]
+    if job.error is not None:
+        lines.append(f"error:      {job.error.type}: {job.error.message}")
+    if job.cancel_reason:
+        lines.append(f"cancelled:  {job.cancel_reason}")
+    return "\n".join(lines)
+
+
+class Progress:
+    """Shows that a wait goes on: a spinner on a terminal, a plain line now and then otherwise.
+
+    Args:
+        label: What is being waited for, e.g. "job 1234".
+        stream: Where to write (standard error, so standard output stays clean).
+        tty: Whether ``stream`` is a terminal; ``None`` asks it.
+        quiet_for: Seconds before anything is shown (short waits show nothing).
+        every: Seconds between plain lines when not on a terminal.
+    """
+
+    #: How often the caller should call :meth:`tick`, in seconds.
+    TICK = 0.1
+
+    def __init__(
+        self,
+        label: str,
+        stream: IO[str] | None = None,
+        tty: bool | None = None,
+        quiet_for: float = 0.5,
+        every: float = 5.0,
+    ) -> None:
+        self.label = label
+        self.stream = stream or click.get_text_stream("stderr")
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.quiet_for = quiet_for
+        self.every = every
+        self.start = time.monotonic()
+        self._frames = itertools.cycle("|/-\\")
+        self._next_line = quiet_for
+        self._drawn = False
+
+    def tick(self) -> None:
+        """Redraw the spinner, or print a line if one is due."""
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.quiet_for:
+            return
+        if self.tty:
+            self.stream.write(f"\r{next(self._frames)} waiting for {self.label} ({elapsed:.1f}s)")
+            self.stream.flush()
+            self._drawn = True
+        elif elapsed >= self._next_line:
+            self.stream.write(f"waiting for {self.label} ({elapsed:.1f}s elapsed)\n")
+            self.stream.flush()
+            self._next_line = elapsed + self.every
+
+    def finish(self) -> None:
+        """Clear the spinner's line."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

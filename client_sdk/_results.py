@@ -1,0 +1,99 @@
+"""Reassembling a result that the server streams (``GetJobResult``).
+
+Results larger than the server's inline limit do not come inside Run and
+WaitJob answers: they are marked ``streamed`` and read as a stream of a header
+(format, total size, SHA-256, segment sizes) and chunks. A stream cut off
+halfway is resumed from the last byte received. The bytes land in one
+preallocated buffer, so a result costs its size once; a pickle's out-of-band
+buffers (NumPy data) are handed to ``pickle.loads`` without a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from typing import Any
+
+from client_sdk import _pickle
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk.errors import ComputeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedResult:
+    """Stands for a finished job's result that is still on the server, too large to come inline.
+
+    A job's future holds it until the value is asked for, then downloads it.
+    """
+
+    job_id: str
+    size_bytes: int
+
+
+class ResultAssembler:
+    """Collects the messages of one or more ``GetJobResult`` streams of one result.
+
+    Feed it every message (:meth:`feed` never raises); ask the next stream to
+    start at :attr:`received`; call :meth:`value` once :attr:`complete`.
+    """
+
+    def __init__(self) -> None:
+        self.header: pb.ResultHeader | None = None
+        self.buffer = bytearray()
+        self.received = 0
+        #: Set when a resumed stream describes other bytes than the first did
+        #: (the server encoded the result afresh): start again from 0.
+        self.restart = False
+
+    def feed(self, message: pb.GetJobResultResponse) -> None:
+        """Take one message of a stream."""
+        part = message.WhichOneof("part")
+        if part == "header":
+            header = message.header
+            if self.header is not None and header.sha256 != self.header.sha256:
+                self.restart = True
+                return
+            if self.header is None:
+                self.header = header
+                self.buffer = bytearray(header.total_size)
+            self.received = header.offset
+        elif part == "chunk" and not self.restart and self.header is not None:
+            end = self.received + len(message.chunk)
+            self.buffer[self.received : end] = message.chunk
+            self.received = end
+
+    def reset(self) -> None:
+        """Forget what was received, to start again from offset 0."""
+        self.__init__()  # type: ignore[misc]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte of the result has arrived."""
+        return self.header is not None and self.received >= self.header.total_size
+
+    def value(self) -> Any:
+        """The result's value.
+
+        Raises:
+            ComputeError: The bytes do not match the header's SHA-256, or are
+                in a form this client does not read.
+        """
+        header = self.header
+        assert header is not None and self.complete
+        view = memoryview(self.buffer)
+        if hashlib.sha256(view).hexdigest() != header.sha256:
+            raise ComputeError("the streamed result does not match its SHA-256: it was corrupted")
+        if header.format == pb.RESULT_FORMAT_JSON:
+            return json.loads(bytes(view).decode("utf-8"))
+        if header.format != pb.RESULT_FORMAT_PICKLE:
+            name = pb.ResultFormat.Name(header.format)
+            raise ComputeError(f"the result came as {name}, which this client does not read")
+        segments, start = [], 0
+        for size in header.segment_sizes or [header.total_size]:
+            segments.append(view[start : start + size])
+            start += size
+        return _pickle.loads(segments[0], buffers=segments[1:])
