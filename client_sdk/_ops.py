@@ -260,9 +260,9 @@ class ClientBase:
         """Compute ``keys`` of a task graph on the service: a Dask scheduler function.
 
         ``x.compute(scheduler=client.get)`` computes ``x`` here, as
-        ``x.compute(scheduler=dask.threaded.get)`` would locally. As with
-        ``distributed.Client.get``, keys name results on the shared cluster:
-        hand-written graphs should use unique keys (Dask's own are tokens).
+        ``x.compute(scheduler=dask.threaded.get)`` would locally. The service
+        gives each job's graph keys of its own on the cluster, so two jobs
+        that both name a key "x" never see each other's data.
 
         Args:
             dsk: A task graph (dict or ``HighLevelGraph``) or the expression

@@ -64,6 +64,35 @@ def _flatten(obj: Any) -> list[Any]:
     return [obj]
 
 
+def namespace_graph(graph: Any, keys: Any, prefix: str) -> tuple[dict, Any]:
+    """The graph and keys with every key prefixed by ``prefix`` (the job's own).
+
+    On the cluster, a key names data shared by every client: two callers'
+    hand-written graphs that both say "x" would otherwise get each other's
+    data, and a job's result, held on the cluster, would answer the next job
+    with the same key. (Dask collections need none of this: their keys are
+    hashes of what they compute.)
+    """
+    from dask._task_spec import convert_legacy_graph
+
+    nodes = convert_legacy_graph(graph)
+
+    def rename(key: Any) -> Any:
+        if isinstance(key, tuple) and key:
+            return (f"{prefix}-{key[0]}", *key[1:])
+        return f"{prefix}-{key}"
+
+    subs = {key: rename(key) for key in nodes}
+    renamed = {subs[key]: node.substitute(subs, key=subs[key]) for key, node in nodes.items()}
+
+    def rename_keys(value: Any) -> Any:
+        if isinstance(value, list):
+            return [rename_keys(v) for v in value]
+        return subs.get(value, value)
+
+    return renamed, rename_keys(keys)
+
+
 def _exits_as_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func``, with SystemExit and KeyboardInterrupt turned into RuntimeError."""
 
@@ -199,7 +228,8 @@ class Executors:
         elif work.collections is not None:
             futures = client.compute(list(work.collections))
         else:
-            futures = client.get(work.graph, work.keys, sync=False)
+            graph, keys = namespace_graph(work.graph, work.keys, key)
+            futures = client.get(graph, keys, sync=False)
         progress.roots = list(flatten_keys(futures))
         try:
             # Wait for the tasks without moving their data here: the result

@@ -424,3 +424,12 @@ async def test_progress_counts_dask_tasks(core, scheduler):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen), "progress never goes back"
     call_job = await core.run(call("ping", scheduler=scheduler))
     assert await core.progress(call_job.job_id) == (1, 1)
+
+
+async def test_hand_written_graphs_with_the_same_keys_do_not_share_data(core):
+    first = await core.run(graph(({"x": 1, "y": (inc, "x")}, "y"), scheduler="distributed"))
+    second = await core.run(graph(({"x": 10, "y": (inc, "x")}, "y"), scheduler="distributed"))
+    values = [pickle.loads((await core.result(r.job_id, "pickle")).pickle) for r in (first, second)]
+    assert values == [2, 11], "the second job must not get the first job's 'y'"
+    nested = await core.run(graph(({("a", 0): 1, ("a", 1): 2, "s": (sum, [("a", 0), ("a", 1)])}, [["s"], [("a", 1)]])))
+    assert pickle.loads((await core.result(nested.job_id, "pickle")).pickle) == [[3], [2]]
