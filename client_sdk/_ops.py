@@ -130,7 +130,8 @@ class ClientBase:
     # -- running -----------------------------------------------------------
 
     def _run_spec(self, spec: pb.JobSpec, timeout: float | None, what: str) -> Op[Any]:
-        call = Call("Run", pb.RunRequest(job=spec), timeout or MAX_RUN_WAIT)
+        # run() returns only the value: the server frees its copy once sent.
+        call = Call("Run", pb.RunRequest(job=spec, release=True), timeout or MAX_RUN_WAIT)
         try:
             response = yield call
         except DeadlineExceeded as exc:
@@ -419,6 +420,8 @@ class ClientBase:
 
     def _watch(self, job_id: str) -> Op[tuple[JobInfo, Any, BaseException | None]]:
         # Until the job finishes; then its value (or StreamedResult) or exception.
+        # The server keeps the result (others may attach to the job with
+        # client.job(id)) until its TTL or Job.release().
         info, result = yield from self._long_poll(job_id, None)
         value, error = yield from self._settled(info, result, fetch=False)
         return info, value, error

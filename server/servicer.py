@@ -183,6 +183,9 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if record.state is JobState.SUCCEEDED:
             encoded = await self.core.result(record.job_id, caller=caller)
             response.result.CopyFrom(convert.result(encoded))
+            if request.release and not encoded.streamed:
+                response.job.result_available = False
+                await self.core.release(record.job_id, caller)
         return response
 
     @_translate_errors
@@ -213,6 +216,9 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if record.state is JobState.SUCCEEDED:
             encoded = await self.core.result(record.job_id, fmt, caller)
             response.result.CopyFrom(convert.result(encoded))
+            if request.release and not encoded.streamed:
+                response.job.result_available = False
+                await self.core.release(record.job_id, caller)
         return response
 
     @_translate_errors

@@ -166,3 +166,24 @@ def test_result_stream_errors(stub):
     with pytest.raises(grpc.RpcError) as info:
         list(stub.GetJobResult(pb.GetJobResultRequest(job_id=failed.job_id), timeout=30))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_run_and_wait_can_release_an_inline_result(stub):
+    spec = pb.JobSpec(
+        pickled_call=pb.PickledCall(payload=cloudpickle.dumps((make_bytes, (10,), {}))),
+        scheduler=pb.SCHEDULER_DISTRIBUTED,
+    )
+    ran = stub.Run(pb.RunRequest(job=spec, release=True), timeout=60)
+    assert pickle.loads(ran.result.pickle) == make_bytes(10) and not ran.job.result_available
+    with pytest.raises(grpc.RpcError) as info:
+        fetch(stub, ran.job.job_id)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job
+    waited = stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id, release=True), timeout=60)
+    assert pickle.loads(waited.result.pickle) == make_bytes(10)
+    assert not stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=10).job.result_available
+    big = pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps((make_bytes, (2 * MiB,), {}))))
+    streamed = stub.Run(pb.RunRequest(job=big, release=True), timeout=60)
+    assert streamed.result.streamed and streamed.job.result_available, "a streamed result is kept"
+    header, data = fetch(stub, streamed.job.job_id, release=True)
+    assert load(header, data) == make_bytes(2 * MiB)

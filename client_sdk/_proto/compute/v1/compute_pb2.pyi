@@ -299,10 +299,12 @@ class ListFunctionsResponse(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "release")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     job: JobSpec
-    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    release: bool
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("job", "result", "cluster")
@@ -351,14 +353,16 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class WaitJobRequest(_message.Message):
-    __slots__ = ("job_id", "timeout", "result_format")
+    __slots__ = ("job_id", "timeout", "result_format", "release")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     timeout: _duration_pb2.Duration
     result_format: ResultFormat
-    def __init__(self, job_id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ...) -> None: ...
+    release: bool
+    def __init__(self, job_id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class WaitJobResponse(_message.Message):
     __slots__ = ("job", "result", "timed_out")
