@@ -64,6 +64,11 @@ def _flatten(obj: Any) -> list[Any]:
     return [obj]
 
 
+def _apply(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Call ``func``: the task of each call in a coalesced batch."""
+    return func(*args, **kwargs)
+
+
 def namespace_graph(graph: Any, keys: Any, prefix: str) -> tuple[dict, Any]:
     """The graph and keys with every key prefixed by ``prefix`` (the job's own).
 
@@ -108,6 +113,9 @@ def _exits_as_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_SCALAR_TYPES = (int, float, bool, complex, type(None))
+
+
 class ClusterResult:
     """A finished job's result that stays on the cluster: the futures held for it.
 
@@ -124,8 +132,15 @@ class ClusterResult:
         return [f.key for f in _flatten(self._futures)]
 
     async def nbytes(self) -> int:
-        """The result's size as the scheduler estimates it (Dask's ``sizeof``)."""
-        client = _flatten(self._futures)[0].client
+        """The result's size as the scheduler estimates it (Dask's ``sizeof``).
+
+        Results whose type the client already knows to be a small scalar need
+        no question to the scheduler.
+        """
+        futures = _flatten(self._futures)
+        if all(getattr(f, "type", None) in _SCALAR_TYPES for f in futures):
+            return 0
+        client = futures[0].client
         sizes = await client.nbytes(self.keys, summary=False)
         return sum(sizes.values())
 
@@ -165,6 +180,9 @@ class Executors:
         )
         self._n_processes = processes
         self._processes = self._new_process_pool()
+        # Calls submitted in the same turn of the event loop go to the
+        # scheduler together (see _submit_coalesced).
+        self._pending_calls: list[tuple[Any, tuple, dict, str, asyncio.Future]] = []
 
     def _new_process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
@@ -224,7 +242,7 @@ class Executors:
             func, args, kwargs = work.call
             if self._in_process_workers:
                 func = _exits_as_errors(func)
-            futures = client.submit(func, *args, key=key, pure=False, **kwargs)
+            futures = await self._submit_coalesced(func, args, kwargs, key)
         elif work.collections is not None:
             futures = client.compute(list(work.collections))
         else:
@@ -246,6 +264,45 @@ class Executors:
         else:
             shape = "plain"
         return ClusterResult(futures, shape)
+
+    async def _submit_coalesced(self, func: Any, args: tuple, kwargs: dict, key: str) -> Any:
+        """Submit one call to the cluster, together with the others of this loop turn.
+
+        A batch of jobs (SubmitJobs) or many concurrent callers produce many
+        calls at once; one Client.map sends them as a single graph update,
+        where a submit each would make the scheduler handle each on its own.
+        """
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending_calls.append((func, args, kwargs, key, future))
+        if len(self._pending_calls) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_calls)
+        return await future
+
+    def _flush_calls(self) -> None:
+        pending, self._pending_calls = self._pending_calls, []
+        try:
+            if len(pending) == 1:
+                func, args, kwargs, key, _ = pending[0]
+                submitted = [self.client.submit(func, *args, key=key, pure=False, **kwargs)]
+            else:
+                submitted = self.client.map(
+                    _apply,
+                    [p[0] for p in pending],
+                    [p[1] for p in pending],
+                    [p[2] for p in pending],
+                    key=[p[3] for p in pending],
+                    pure=False,
+                )
+        except Exception as exc:  # e.g. an unpicklable function: each job fails with it
+            for *_, waiter in pending:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (*_, waiter), cluster_future in zip(pending, submitted):
+            if waiter.cancelled():  # its job was cancelled before the batch went out
+                asyncio.ensure_future(self.client.cancel([cluster_future], force=True))
+            elif not waiter.done():
+                waiter.set_result(cluster_future)
 
     async def _run_threads(self, work: Work, key: str, progress: Progress) -> Any:
         if work.call is not None:
