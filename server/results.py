@@ -162,7 +162,13 @@ def to_arrow(value: Any) -> bytes:
     Raises:
         FailedPrecondition: The value is not tabular (the message names its type).
     """
-    import pyarrow as pa
+    try:
+        import pyarrow as pa
+    except ImportError as exc:  # an install without dask[dataframe]
+        raise FailedPrecondition(
+            "this server cannot write Arrow (pyarrow is not installed); "
+            "ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
+        ) from exc
 
     table = None
     if isinstance(value, pa.Table):
