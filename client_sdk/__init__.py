@@ -15,6 +15,7 @@ Example::
 :class:`AsyncComputeClient` has the same methods as coroutines.
 """
 
+from client_sdk._channel import TLSConfig
 from client_sdk._dask import DefaultScheduler, RemoteScheduler
 from client_sdk.aio import AsyncComputeClient, AsyncJob
 from client_sdk.client import ComputeClient
@@ -78,6 +79,7 @@ __all__ = [
     "ResourceExhausted",
     "ServiceUnavailable",
     "StatusCode",
+    "TLSConfig",
     "VersionMismatch",
     "Versions",
     "WorkerInfo",

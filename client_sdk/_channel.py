@@ -8,6 +8,7 @@ in how they call the stub.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,8 +30,27 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Trailing metadata key in which the server names its error class.
 ERROR_KEY = "dask-compute-error"
 
-#: What ``tls=`` accepts: off, on with the system's roots, or a PEM root certificate.
-TLS = Union[bool, str, "os.PathLike[str]", bytes, None]
+@dataclasses.dataclass(frozen=True)
+class TLSConfig:
+    """TLS with a client certificate, for servers that require one (mutual TLS).
+
+    Each field is a path to a PEM file, or the PEM bytes.
+
+    Attributes:
+        ca: The root certificate to check the server against; ``None`` uses
+            the system's roots.
+        cert: The client's certificate (chain).
+        key: The client certificate's private key.
+    """
+
+    ca: str | os.PathLike[str] | bytes | None = None
+    cert: str | os.PathLike[str] | bytes | None = None
+    key: str | os.PathLike[str] | bytes | None = None
+
+
+#: What ``tls=`` accepts: off, on with the system's roots, a PEM root
+#: certificate, or a :class:`TLSConfig` (mutual TLS).
+TLS = Union[bool, str, "os.PathLike[str]", bytes, TLSConfig, None]
 
 # Calls are retried by gRPC itself when the server is UNAVAILABLE (restarting,
 # or not yet listening). Reads, CancelJob and ReleaseJob change nothing on a
@@ -133,8 +153,21 @@ def credentials(tls: TLS) -> grpc.ChannelCredentials | None:
         return None
     if tls is True:
         return grpc.ssl_channel_credentials()
-    roots = tls if isinstance(tls, bytes) else pathlib.Path(tls).read_bytes()
-    return grpc.ssl_channel_credentials(root_certificates=roots)
+    if isinstance(tls, TLSConfig):
+        if (tls.cert is None) != (tls.key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_pem(tls.ca),
+            private_key=_pem(tls.key),
+            certificate_chain=_pem(tls.cert),
+        )
+    return grpc.ssl_channel_credentials(root_certificates=_pem(tls))
+
+
+def _pem(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return pathlib.Path(value).read_bytes()
 
 
 def call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:

@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from client_sdk import _cli_output as out
+from client_sdk._channel import TLSConfig
 from client_sdk.client import ComputeClient
 from client_sdk.errors import ComputeError, JobTimeout
 from client_sdk.job import Job
@@ -91,11 +92,20 @@ kwarg_option = click.option(
 )
 
 
+def _tls() -> Any:
+    """The ``tls=`` of the group's --tls-ca/--tls-cert/--tls-key (False when none is given)."""
+    params = click.get_current_context().find_root().params
+    ca, cert, key = params.get("tls_ca"), params.get("tls_cert"), params.get("tls_key")
+    if cert or key:
+        return TLSConfig(ca=ca, cert=cert, key=key)
+    return ca or False
+
+
 def _connect(target: str, token: str | None, timeout: float = 30.0) -> ComputeClient:
     try:
-        return ComputeClient(target, timeout=timeout, token=token)
+        return ComputeClient(target, timeout=timeout, token=token, tls=_tls())
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--target/--token") from exc
+        raise click.BadParameter(str(exc), param_hint="--target/--token/--tls-*") from exc
 
 
 @contextlib.contextmanager
@@ -204,10 +214,36 @@ def _await(job: Job, timeout: float | None) -> Any:
         progress.finish()
 
 
+_pem_file = click.Path(exists=True, dir_okay=False)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dask-compute-service")
-def main() -> None:
+@click.option(
+    "--tls-ca",
+    envvar="DASK_COMPUTE_TLS_CA",
+    type=_pem_file,
+    help="Client commands: PEM root certificate to check the server's TLS certificate "
+    "against (turns TLS on). [env DASK_COMPUTE_TLS_CA]",
+)
+@click.option(
+    "--tls-cert",
+    envvar="DASK_COMPUTE_CLIENT_CERT",
+    type=_pem_file,
+    help="Client commands: PEM client certificate, for servers that require one "
+    "(mutual TLS). [env DASK_COMPUTE_CLIENT_CERT]",
+)
+@click.option(
+    "--tls-key",
+    envvar="DASK_COMPUTE_CLIENT_KEY",
+    type=_pem_file,
+    help="Client commands: PEM private key of --tls-cert. [env DASK_COMPUTE_CLIENT_KEY]",
+)
+def main(tls_ca: str | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Dask Compute Service: run work on a long-lived Dask cluster over gRPC.
+
+    TLS options go before the command (dask-compute --tls-ca ca.pem info);
+    a grpcs:// target turns TLS on with the system's roots.
 
     Exit codes: 0 success, 1 failure, 2 bad usage, 3 a wait ran out of time.
     """
@@ -222,17 +258,28 @@ def main() -> None:
     show_default=True,
     help="Deadline of the check, in seconds.",
 )
-def health(target: str, timeout: float) -> None:
+@click.option(
+    "--service",
+    default="",
+    help="The service to ask about: '' (the default) for the process, "
+    "compute.v1.ComputeService for readiness (it follows the Dask scheduler).",
+)
+def health(target: str, timeout: float, service: str) -> None:
     """Check the server's gRPC health service; exit 0 when SERVING, 1 otherwise."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from client_sdk._channel import normalize_target
+    from client_sdk._channel import credentials, parse_target
 
-    with grpc.insecure_channel(normalize_target(target)) as channel:
+    address, scheme_tls = parse_target(target)
+    tls = _tls() or scheme_tls
+    channel = (
+        grpc.secure_channel(address, credentials(tls)) if tls else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            response = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as err:
             click.echo(f"UNREACHABLE: {err.code().name}: {err.details()}", err=True)
             sys.exit(1)

@@ -152,3 +152,33 @@ def test_an_unregistered_certificate_needs_a_token(mtls_server, pki):
         assert ping(channel, ALICE).job.owner == "alice"
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_sdk_and_cli_connect_with_a_client_certificate(mtls_server, pki):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from client_sdk import ComputeClient, ServiceUnavailable, TLSConfig
+
+    worker = pki["worker"]
+    tls = TLSConfig(ca=pki["ca"].cert_path, cert=worker.cert_path, key=worker.key_path)
+    with ComputeClient(mtls_server.target, tls=tls, timeout=30) as client:
+        assert client.run("add", 2, 3) == 5
+        assert client.submit(inc, 1, scheduler="threads").result(timeout=30) == 2
+    with ComputeClient(mtls_server.target, tls=str(pki["ca"].cert_path), timeout=5) as client:
+        with pytest.raises(ServiceUnavailable):
+            client.run("ping")  # no client certificate: refused in the handshake
+    cli = str(Path(sys.executable).with_name("dask-compute"))
+    tls_args = ["--tls-ca", str(pki["ca"].cert_path), "--tls-cert", str(worker.cert_path), "--tls-key", str(worker.key_path)]
+    ran = subprocess.run([cli, *tls_args, "run", "add", "2", "3", "--target", mtls_server.target], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stdout.strip() == "5", ran.stderr
+    health = subprocess.run([cli, *tls_args, "health", "--target", mtls_server.target], capture_output=True, text=True, timeout=60)
+    assert health.returncode == 0 and health.stdout.strip() == "SERVING", health.stderr
+    ready = subprocess.run(
+        [cli, *tls_args, "health", "--service", "compute.v1.ComputeService", "--target", mtls_server.target],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ready.returncode == 0 and ready.stdout.strip() == "SERVING", ready.stderr
+    plain = subprocess.run([cli, "health", "--target", mtls_server.target, "--timeout", "5"], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1

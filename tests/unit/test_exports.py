@@ -38,6 +38,7 @@ EXPECTED = [
     "ResourceExhausted",
     "ServiceUnavailable",
     "StatusCode",
+    "TLSConfig",
     "VersionMismatch",
     "Versions",
     "WorkerInfo",
