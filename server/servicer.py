@@ -81,59 +81,59 @@ def _code_of(exc: BaseException) -> str:
     return "INTERNAL"
 
 
+class _Answering:
+    """One RPC being answered: instance metadata first; on the way out, the
+    error's status code (see :func:`_abort`) and the RPC's metrics."""
+
+    def __init__(self, servicer: Any, name: str, request: Any, context: Any) -> None:
+        self.servicer, self.name, self.request, self.context = servicer, name, request, context
+        self.sent = 0
+
+    async def __aenter__(self) -> _Answering:
+        self.started = time.perf_counter()
+        await self.context.send_initial_metadata(self.servicer.metadata)
+        return self
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        code = "OK"
+        try:
+            if isinstance(exc, grpc.aio.AbortError):
+                code = "ABORTED"
+            elif exc is not None:
+                code = _code_of(exc)
+                if isinstance(exc, Exception):
+                    await _abort(self.context, self.name, exc)  # raises the status
+        finally:
+            received = self.request.ByteSize() if hasattr(self.request, "ByteSize") else 0
+            elapsed = time.perf_counter() - self.started
+            self.servicer.core.metrics.rpc(self.name, code, elapsed, received, self.sent)
+        return False
+
+
 def _translate_errors(method: Handler) -> Handler:
     """Wrap a unary handler: status codes for errors, instance metadata, metrics."""
-    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        code, response = "OK", None
-        try:
-            await context.send_initial_metadata(self.metadata)
+        async with _Answering(self, method.__name__, request, context) as answering:
             response = await method(self, request, context)
+            answering.sent = response.ByteSize()
             return response
-        except grpc.aio.AbortError:
-            code = "ABORTED"
-            raise
-        except BaseException as exc:
-            code = _code_of(exc)
-            if isinstance(exc, Exception):
-                await _abort(context, name, exc)
-            raise
-        finally:
-            sent = response.ByteSize() if response is not None else 0
-            received = request.ByteSize() if hasattr(request, "ByteSize") else 0
-            self.core.metrics.rpc(name, code, time.perf_counter() - started, received, sent)
 
     return wrapper  # type: ignore[return-value]
 
 
 def _translate_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Any:
     """Wrap a server-streaming handler the way :func:`_translate_errors` wraps unary ones."""
-    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(
         self: Any, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        code, sent = "OK", 0
-        try:
-            await context.send_initial_metadata(self.metadata)
+        async with _Answering(self, method.__name__, request, context) as answering:
             async for message in method(self, request, context):
-                sent += message.ByteSize()
+                answering.sent += message.ByteSize()
                 yield message
-        except grpc.aio.AbortError:
-            code = "ABORTED"
-            raise
-        except BaseException as exc:
-            code = _code_of(exc)
-            if isinstance(exc, Exception):
-                await _abort(context, name, exc)
-            raise
-        finally:
-            self.core.metrics.rpc(name, code, time.perf_counter() - started, request.ByteSize(), sent)
 
     return wrapper
 
