@@ -250,6 +250,11 @@ class Executors:
             futures = client.get(graph, keys, sync=False)
         progress.roots = list(flatten_keys(futures))
         try:
+            if work.call is None:
+                try:
+                    await progress.first_look(client)
+                except Exception as exc:  # progress is advisory; the job goes on
+                    logger.debug("no first look at the job's tasks: %s", exc)
             # Wait for the tasks without moving their data here: the result
             # stays on the cluster until someone fetches it.
             for future in _flatten(futures):

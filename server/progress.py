@@ -8,6 +8,7 @@ memory, erred, or already forgotten (consumed and released).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -48,6 +49,18 @@ class Progress:
         self.total = 1
         self.done = 1 if done else 0
 
+    async def first_look(self, client: Any, tries: int = 50) -> None:
+        """Learn the job's tasks right after submission, while they all still exist.
+
+        Finished tasks are forgotten once their dependents have them, so a
+        first look after the job ran would see only its result.
+        """
+        for _ in range(tries):
+            await self.refresh_from_scheduler(client)
+            if self.known is not None:
+                return
+            await asyncio.sleep(0.01)
+
     async def refresh_from_scheduler(self, client: Any) -> None:
         """Read the scheduler's task states of the job's tasks."""
         if not self.roots:
@@ -57,6 +70,8 @@ class Progress:
         # need not have this package installed.
         def count(dask_scheduler: Any, roots: list, known: list | None) -> tuple:
             tasks = dask_scheduler.tasks
+            if known is None and not all(key in tasks for key in roots):
+                return 0, 0, None  # the graph has not reached the scheduler yet
             if known is None:
                 seen: set = set()
                 stack = list(roots)
