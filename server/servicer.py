@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
 ERROR_KEY = "dask-compute-error"
-#: Initial metadata key carrying the server instance's id (new on every start).
+#: Trailing metadata key carrying the server instance's id (new on every start).
+#: Trailing, not initial: it then rides with the status, with no extra write.
 INSTANCE_KEY = "dask-compute-instance"
 
 #: Largest chunk of a result stream: every message stays under gRPC's usual 4 MiB limit.
@@ -54,7 +55,9 @@ def _details(message: str) -> str:
     return data[:MAX_DETAILS_BYTES].decode("utf-8", "ignore") + "... (truncated)"
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> str:
+async def _abort(
+    context: grpc.aio.ServicerContext, method: str, exc: Exception, metadata: tuple
+) -> str:
     """Answer a failed call with the status code of ``exc``; returns the code's name."""
     if isinstance(exc, ServiceError):
         # The error's class name lets clients tell, say, a missing function
@@ -62,13 +65,14 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
         await context.abort(
             getattr(grpc.StatusCode, exc.status),
             _details(str(exc)),
-            trailing_metadata=((ERROR_KEY, type(exc).__name__),),
+            trailing_metadata=(*metadata, (ERROR_KEY, type(exc).__name__)),
         )
     incident = uuid.uuid4().hex[:12]
     logger.error("%s failed unexpectedly (incident %s)", method, incident, exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error in {method} (incident {incident}); the server log has the details",
+        trailing_metadata=metadata,
     )
     return "INTERNAL"  # not reached: abort raises
 
@@ -91,7 +95,7 @@ class _Answering:
 
     async def __aenter__(self) -> _Answering:
         self.started = time.perf_counter()
-        await self.context.send_initial_metadata(self.servicer.metadata)
+        self.context.set_trailing_metadata(self.servicer.metadata)
         return self
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -102,7 +106,7 @@ class _Answering:
             elif exc is not None:
                 code = _code_of(exc)
                 if isinstance(exc, Exception):
-                    await _abort(self.context, self.name, exc)  # raises the status
+                    await _abort(self.context, self.name, exc, self.servicer.metadata)
         finally:
             received = self.request.ByteSize() if hasattr(self.request, "ByteSize") else 0
             elapsed = time.perf_counter() - self.started

@@ -104,12 +104,12 @@ def test_job_past_its_time_limit_fails_with_a_timeout(stub, scheduler):
 
 def test_every_response_names_the_server_instance(stub):
     _, call = stub.GetClusterInfo.with_call(pb.GetClusterInfoRequest(), timeout=30)
-    first = dict(call.initial_metadata())["dask-compute-instance"]
+    first = dict(call.trailing_metadata())["dask-compute-instance"]
     _, call = stub.ListJobs.with_call(pb.ListJobsRequest(page_size=1), timeout=30)
-    assert dict(call.initial_metadata())["dask-compute-instance"] == first
+    assert dict(call.trailing_metadata())["dask-compute-instance"] == first
     with pytest.raises(grpc.RpcError) as info:
         stub.GetJob(pb.GetJobRequest(job_id="f" * 32), timeout=30)
-    assert dict(info.value.initial_metadata())["dask-compute-instance"] == first
+    assert dict(info.value.trailing_metadata())["dask-compute-instance"] == first
     assert len(first) == 32
 
 

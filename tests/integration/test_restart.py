@@ -44,7 +44,7 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
         )
         retried = _submit(stub, retry_spec)
         accepted = [done.job_id, lost.job_id, retried.job_id]
-        instance_before = dict(stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)[1].initial_metadata())["dask-compute-instance"]
+        instance_before = dict(stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)[1].trailing_metadata())["dask-compute-instance"]
         time.sleep(0.3)
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(30)
@@ -54,7 +54,7 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
         with grpc.insecure_channel(second.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
             response, call = stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)
-            assert dict(call.initial_metadata())["dask-compute-instance"] != instance_before
+            assert dict(call.trailing_metadata())["dask-compute-instance"] != instance_before
             listed = {j.job_id: j for j in stub.ListJobs(pb.ListJobsRequest(page_size=100), timeout=10).jobs}
             assert set(accepted) <= set(listed), "every job accepted before the kill is still listed"
             assert not any(j.state == pb.JOB_STATE_RUNNING and j.job_id == lost.job_id for j in listed.values())
