@@ -31,7 +31,10 @@ def main() -> None:
     with ComputeClient(args.target) as client:
         print(client)
         job = client.submit_function("sleep", args.seconds, scheduler=args.scheduler)
-        job.add_done_callback(lambda j: print(f"callback: job is done, cancelled={j.cancelled()}"))
+        # The callback runs on the client's callback thread: it records what it
+        # saw, and the main thread prints it, so lines don't interleave.
+        seen = []
+        job.add_done_callback(lambda j: seen.append(j.cancelled()))
         print(f"submitted {job.job_id}")
         start = time.monotonic()
         while job.status() is not JobState.RUNNING and time.monotonic() - start < 30:
@@ -48,6 +51,7 @@ def main() -> None:
         info = job.info()
         print(f"final state: {info.state.value} (reason: {info.cancel_reason})")
         time.sleep(0.2)  # the callback runs on the client's callback thread
+        print(f"callback: job is done, cancelled={seen[0] if seen else None}")
 
 
 if __name__ == "__main__":

@@ -100,17 +100,17 @@ class _Answering:
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
         code = "OK"
-        try:
-            if isinstance(exc, grpc.aio.AbortError):
-                code = "ABORTED"
-            elif exc is not None:
-                code = _code_of(exc)
-                if isinstance(exc, Exception):
-                    await _abort(self.context, self.name, exc, self.servicer.metadata)
-        finally:
-            received = self.request.ByteSize() if hasattr(self.request, "ByteSize") else 0
-            elapsed = time.perf_counter() - self.started
-            self.servicer.core.metrics.rpc(self.name, code, elapsed, received, self.sent)
+        if isinstance(exc, grpc.aio.AbortError):
+            code = "ABORTED"
+        elif exc is not None:
+            code = _code_of(exc)
+        # Counted before the status goes out, so a caller that scrapes the
+        # metrics right after its answer sees its call.
+        received = self.request.ByteSize() if hasattr(self.request, "ByteSize") else 0
+        elapsed = time.perf_counter() - self.started
+        self.servicer.core.metrics.rpc(self.name, code, elapsed, received, self.sent)
+        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+            await _abort(self.context, self.name, exc, self.servicer.metadata)  # raises
         return False
 
 

@@ -103,9 +103,7 @@ def test_submit_watch_and_cancel(server) -> None:
     )
     assert re.search(r"submitted \w+", out), out
     assert re.search(r"^\s+\d+\.\d\ds\s+running$", out, re.MULTILINE), out
-    # cancel() printed False once in a loaded CI run while the job did end
-    # cancelled (seen once, not reproduced): the job's end is what is checked.
-    assert re.search(r"^cancel\(\) -> (True|False)$", out, re.MULTILINE), out
+    assert re.search(r"^cancel\(\) -> True$", out, re.MULTILINE), out
     assert "result() raised JobCancelled" in out
     assert "final state: cancelled (reason: cancelled by the caller)" in out
     assert "callback: job is done, cancelled=True" in out
