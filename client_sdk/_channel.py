@@ -70,6 +70,8 @@ _RETRIED = (
     "GetJobResult",
     "ReleaseJob",
     "WatchJob",
+    "GetObject",
+    "DeleteObject",
 )
 SERVICE_CONFIG = json.dumps(
     {

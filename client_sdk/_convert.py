@@ -20,6 +20,7 @@ from client_sdk.types import (
     JobError,
     JobInfo,
     JobState,
+    ObjectRef,
     Parameter,
     Versions,
     WorkerInfo,
@@ -108,8 +109,8 @@ def function_call_spec(
     )
     spec.call.function = name
     try:
-        spec.call.args.extend(list(args))
-        spec.call.kwargs.update(dict(kwargs))
+        spec.call.args.extend([_object_markers(a) for a in args])
+        spec.call.kwargs.update({k: _object_markers(v) for k, v in kwargs.items()})
     except (ValueError, TypeError) as exc:
         raise InvalidArguments(
             StatusCode.INVALID_ARGUMENT,
@@ -117,6 +118,17 @@ def function_call_spec(
             "use submit() to send Python objects",
         ) from exc
     return spec
+
+
+def _object_markers(value: Any) -> Any:
+    """JSON arguments with each :class:`ObjectRef` as the server's ``{"$object": id}``."""
+    if isinstance(value, ObjectRef):
+        return {"$object": value.object_id}
+    if isinstance(value, (list, tuple)):
+        return [_object_markers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _object_markers(v) for k, v in value.items()}
+    return value
 
 
 def pickled_call_spec(
@@ -127,9 +139,10 @@ def pickled_call_spec(
     label: str = "",
 ) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled call."""
+    payload, object_ids = _pickle.dump_call(func, args, kwargs)
     return pb.JobSpec(
         pickled_call=pb.PickledCall(
-            payload=_pickle.dump_call(func, args, kwargs), serializer=pb.SERIALIZER_CLOUDPICKLE
+            payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
         ),
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
@@ -140,8 +153,11 @@ def pickled_call_spec(
 
 def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
+    payload, object_ids = _pickle.dump_graph(obj)
     return pb.JobSpec(
-        graph=pb.DaskGraph(payload=_pickle.dump_graph(obj), serializer=pb.SERIALIZER_CLOUDPICKLE),
+        graph=pb.DaskGraph(
+            payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
+        ),
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
         name=label,

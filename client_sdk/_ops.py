@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from client_sdk import _channel, _convert, _dask, _versions
+from client_sdk import _channel, _convert, _dask, _pickle, _versions
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._results import ResultAssembler, StreamedResult
 from client_sdk._sansio import Call, Op, Stream
-from client_sdk.errors import DeadlineExceeded, JobTimeout, ServiceUnavailable, StatusCode
-from client_sdk.types import ClusterInfo, FunctionInfo, JobInfo, JobState, Versions
+from client_sdk.errors import (
+    DeadlineExceeded,
+    JobTimeout,
+    NotFound,
+    ServiceUnavailable,
+    StatusCode,
+)
+from client_sdk.types import ClusterInfo, FunctionInfo, JobInfo, JobState, ObjectRef, Versions
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +42,10 @@ RESULT_STREAM_TIMEOUT = 300.0
 RESULT_STREAM_ATTEMPTS = 3
 #: Most jobs in one SubmitJobs call (the server's limit).
 MAX_BATCH = 10_000
+#: Bytes per message of an upload (the server accepts up to 64 MiB per message).
+UPLOAD_CHUNK = 1024 * 1024
+#: Deadline of an upload, in seconds.
+UPLOAD_DEADLINE = 3600.0
 #: A SubmitJobs call is cut short once its payloads reach this many bytes.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -425,6 +435,50 @@ class ClientBase:
         info, result = yield from self._long_poll(job_id, None)
         value, error = yield from self._settled(info, result, fetch=False)
         return info, value, error
+
+    def scatter(self, value: Any) -> Op[ObjectRef]:
+        """Upload ``value`` once; jobs then take the returned reference in its place.
+
+        The value is cloudpickled (NumPy and Arrow buffers out of band) and
+        named by the SHA-256 of those bytes. If the server already holds it,
+        nothing is sent; otherwise it is streamed in chunks, checked on
+        arrival, and loaded on the cluster (never in the server process).
+
+        Args:
+            value: Any picklable value (an array, a DataFrame, a model...).
+
+        Returns:
+            An :class:`client_sdk.ObjectRef` for ``submit``, ``map``, ``run``
+            and Dask work.
+
+        Raises:
+            VersionMismatch: This side cannot send pickled data to the server.
+            PermissionDenied: The caller lacks the 'code' permission.
+            ResourceExhausted: Larger than the server accepts.
+        """
+        yield from self._check_versions()
+        data, sizes, sha = _pickle.encode_object(value)
+        object_id = f"sha256:{sha}"
+        try:
+            held = yield Call("GetObject", pb.GetObjectRequest(object_id=object_id))
+            return ObjectRef(held.object.object_id, held.object.size_bytes)
+        except NotFound:
+            pass
+
+        def messages() -> Iterator[pb.PutObjectRequest]:
+            header = pb.ObjectHeader(sha256=sha, size_bytes=len(data), segment_sizes=sizes)
+            yield pb.PutObjectRequest(header=header)
+            view = memoryview(data)
+            for start in range(0, len(data), UPLOAD_CHUNK):
+                yield pb.PutObjectRequest(chunk=bytes(view[start : start + UPLOAD_CHUNK]))
+
+        response = yield Call("PutObject", messages(), UPLOAD_DEADLINE)
+        return ObjectRef(response.object.object_id, response.object.size_bytes)
+
+    def delete_object(self, ref: ObjectRef) -> Op[bool]:
+        """Free an uploaded object on the server now; returns whether it was held."""
+        response = yield Call("DeleteObject", pb.DeleteObjectRequest(object_id=ref.object_id))
+        return response.deleted
 
     def release(self, job_id: str) -> Op[bool]:
         """Free a finished job's result on the server now, rather than when it expires.

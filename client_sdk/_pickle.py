@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -9,20 +11,71 @@ from typing import Any
 
 import cloudpickle
 
+from client_sdk.types import ObjectRef
+
 logger = logging.getLogger(__name__)
 
 #: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
 PROTOCOL = 5
 
 
-def dump_call(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
-    """Serialize a call as the ``(callable, args, kwargs)`` tuple the server expects."""
-    return cloudpickle.dumps((func, tuple(args), dict(kwargs)), protocol=PROTOCOL)
+#: How a pickle names an uploaded object: the server puts the object in its place.
+PERSISTENT_ID_PREFIX = "dask-compute-object:"
 
 
-def dump_graph(obj: Any) -> bytes:
-    """Serialize a collection, a tuple of collections, or a ``(graph, keys)`` pair."""
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+class _RefPickler(cloudpickle.Pickler):
+    """A cloudpickler that writes uploaded objects as references, collecting their ids."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.object_ids: list[str] = []
+
+    def persistent_id(self, obj: Any) -> str | None:
+        if isinstance(obj, ObjectRef):
+            if obj.object_id not in self.object_ids:
+                self.object_ids.append(obj.object_id)
+            return PERSISTENT_ID_PREFIX + obj.object_id
+        return None
+
+
+def _dump(obj: Any) -> tuple[bytes, list[str]]:
+    buffer = io.BytesIO()
+    pickler = _RefPickler(buffer)
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.object_ids
+
+
+def dump_call(
+    func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[bytes, list[str]]:
+    """Serialize a call as the ``(callable, args, kwargs)`` tuple the server expects.
+
+    Returns:
+        The payload, and the ids of the uploaded objects it refers to.
+    """
+    return _dump((func, tuple(args), dict(kwargs)))
+
+
+def dump_graph(obj: Any) -> tuple[bytes, list[str]]:
+    """Serialize a collection, a tuple of collections, or a ``(graph, keys)`` pair.
+
+    Returns:
+        The payload, and the ids of the uploaded objects it refers to.
+    """
+    return _dump(obj)
+
+
+def encode_object(value: Any) -> tuple[bytes, list[int], str]:
+    """Bytes to upload for ``value``: its pickle and out-of-band buffers, back to back.
+
+    Returns:
+        The bytes, the segments' sizes, and their SHA-256 (hex).
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    main = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
+    segments = [memoryview(main)] + [memoryview(b.raw()) for b in buffers]
+    data = b"".join(segments)
+    return data, [s.nbytes for s in segments], hashlib.sha256(data).hexdigest()
 
 
 def loads(data: Any, buffers: Sequence[Any] = ()) -> Any:

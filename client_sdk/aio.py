@@ -70,6 +70,8 @@ class AsyncComputeClient(ClientBase):
     wait = coroutine(ClientBase.wait)
     cancel = coroutine(ClientBase.cancel)
     release = coroutine(ClientBase.release)
+    scatter = coroutine(ClientBase.scatter)
+    delete_object = coroutine(ClientBase.delete_object)
 
     async def gather(
         self, jobs: AsyncJob | Iterable[AsyncJob], timeout: float | None = None

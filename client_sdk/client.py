@@ -97,6 +97,8 @@ class ComputeClient(ClientBase):
     wait = blocking(ClientBase.wait)
     cancel = blocking(ClientBase.cancel)
     release = blocking(ClientBase.release)
+    scatter = blocking(ClientBase.scatter)
+    delete_object = blocking(ClientBase.delete_object)
 
     def gather(self, jobs: Job | Iterable[Job], timeout: float | None = None) -> Any:
         """Wait for jobs and return their values.

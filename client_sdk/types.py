@@ -30,6 +30,23 @@ class JobState(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectRef:
+    """Data uploaded once with ``client.scatter`` and held on the service's cluster.
+
+    Pass it wherever the data would go: as an argument of ``submit``, ``map``
+    or a named function in ``run``, or inside Dask work. The server puts the
+    data in its place; it is not uploaded again.
+
+    Attributes:
+        object_id: "sha256:" and the hash of the uploaded bytes.
+        size: The size of those bytes.
+    """
+
+    object_id: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerInfo:
     """One Dask worker.
 

@@ -786,7 +786,11 @@ class ComputeCore:
         held = None
         if request.object_ids:
             ids = {objects.check_object_id(i) for i in request.object_ids}
-            held = await self._objects_for(caller, ids, scheduler)
+            # A Dask graph was built around a placeholder: a cluster future put
+            # there when it is loaded would not be a dependency of its tasks, so
+            # graphs get the values (fetched from the cluster) on every scheduler.
+            by_value = request.kind is JobKind.GRAPH
+            held = await self._objects_for(caller, ids, "local" if by_value else scheduler)
         if request.kind is JobKind.PICKLED_CALL:
             func, args, kwargs = await self._load(_pickle.load_call, request.payload, held)
             return Work(call=(func, args, kwargs)), _pickle.describe_callable(func)

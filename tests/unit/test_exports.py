@@ -31,6 +31,7 @@ EXPECTED = [
     "JobState",
     "JobTimeout",
     "NotFound",
+    "ObjectRef",
     "Parameter",
     "PermissionDenied",
     "RPCError",
