@@ -140,28 +140,28 @@ def pickled_call_spec(
 ) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled call."""
     payload, object_ids = _pickle.dump_call(func, args, kwargs)
-    return pb.JobSpec(
-        pickled_call=pb.PickledCall(
-            payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
-        ),
-        scheduler=scheduler(scheduler_name),
-        result_format=pb.RESULT_FORMAT_PICKLE,
-        name=label,
-        request_id=request_id(),
+    work = pb.PickledCall(
+        payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
     )
+    return _pickled_spec(scheduler_name, label, pickled_call=work)
 
 
 def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
     payload, object_ids = _pickle.dump_graph(obj)
+    work = pb.DaskGraph(payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids)
+    return _pickled_spec(scheduler_name, label, graph=work)
+
+
+def _pickled_spec(scheduler_name: str | None, label: str, **work: Any) -> pb.JobSpec:
+    # Pickled work always asks for a pickled result, and always carries a fresh
+    # request_id, so gRPC's retries never run it twice.
     return pb.JobSpec(
-        graph=pb.DaskGraph(
-            payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
-        ),
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
         name=label,
         request_id=request_id(),
+        **work,
     )
 
 

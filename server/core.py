@@ -836,7 +836,7 @@ class ComputeCore:
             runtime = self._runtimes[job_id]
             execution = asyncio.ensure_future(
                 _contain_exits(
-                    executors.run(work, scheduler, f"{target}-{job_id}", runtime.progress)
+                    executors.run(work, scheduler, _task_key(target, job_id), runtime.progress)
                 )
             )
             try:
@@ -1011,7 +1011,7 @@ class ComputeCore:
         if record.state is not JobState.CANCELLED or record.cancel_reason != reason:
             return record, False  # it finished first
         if record.scheduler == "distributed" and record.kind is not JobKind.GRAPH:
-            await self._cancel_on_cluster(f"{record.target}-{job_id}", reason)
+            await self._cancel_on_cluster(_task_key(record.target, job_id), reason)
         return record, True
 
     async def _cancel_on_cluster(self, key: str, reason: str) -> None:
@@ -1158,7 +1158,7 @@ class ComputeCore:
             return existing, True
         if not self.cluster_ok:
             raise Unavailable(self._outage_message())
-        data = await objects.receive(chunks, size, segment_sizes, sha256)
+        data = await objects.receive(chunks, size, segment_sizes)
         await self._pools().in_thread(objects.verify, data, sha256)
         client = self._client
         raw = await client.scatter(bytes(data), hash=False)
@@ -1231,6 +1231,11 @@ class ComputeCore:
                 key: job_id for key, job_id in self._by_request_id.items() if job_id not in old
             }
             logger.info("expired %d finished job records", len(old))
+
+
+def _task_key(target: str, job_id: str) -> str:
+    """The key of a job's task on the cluster (every replica derives the same one)."""
+    return f"{target}-{job_id}"
 
 
 def _request_doc(request: JobRequest) -> dict[str, Any]:

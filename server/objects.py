@@ -79,13 +79,12 @@ def replace_json_markers(value: Any, objects: dict[str, Any]) -> Any:
 
 
 async def receive(
-    chunks: AsyncIterator[bytes], size: int, segment_sizes: Sequence[int], sha256: str
+    chunks: AsyncIterator[bytes], size: int, segment_sizes: Sequence[int]
 ) -> bytearray:
-    """Collect an upload's bytes and check them.
+    """Collect an upload's bytes (:func:`verify` checks their hash).
 
     Raises:
-        InvalidArgument: Too many or too few bytes, or a hash that does not match;
-            nothing is kept.
+        InvalidArgument: Too many or too few bytes; nothing is kept.
     """
     if sum(segment_sizes or [size]) != size:
         raise InvalidArgument(f"segment sizes add up to {sum(segment_sizes)}, not {size}")

@@ -221,15 +221,7 @@ class SqlJobTable:
 
     def get(self, job_id: str) -> JobRecord:
         record = self._cache.get(job_id)
-        if record is not None:
-            return record
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
-            ).first()
-        if row is None:
-            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
-        return _record(row)
+        return record if record is not None else self._read(job_id)
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
         """Apply ``changes``; a change of state applies only to an unfinished job.
