@@ -1,6 +1,6 @@
 """Timing helpers and the benchmark's measurements, each one side by side.
 
-Every function returns plain numbers; :mod:`bench.__main__` turns them into rows.
+Every function returns plain numbers; the section modules turn them into rows.
 """
 
 from __future__ import annotations

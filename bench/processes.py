@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pathlib
@@ -26,15 +27,34 @@ def _dask_compute() -> str:
     return str(here) if here.exists() else "dask-compute"
 
 
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """A process started by :func:`process`, and the log line that said it was ready."""
+
+    process: subprocess.Popen
+    match: re.Match[str]
+
+    @property
+    def pid(self) -> int:
+        """The process id (to watch its memory, or signal it)."""
+        return self.process.pid
+
+
 @contextlib.contextmanager
-def _process(
+def process(
     command: Sequence[str], pattern: re.Pattern[str], timeout: float
-) -> Iterator[re.Match[str]]:
+) -> Iterator[Started]:
+    """Run ``command`` until the block ends; ready once its output matches ``pattern``.
+
+    It runs from the project's root with the project on ``PYTHONPATH`` (so
+    servers and workers import :mod:`bench.tasks`), its output in a temporary
+    file; SIGTERM ends it, then SIGKILL after 60 s.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The server and its workers import bench.tasks, as any installed module.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with tempfile.TemporaryFile("w+b") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -43,28 +63,41 @@ def _process(
                 match = pattern.search(text)
                 if match:
                     break
-                if process.poll() is not None or time.monotonic() > deadline:
+                if child.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{command[0]} did not start:\n{text[-3000:]}")
                 time.sleep(0.05)
-            yield match
+            yield Started(child, match)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
             try:
-                process.wait(60)
+                child.wait(60)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+                child.kill()
+                child.wait(10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """A running ``dask-compute serve``."""
+
+    target: str
+    pid: int
 
 
 @contextlib.contextmanager
-def service(workers: int, threads: int) -> Iterator[str]:
+def server(args: Sequence[str], timeout: float = 180) -> Iterator[Service]:
+    """``dask-compute serve --port 0 ARGS``; yields its target and pid once it listens."""
+    command = [_dask_compute(), "serve", "--port", "0", *args]
+    with process(command, _SERVING, timeout=timeout) as started:
+        match = started.match
+        yield Service(f"{match.group(1)}:{match.group(2)}", started.pid)
+
+
+@contextlib.contextmanager
+def service(workers: int, threads: int, extra: Sequence[str] = ()) -> Iterator[str]:
     """A ``dask-compute serve`` of ``workers`` worker processes; yields its target."""
-    command = [
-        _dask_compute(),
-        "serve",
-        "--port",
-        "0",
+    args = [
         "--n-workers",
         str(workers),
         "--threads-per-worker",
@@ -75,13 +108,14 @@ def service(workers: int, threads: int) -> Iterator[str]:
         # Its own job records, whatever other servers run on this machine.
         "--job-store",
         "memory",
+        *extra,
     ]
-    with _process(command, _SERVING, timeout=180) as match:
-        yield f"{match.group(1)}:{match.group(2)}"
+    with server(args) as running:
+        yield running.target
 
 
 @contextlib.contextmanager
 def echo_server() -> Iterator[int]:
     """The bare gRPC echo server; yields its port."""
-    with _process([sys.executable, "-m", "bench.echo"], _ECHO, timeout=60) as match:
-        yield int(match.group(1))
+    with process([sys.executable, "-m", "bench.echo"], _ECHO, timeout=60) as started:
+        yield int(started.match.group(1))
