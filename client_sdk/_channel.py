@@ -30,6 +30,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Trailing metadata key in which the server names its error class.
 ERROR_KEY = "dask-compute-error"
 
+
 @dataclasses.dataclass(frozen=True)
 class TLSConfig:
     """TLS with a client certificate, for servers that require one (mutual TLS).

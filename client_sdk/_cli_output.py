@@ -1,4 +1,4 @@
-"""How the command line prints: JSON, tables, job records and progress while waiting."""
+"""How the command line prints: JSON, tables, job records, and progress while waiting or watching."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import click
 
-from client_sdk.types import JobInfo
+from client_sdk.types import JobInfo, JobState, JobUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +157,89 @@ class Progress:
         if self._drawn:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+def _tasks(update: JobUpdate) -> str:
+    done, total = update.progress.tasks_done, update.progress.tasks_total
+    return f"{done}/{total} tasks" if total else "tasks not known yet"
+
+
+class ProgressBar:
+    """Draws a watched job's progress: a bar redrawn in place on a terminal, lines otherwise.
+
+    Off a terminal a line is written when the job's state changes, and for
+    progress at most every ``every`` seconds, so a log stays readable.
+
+    Args:
+        job_id: The job being watched.
+        stream: Where to write (standard error, so standard output stays clean).
+        tty: Whether ``stream`` is a terminal; ``None`` asks it.
+        every: Seconds between progress lines when not on a terminal.
+        width: Characters of the bar.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        stream: IO[str] | None = None,
+        tty: bool | None = None,
+        every: float = 5.0,
+        width: int = 30,
+    ) -> None:
+        self.job_id = job_id
+        self.stream = stream or click.get_text_stream("stderr")
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every = every
+        self.width = width
+        self.start = time.monotonic()
+        self._state: JobState | None = None
+        self._next_line = 0.0
+        self._drawn = False
+
+    def bar(self, update: JobUpdate) -> str:
+        """The bar for ``update``: ``[#######...........]  7/20 tasks  running  1.2s``."""
+        fraction = update.progress.fraction
+        filled = 0 if fraction is None else round(fraction * self.width)
+        elapsed = time.monotonic() - self.start
+        return (
+            f"[{'#' * filled}{'.' * (self.width - filled)}]  {_tasks(update)}  "
+            f"{update.job.state.value}  {elapsed:.1f}s"
+        )
+
+    def update(self, update: JobUpdate) -> None:
+        """Show ``update``: redraw the bar, or write a line if one is due."""
+        if self.tty:
+            self.stream.write(f"\r{self.bar(update)}\033[K")
+            self.stream.flush()
+            self._drawn = True
+            return
+        elapsed = time.monotonic() - self.start
+        if update.job.state is self._state and elapsed < self._next_line:
+            return
+        self._state = update.job.state
+        self._next_line = elapsed + self.every
+        fraction = update.progress.fraction
+        percent = "" if fraction is None else f" ({fraction:.0%})"
+        self.stream.write(
+            f"job {self.job_id} {update.job.state.value}: {_tasks(update)}{percent}, "
+            f"{elapsed:.1f}s\n"
+        )
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the bar's line, so what follows starts on a line of its own."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def watch_summary(update: JobUpdate) -> str:
+    """The line that says how a watched job ended."""
+    job = update.job
+    took = f" in {job.duration:.3f}s" if job.duration is not None else ""
+    line = f"job {job.job_id} {job.state.value}{took} ({_tasks(update)})"
+    if job.error is not None:
+        line += f": {job.error.type}: {job.error.message}"
+    elif job.cancel_reason:
+        line += f": {job.cancel_reason}"
+    return line

@@ -20,8 +20,10 @@ from client_sdk.types import (
     JobError,
     JobInfo,
     JobState,
+    JobUpdate,
     ObjectRef,
     Parameter,
+    Progress,
     Versions,
     WorkerInfo,
 )
@@ -149,7 +151,9 @@ def pickled_call_spec(
 def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
     payload, object_ids = _pickle.dump_graph(obj)
-    work = pb.DaskGraph(payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids)
+    work = pb.DaskGraph(
+        payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
+    )
     return _pickled_spec(scheduler_name, label, graph=work)
 
 
@@ -235,6 +239,12 @@ def job_exception(job: JobInfo) -> BaseException:
     if error.traceback and hasattr(exc, "add_note"):  # Python 3.11+
         exc.add_note(f"Remote traceback of job {job.job_id}:\n{error.traceback.rstrip()}")
     return exc
+
+
+def job_update(message: pb.WatchJobResponse) -> JobUpdate:
+    """A :class:`JobUpdate` from a ``WatchJobResponse`` message."""
+    progress = Progress(message.progress.tasks_done, message.progress.tasks_total)
+    return JobUpdate(job_info(message.job), progress)
 
 
 def wait_request(job_id: str, timeout: float | None) -> pb.WaitJobRequest:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
 
 from client_sdk import _channel, _convert
-from client_sdk._ops import ClientBase
+from client_sdk._ops import ClientBase, Watching
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from client_sdk._sansio import Op, Step, Stream, advance, async_pages, coroutine
 from client_sdk.errors import ComputeError, JobTimeout
 from client_sdk.job import JobBase
-from client_sdk.types import JobInfo, JobState
+from client_sdk.types import JobInfo, JobState, JobUpdate, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,30 @@ class AsyncComputeClient(ClientBase):
         return [await job.result(timeout) for job in jobs]
 
     list_jobs = async_pages(ClientBase.list_jobs)
+
+    async def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[JobUpdate]:
+        """Follow a job as it runs (``async for``), as :meth:`client_sdk.ComputeClient.watch`.
+
+        Raises:
+            JobTimeout: ``timeout`` passed before the job finished; it goes on.
+            JobNotFound: No such job.
+        """
+        watching = Watching(job_id, timeout)
+        while (call := watching.next_call()) is not None:
+            if self._closed:
+                raise ComputeError("WatchJob: the client is closed")
+            request, deadline = call
+            stream = self._stub.WatchJob(request, timeout=deadline, metadata=self._metadata)
+            try:
+                async for message in stream:
+                    update = watching.seen(message)
+                    if update is not None:
+                        yield update
+                watching.ended()
+            except grpc.RpcError as err:
+                watching.failed(_channel.error_from_rpc(err))
+            finally:
+                stream.cancel()
 
     async def close(self) -> None:
         """Stop watching jobs and close the channel."""
@@ -222,6 +246,16 @@ class AsyncJob(JobBase):
         """The exception the job raised, or ``None``, as :meth:`client_sdk.Job.exception`."""
         await self._wait(timeout)
         return self._future.exception()
+
+    async def progress(self) -> Progress:
+        """The job's tasks done out of total now, as :meth:`client_sdk.Job.progress`."""
+        async for update in self._client.watch(self.job_id):
+            return update.progress
+        raise ComputeError(f"WatchJob: no report on job {self.job_id}")  # pragma: no cover
+
+    def watch(self, timeout: float | None = None) -> AsyncIterator[JobUpdate]:
+        """Follow the job (``async for``), as :meth:`AsyncComputeClient.watch`."""
+        return self._client.watch(self.job_id, timeout)
 
     def add_done_callback(self, fn: Callable[[AsyncJob], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes, from the event loop."""

@@ -455,6 +455,53 @@ def wait(job_id: str, target: str, token: str | None, timeout: float | None, as_
 
 @main.command()
 @click.argument("job_id", metavar="JOB")
+@_client_command
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to watch; the job goes on when they pass (exit 3). [default: no limit]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each update as a line of JSON (JSON Lines) instead of drawing a bar.",
+)
+def watch(
+    job_id: str, target: str, token: str | None, timeout: float | None, as_json: bool
+) -> None:
+    """Follow a JOB until it finishes: its state and Dask tasks done out of total.
+
+    On a terminal a progress bar is redrawn in place (on standard error);
+    otherwise a line is written when the state changes and every few seconds.
+    The last line, on standard output, says how the job ended. Exit 0 when it
+    succeeded, 1 when it failed or was cancelled, 3 when --timeout passed.
+    Interrupting (Ctrl-C) stops watching; the job goes on (use ``wait`` for
+    its value, ``cancel`` to stop it).
+    """
+    last = None
+    with _connect(target, token) as client:
+        bar = out.ProgressBar(job_id)
+        try:
+            for update in client.watch(job_id, timeout):
+                last = update
+                if as_json:
+                    click.echo(json.dumps(out.plain(update), default=repr))
+                else:
+                    bar.update(update)
+        finally:
+            bar.finish()
+    if last is None:  # pragma: no cover - the server always reports the job first
+        raise click.ClickException(f"no report on job {job_id}")
+    if not as_json:
+        click.echo(out.watch_summary(last))
+    if last.job.state is not JobState.SUCCEEDED:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
 @click.option(
     "--reason",
     default="cancelled from the command line",

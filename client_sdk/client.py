@@ -12,19 +12,19 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 
 from client_sdk import _channel, _convert
 from client_sdk._dask import DefaultScheduler
-from client_sdk._ops import ClientBase
+from client_sdk._ops import ClientBase, Watching
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from client_sdk._sansio import Op, Step, Stream, advance, blocking, pages
 from client_sdk.errors import ComputeError
 from client_sdk.job import Job
-from client_sdk.types import JobInfo, JobState
+from client_sdk.types import JobInfo, JobState, JobUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,46 @@ class ComputeClient(ClientBase):
         return [job.result(timeout) for job in jobs]
 
     list_jobs = pages(ClientBase.list_jobs)
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobUpdate]:
+        """Follow a job as it runs: its state and progress, as the server reports them.
+
+        The first update is the job as it is now; then one comes whenever its
+        state or its tasks done change (at most a few a second), and the last
+        one is the job finished. Progress counts the job's Dask tasks, taken
+        from its scheduler's own state. Stopping the iteration early closes
+        the stream; the job goes on.
+
+        Example::
+
+            for update in client.watch(job.job_id):
+                print(update.job.state, update.progress.tasks_done, update.progress.tasks_total)
+
+        Args:
+            job_id: The job's id.
+            timeout: Seconds to follow it; ``None`` follows it until it finishes.
+
+        Raises:
+            JobTimeout: ``timeout`` passed before the job finished; it goes on.
+            JobNotFound: No such job.
+        """
+        watching = Watching(job_id, timeout)
+        while (call := watching.next_call()) is not None:
+            request, deadline = call
+            try:
+                stream = self._stub.WatchJob(request, timeout=deadline, metadata=self._metadata)
+            except ValueError as exc:  # grpc raises it for calls on a closed channel
+                raise ComputeError("WatchJob: the client is closed") from exc
+            try:
+                for message in stream:
+                    update = watching.seen(message)
+                    if update is not None:
+                        yield update
+                watching.ended()
+            except grpc.RpcError as err:
+                watching.failed(_channel.error_from_rpc(err))
+            finally:
+                stream.cancel()
 
     def as_default(self, scheduler: str | None = None) -> DefaultScheduler:
         """Make this client Dask's default scheduler, as creating a ``distributed.Client`` does.

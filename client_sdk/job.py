@@ -19,7 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from client_sdk import _convert
@@ -27,7 +27,7 @@ from client_sdk._ops import ClientBase
 from client_sdk._results import StreamedResult
 from client_sdk._sansio import Op, blocking
 from client_sdk.errors import JobTimeout
-from client_sdk.types import JobInfo, JobState
+from client_sdk.types import JobInfo, JobState, JobUpdate, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,29 @@ class Job(JobBase, concurrent.futures.Future):
         """
         self._wait(timeout)
         return concurrent.futures.Future.exception(self, 0)
+
+    def progress(self) -> Progress:
+        """The job's Dask tasks done out of total now, from its scheduler's own state.
+
+        ``Progress(0, 0)`` while the total is not known yet (a queued job);
+        a finished job reports all of its tasks done. See :meth:`watch` to
+        follow it as it changes.
+        """
+        updates = self._client.watch(self.job_id)
+        try:
+            return next(updates).progress
+        finally:
+            updates.close()  # closes the stream
+
+    def watch(self, timeout: float | None = None) -> Iterator[JobUpdate]:
+        """Follow the job as it runs; see :meth:`client_sdk.ComputeClient.watch`.
+
+        Example::
+
+            for update in job.watch():
+                print(f"{update.progress.tasks_done}/{update.progress.tasks_total}")
+        """
+        return self._client.watch(self.job_id, timeout)
 
     def add_done_callback(self, fn: Callable[[Job], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes (at once if it has).

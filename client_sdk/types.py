@@ -214,3 +214,36 @@ class JobInfo:
         if self.started is None or self.finished is None:
             return None
         return (self.finished - self.started).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a job's Dask tasks are, as its scheduler reports them (never an estimate).
+
+    Attributes:
+        tasks_done: Tasks finished.
+        tasks_total: Tasks in all; 0 while not yet known.
+    """
+
+    tasks_done: int
+    tasks_total: int
+
+    @property
+    def fraction(self) -> float | None:
+        """Done out of total, 0.0 to 1.0; ``None`` while the total is not known."""
+        if self.tasks_total <= 0:
+            return None
+        return min(1.0, self.tasks_done / self.tasks_total)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobUpdate:
+    """One report while watching a job: its record and its progress as they are now.
+
+    Attributes:
+        job: The job's record.
+        progress: Its tasks done out of total.
+    """
+
+    job: JobInfo
+    progress: Progress

@@ -50,3 +50,13 @@ def array_sum(data) -> float:
     import numpy as np
 
     return float(np.asarray(data).sum())
+
+
+@function(lazy=True)
+def slow_graph(parts: int = 6, delay: float = 0.3):
+    """A ``dask.delayed`` sum of ``parts`` tasks of ``delay`` seconds each: progress to watch."""
+    import dask
+
+    from tests.helpers import slowinc
+
+    return dask.delayed(sum)([dask.delayed(slowinc)(i, delay=delay) for i in range(parts)])

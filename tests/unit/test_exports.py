@@ -30,10 +30,12 @@ EXPECTED = [
     "JobNotFound",
     "JobState",
     "JobTimeout",
+    "JobUpdate",
     "NotFound",
     "ObjectRef",
     "Parameter",
     "PermissionDenied",
+    "Progress",
     "RPCError",
     "RemoteScheduler",
     "ResourceExhausted",
@@ -94,7 +96,7 @@ def test_both_clients_offer_the_same_methods() -> None:
 
 def test_async_methods_are_coroutines_with_the_same_signatures() -> None:
     for name, method in _public_methods(ComputeClient).items():
-        if name in ("as_default", "list_jobs"):
+        if name in ("as_default", "list_jobs", "watch"):
             continue
         other = getattr(AsyncComputeClient, name)
         if name in ("close",):
@@ -107,6 +109,10 @@ def test_async_methods_are_coroutines_with_the_same_signatures() -> None:
             (p.name, p.kind, p.default) for p in other_params.values()
         ], name
     assert inspect.isasyncgenfunction(AsyncComputeClient.list_jobs)
+    assert inspect.isasyncgenfunction(AsyncComputeClient.watch)
+    assert list(inspect.signature(ComputeClient.watch).parameters.values()) == list(
+        inspect.signature(AsyncComputeClient.watch).parameters.values()
+    )
 
 
 def test_wrapped_methods_show_what_they_return() -> None:
