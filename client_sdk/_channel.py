@@ -63,6 +63,7 @@ _RETRIED = (
     "ListFunctions",
     "GetJob",
     "WaitJob",
+    "WaitJobs",
     "ListJobs",
     "CancelJob",
     "Run",

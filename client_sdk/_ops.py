@@ -109,6 +109,10 @@ class ClientBase:
         """
         raise NotImplementedError
 
+    def _new_jobs(self, infos: list[JobInfo]) -> list[Any]:
+        """Wrap a batch of new job records in the client's job type; watch them together."""
+        raise NotImplementedError
+
     def _describe(self, info: ClusterInfo | None) -> str:
         name = type(self).__name__
         if info is None:
@@ -385,7 +389,7 @@ class ClientBase:
         calls = iter(zip(iterable, *iterables, strict=False))
         while batch := _next_batch(calls, func, kwargs, scheduler, batch_size):
             response = yield Call("SubmitJobs", pb.SubmitJobsRequest(jobs=batch))
-            jobs.extend(self._new_job(_convert.job_info(j)) for j in response.jobs)
+            jobs.extend(self._new_jobs([_convert.job_info(j) for j in response.jobs]))
         return jobs
 
     def get_job(self, job_id: str) -> Op[JobInfo]:
@@ -446,6 +450,34 @@ class ClientBase:
         info, result = yield from self._long_poll(job_id, None)
         value, error = yield from self._settled(info, result, fetch=False)
         return info, value, error
+
+    def _watch_group(self, pending: dict[str, Any]) -> Op[None]:
+        # Settle many jobs (a map's batch) with WaitJobs long polls: each
+        # answers with every job finished by then, results fetched together.
+        # Settled jobs leave `pending`; what is left there when this raises
+        # is for the caller to fail.
+        while pending:
+            request = pb.WaitJobsRequest(job_ids=list(pending))
+            request.timeout.FromNanoseconds(int(LONG_POLL * 1e9))
+            response = yield Call("WaitJobs", request, LONG_POLL + self.timeout)
+            for entry in response.jobs:
+                info = _convert.job_info(entry.job)
+                job = pending.pop(info.job_id, None)
+                if job is None:
+                    continue
+                if info.state is JobState.SUCCEEDED and not entry.HasField("result"):
+                    job._settle(
+                        info,
+                        None,
+                        NotFound(
+                            StatusCode.NOT_FOUND,
+                            f"the result of job {info.job_id} is gone (released, or expired)",
+                        ),
+                    )
+                    continue
+                result = entry.result if entry.HasField("result") else None
+                value, error = yield from self._settled(info, result, fetch=False)
+                job._settle(info, value, error)
 
     def scatter(self, value: Any) -> Op[ObjectRef]:
         """Upload ``value`` once; jobs then take the returned reference in its place.

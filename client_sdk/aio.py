@@ -55,6 +55,7 @@ class AsyncComputeClient(ClientBase):
         self._stub = pb_grpc.ComputeServiceStub(self._channel)
         self._window: asyncio.Semaphore | None = None
         self._watchers: dict[asyncio.Task, AsyncJob] = {}
+        self._group_watchers: dict[asyncio.Task, dict[str, AsyncJob]] = {}
         self._closed = False
 
     info = coroutine(ClientBase.info)
@@ -113,10 +114,12 @@ class AsyncComputeClient(ClientBase):
             return
         self._closed = True
         watched = dict(self._watchers)
-        for task in watched:
+        groups = dict(self._group_watchers)
+        for task in [*watched, *groups]:
             task.cancel()
-        await asyncio.gather(*watched, return_exceptions=True)
-        for job in watched.values():  # also those whose watch had not started
+        await asyncio.gather(*watched, *groups, return_exceptions=True)
+        left = [job for group in groups.values() for job in group.values()]
+        for job in [*watched.values(), *left]:  # also those whose watch had not started
             job._lose(_closed_error(job))
         await self._channel.close()
 
@@ -185,6 +188,29 @@ class AsyncComputeClient(ClientBase):
             task.add_done_callback(self._forget)
         return job
 
+    def _new_jobs(self, infos: list[JobInfo]) -> list[AsyncJob]:
+        jobs = [AsyncJob(self, info) for info in infos]
+        pending: dict[str, AsyncJob] = {}
+        for job, info in zip(jobs, infos, strict=True):
+            if info.state.finished and info.state is not JobState.SUCCEEDED:
+                job._settle(info, None, _convert.job_exception(info))
+            elif self._closed:
+                job._lose(_closed_error(job))
+            else:
+                pending[job.job_id] = job
+        if pending:
+            task = asyncio.get_running_loop().create_task(self._follow_group(pending))
+            self._group_watchers[task] = pending
+            task.add_done_callback(self._forget)
+        return jobs
+
+    async def _follow_group(self, pending: dict[str, AsyncJob]) -> None:
+        try:
+            await self._drive(self._watch_group(pending))
+        except Exception as exc:  # whatever happens, no job must hang
+            for job in list(pending.values()):
+                job._lose(exc)
+
     async def _follow(self, job: AsyncJob) -> None:
         if self._window is None:
             self._window = asyncio.Semaphore(WATCH_WINDOW)
@@ -198,6 +224,7 @@ class AsyncComputeClient(ClientBase):
 
     def _forget(self, task: asyncio.Task) -> None:
         self._watchers.pop(task, None)
+        self._group_watchers.pop(task, None)
 
 
 class AsyncJob(JobBase):

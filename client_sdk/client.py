@@ -280,6 +280,33 @@ class ComputeClient(ClientBase):
         self._follow(job)
         return job
 
+    def _new_jobs(self, infos: list[JobInfo]) -> list[Job]:
+        jobs = [Job(self, info) for info in infos]
+        pending: dict[str, Job] = {}
+        for job, info in zip(jobs, infos, strict=True):
+            if info.state.finished and info.state is not JobState.SUCCEEDED:
+                job._settle(info, None, _convert.job_exception(info))
+            else:
+                pending[job.job_id] = job
+        if not pending:
+            return jobs
+        with self._lock:
+            closed = self._closed
+        if closed:
+            for job in pending.values():
+                job._lose(self._closed_error(job))
+        else:
+            op = self._watch_group(pending)
+            self._advance(op, functools.partial(self._group_followed, pending), None, None)
+        return jobs
+
+    def _group_followed(
+        self, pending: dict[str, Job], outcome: Any, error: BaseException | None
+    ) -> None:
+        # The group's watch ended: every job still pending is lost with its error.
+        for job in list(pending.values()):
+            job._lose(self._closed_error(job) if self._closed or error is None else error)
+
     def _follow(self, job: Job) -> None:
         op = self._watch(job.job_id)
         self._advance(op, functools.partial(self._followed, job), None, None)

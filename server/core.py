@@ -33,7 +33,7 @@ from server.errors import (
     ServiceError,
     Unavailable,
 )
-from server.execution import ClusterResult, Executors, Work
+from server.execution import ClusterResult, Executors, Work, fetch_many, nbytes_many
 from server.jobs import (
     JobError,
     JobKind,
@@ -156,6 +156,8 @@ class ComputeCore:
         self.instance_id = new_job_id()
         self.jobs: JobTable = job_table if job_table is not None else self._make_table()
         self._runtimes: dict[str, _Runtime] = {}
+        # WaitJobs callers: the event each set is woken by, under each job it waits for.
+        self._batch_waiters: dict[str, set[asyncio.Event]] = {}
         self._cluster: Any = None
         self._client: Any = None
         self._executors: Executors | None = None
@@ -278,7 +280,9 @@ class ComputeCore:
         self._draining = True
 
     def _unfinished(self) -> list[asyncio.Task]:
-        return [rt.task for rt in self._runtimes.values() if rt.task is not None and not rt.task.done()]
+        return [
+            rt.task for rt in self._runtimes.values() if rt.task is not None and not rt.task.done()
+        ]
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every running job to finish.
@@ -727,9 +731,7 @@ class ComputeCore:
                 except Exception as exc:  # e.g. the function is no longer offered
                     reason = f"service restarted, and the job could not be re-run: {exc}"
                 else:
-                    record = self.jobs.update(
-                        record.job_id, state=JobState.QUEUED, start_time=None
-                    )
+                    record = self.jobs.update(record.job_id, state=JobState.QUEUED, start_time=None)
                     self._start(executors, record, work, scheduler, self._time_limit(request))
                     rerun += 1
                     continue
@@ -819,7 +821,9 @@ class ComputeCore:
                 return loader(payload, held)
             return await self._pools().in_thread(loader, payload, held)
         except (SystemExit, KeyboardInterrupt) as exc:  # loading ran the payload's sys.exit()
-            raise InvalidArgument(f"cannot load the payload: it raised {type(exc).__name__}") from exc
+            raise InvalidArgument(
+                f"cannot load the payload: it raised {type(exc).__name__}"
+            ) from exc
 
     async def _run_job(
         self,
@@ -901,6 +905,8 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()
+        for waiter in self._batch_waiters.pop(job_id, ()):
+            waiter.set()
         duration = None if record.start_time is None else now - record.start_time
         self.metrics.job_finished(record.state.value, record.scheduler, duration)
         logger.info(
@@ -951,6 +957,61 @@ class ComputeCore:
         except asyncio.TimeoutError:
             return self.jobs.get(job_id), True
         return self.jobs.get(job_id), False
+
+    async def wait_jobs(
+        self, job_ids: list[str], timeout: float | None, caller: Caller = ANONYMOUS
+    ) -> tuple[list[JobRecord], bool]:
+        """Wait until at least one of the jobs finishes or ``timeout`` seconds pass.
+
+        Returns:
+            The records of every job of ``job_ids`` finished by then, in the
+            order asked, and whether the wait timed out with none finished.
+
+        Raises:
+            InvalidArgument: No ids, more than :data:`MAX_BATCH`, or one twice.
+            JobNotFound: One of the jobs does not exist (its id is named).
+        """
+        if not job_ids or len(job_ids) > MAX_BATCH:
+            raise InvalidArgument(f"WaitJobs takes 1 to {MAX_BATCH} job ids, got {len(job_ids)}")
+        if len(set(job_ids)) != len(job_ids):
+            raise InvalidArgument("WaitJobs got the same job id more than once")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        records = [self.get_job(job_id, caller) for job_id in job_ids]
+        wake = asyncio.Event()
+        delay = 0.05
+        while True:
+            finished = [r for r in records if r.state.finished]
+            if finished:
+                return finished, False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return [], True
+            # Jobs of another replica are followed in the shared store, not woken.
+            foreign = [r.job_id for r in records if r.job_id not in self._runtimes]
+            if foreign and self.jobs.durable:
+                remaining = delay if remaining is None else min(delay, remaining)
+                delay = min(delay * 2, FOREIGN_POLL_INTERVAL)
+            for record in records:
+                self._batch_waiters.setdefault(record.job_id, set()).add(wake)
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                for record in records:
+                    waiters = self._batch_waiters.get(record.job_id)
+                    if waiters is not None:
+                        waiters.discard(wake)
+                        if not waiters:
+                            del self._batch_waiters[record.job_id]
+            wake.clear()
+            records = [
+                self.jobs.refresh(r.job_id)
+                if r.job_id not in self._runtimes
+                else self.jobs.get(r.job_id)
+                for r in records
+            ]
 
     async def progress(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[int, int]:
         """``(tasks done, tasks in all)`` of a job; (0, 0) when not known.
@@ -1059,20 +1120,74 @@ class ComputeCore:
             NotFound: The result expired.
         """
         record, handle = await self._result_handle(job_id, caller)
+        estimate = await self._estimate_size(handle)
+        if estimate > self.settings.inline_result_bytes:
+            return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
+        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
+        return await self._encode_inline(record, value, fmt)
+
+    async def results(
+        self, job_ids: list[str], fmt: str = "auto", caller: Caller = ANONYMOUS
+    ) -> list[results.EncodedResult | None]:
+        """The results of many succeeded jobs, as :meth:`result` gives each.
+
+        Results held on the cluster are fetched in one ``gather``, as Dask's
+        own client does for many futures. A result that is gone (released or
+        expired) is ``None`` rather than an error for the whole batch.
+        """
+        handles: list[tuple[JobRecord, Any] | None] = []
+        for job_id in job_ids:
+            try:
+                handles.append(await self._result_handle(job_id, caller))
+            except NotFound:
+                handles.append(None)
+        held = [h for h in handles if h is not None and isinstance(h[1], ClusterResult)]
+        sizes = await self._estimate_sizes([handle for _, handle in held])
+        small = [
+            h
+            for h, size in zip(held, sizes, strict=True)
+            if size <= self.settings.inline_result_bytes
+        ]
+        big = {
+            id(h): size
+            for h, size in zip(held, sizes, strict=True)
+            if size > self.settings.inline_result_bytes
+        }
+        try:
+            fetched = await fetch_many([handle for _, handle in small])
+        except Exception:  # one lost result: fetch each alone, so the others still come
+            fetched = [await handle.fetch() for _, handle in small]
+        values = {id(h): value for h, value in zip(small, fetched, strict=True)}
+        encoded: list[results.EncodedResult | None] = []
+        for entry in handles:
+            if entry is None:
+                encoded.append(None)
+            elif id(entry) in big:
+                encoded.append(
+                    results.EncodedResult("auto", size_bytes=big[id(entry)], streamed=True)
+                )
+            elif id(entry) in values:
+                encoded.append(await self._encode_inline(entry[0], values[id(entry)], fmt))
+            else:
+                encoded.append(await self.result(entry[0].job_id, fmt, caller))
+        return encoded
+
+    async def _encode_inline(
+        self, record: JobRecord, value: Any, fmt: str
+    ) -> results.EncodedResult:
+        """``value`` encoded for an answer, or a pointer to GetJobResult when too large."""
         if fmt == "auto":
             fmt = record.result_format
         is_function = record.kind is JobKind.FUNCTION
         limit = self.settings.inline_result_bytes
-        estimate = await self._estimate_size(handle)
-        if estimate > limit:
-            return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
-        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
         if results.small_for_inline(value):
             encoded = results.encode(value, fmt, is_function)
         else:
             encoded = await self._pools().in_thread(results.encode, value, fmt, is_function)
         if encoded.size_bytes > limit:
-            return results.EncodedResult(encoded.format, size_bytes=encoded.size_bytes, streamed=True)
+            return results.EncodedResult(
+                encoded.format, size_bytes=encoded.size_bytes, streamed=True
+            )
         return encoded
 
     async def _result_handle(self, job_id: str, caller: Caller) -> tuple[JobRecord, Any]:
@@ -1096,6 +1211,13 @@ class ComputeCore:
                 f"{self.settings.result_ttl:g}s after a job finishes"
             )
         return record, handle
+
+    async def _estimate_sizes(self, handles: list[ClusterResult]) -> list[int]:
+        """Sizes of results held on the cluster, with one question to the scheduler."""
+        try:
+            return await asyncio.wait_for(nbytes_many(handles), SCHEDULER_TIMEOUT)
+        except Exception:  # no estimate: encode them and see
+            return [0] * len(handles)
 
     async def _estimate_size(self, handle: Any) -> int:
         if isinstance(handle, ClusterResult):

@@ -39,6 +39,8 @@ MAX_CHUNK_BYTES = 3 * 1024 * 1024
 
 #: Seconds between looks at a watched job's progress (state changes wake it at once).
 WATCH_INTERVAL = 0.25
+#: Most bytes of inline results in one WaitJobs answer; finished jobs past it come next call.
+WAIT_JOBS_RESULT_BYTES = 16 * 1024 * 1024
 
 #: Longest status message sent, in UTF-8 bytes. Messages may quote the caller's
 #: input, and clients refuse status metadata past 8 to 16 KiB (percent-encoding
@@ -226,6 +228,33 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         return response
 
     @_translate_errors
+    async def WaitJobs(self, request: pb.WaitJobsRequest, context: Any) -> Any:
+        timeout = convert.timeout(request.timeout) if request.HasField("timeout") else None
+        fmt = convert.result_format(request.result_format)
+        caller = current_caller()
+        records, timed_out = await self.core.wait_jobs(list(request.job_ids), timeout, caller)
+        succeeded = [r.job_id for r in records if r.state is JobState.SUCCEEDED]
+        encoded = dict(zip(succeeded, await self.core.results(succeeded, fmt, caller), strict=True))
+        response = pb.WaitJobsResponse(timed_out=timed_out)
+        budget = min(WAIT_JOBS_RESULT_BYTES, self.core.settings.max_message_bytes // 2)
+        for record in records:
+            result = encoded.get(record.job_id)
+            size = 0 if result is None or result.streamed else result.size_bytes
+            if size > budget and response.jobs:
+                break  # the rest come with the next call, at once
+            budget -= size
+            entry = response.jobs.add(job=convert.job(record))
+            if result is None:
+                if record.state is JobState.SUCCEEDED:
+                    entry.job.result_available = False
+                continue
+            entry.result.CopyFrom(convert.result(result))
+            if request.release and not result.streamed:
+                entry.job.result_available = False
+                await self.core.release(record.job_id, caller)
+        return response
+
+    @_translate_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> Any:
         record, cancelled = await self.core.cancel_job(
             request.job_id, request.reason[:1024], current_caller()
@@ -237,9 +266,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         records, token = self.core.list_jobs(
             convert.states(request.states), request.page_size, request.page_token, current_caller()
         )
-        return pb.ListJobsResponse(
-            jobs=[convert.job(r) for r in records], next_page_token=token
-        )
+        return pb.ListJobsResponse(jobs=[convert.job(r) for r in records], next_page_token=token)
 
     @_translate_stream_errors
     async def GetJobResult(

@@ -72,3 +72,41 @@ def test_streams_that_end_with_nothing_are_an_error_and_others_pass_through():
     missing = JobNotFound(StatusCode.NOT_FOUND, "no such job")
     with pytest.raises(JobNotFound):
         Watching("j1", None).failed(missing)
+
+
+class _Settled:
+    """A stand-in job that records how it was settled."""
+
+    def __init__(self):
+        self.outcome = None
+
+    def _settle(self, info, value, error):
+        self.outcome = (info.state, value, error)
+
+
+def test_a_group_watch_settles_each_job_as_its_answer_comes():
+    from client_sdk._ops import ClientBase
+    from client_sdk.errors import NotFound
+
+    client = ClientBase.__new__(ClientBase)
+    client.timeout = 30.0
+    jobs = {name: _Settled() for name in ("a", "b", "c")}
+    pending = dict(jobs)
+    op = client._watch_group(pending)
+    call = next(op)
+    assert call.method == "WaitJobs" and list(call.request.job_ids) == ["a", "b", "c"]
+    first = pb.WaitJobsResponse()
+    done = first.jobs.add(job=pb.Job(job_id="a", state=pb.JOB_STATE_SUCCEEDED))
+    done.result.CopyFrom(pb.Result(pickle=__import__("pickle").dumps(7)))
+    gone = first.jobs.add(job=pb.Job(job_id="b", state=pb.JOB_STATE_SUCCEEDED))
+    assert not gone.HasField("result")
+    call = op.send(first)
+    assert list(call.request.job_ids) == ["c"], "the next call asks only for the rest"
+    assert jobs["a"].outcome == (JobState.SUCCEEDED, 7, None)
+    state, value, error = jobs["b"].outcome
+    assert isinstance(error, NotFound) and "result of job b is gone" in str(error)
+    last = pb.WaitJobsResponse()
+    last.jobs.add(job=pb.Job(job_id="c", state=pb.JOB_STATE_CANCELLED, cancel_reason="stop"))
+    with pytest.raises(StopIteration):
+        op.send(last)
+    assert jobs["c"].outcome[0] is JobState.CANCELLED and not pending

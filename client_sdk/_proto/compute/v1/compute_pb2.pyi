@@ -374,6 +374,26 @@ class WaitJobResponse(_message.Message):
     timed_out: bool
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
+class WaitJobsRequest(_message.Message):
+    __slots__ = ("job_ids", "timeout", "result_format", "release")
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    timeout: _duration_pb2.Duration
+    result_format: ResultFormat
+    release: bool
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., release: _Optional[bool] = ...) -> None: ...
+
+class WaitJobsResponse(_message.Message):
+    __slots__ = ("jobs", "timed_out")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[WaitJobResponse]
+    timed_out: bool
+    def __init__(self, jobs: _Optional[_Iterable[_Union[WaitJobResponse, _Mapping]]] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id", "reason")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

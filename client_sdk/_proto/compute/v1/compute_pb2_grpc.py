@@ -70,6 +70,11 @@ class ComputeServiceStub:
                 request_serializer=compute_dot_v1_dot_compute__pb2.WaitJobRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_compute__pb2.WaitJobResponse.FromString,
                 _registered_method=True)
+        self.WaitJobs = channel.unary_unary(
+                '/compute.v1.ComputeService/WaitJobs',
+                request_serializer=compute_dot_v1_dot_compute__pb2.WaitJobsRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_compute__pb2.WaitJobsResponse.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/compute.v1.ComputeService/CancelJob',
                 request_serializer=compute_dot_v1_dot_compute__pb2.CancelJobRequest.SerializeToString,
@@ -171,6 +176,17 @@ class ComputeServiceServicer:
         """WaitJob blocks until the job has finished or the timeout in the request
         has passed, then returns the job's record, and its result when the job
         succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitJobs(self, request, context):
+        """WaitJobs waits for many jobs in one call: it answers as soon as at least
+        one of them has finished, or the timeout has passed, with every one that
+        has finished by then, each with its result inline as WaitJob gives it.
+        The caller asks again for the rest. A batch's results are fetched from
+        the cluster together, so following thousands of jobs costs few calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +298,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.WaitJob,
                     request_deserializer=compute_dot_v1_dot_compute__pb2.WaitJobRequest.FromString,
                     response_serializer=compute_dot_v1_dot_compute__pb2.WaitJobResponse.SerializeToString,
+            ),
+            'WaitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitJobs,
+                    request_deserializer=compute_dot_v1_dot_compute__pb2.WaitJobsRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_compute__pb2.WaitJobsResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -514,6 +535,33 @@ class ComputeService:
             '/compute.v1.ComputeService/WaitJob',
             compute_dot_v1_dot_compute__pb2.WaitJobRequest.SerializeToString,
             compute_dot_v1_dot_compute__pb2.WaitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.ComputeService/WaitJobs',
+            compute_dot_v1_dot_compute__pb2.WaitJobsRequest.SerializeToString,
+            compute_dot_v1_dot_compute__pb2.WaitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
