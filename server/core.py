@@ -59,6 +59,10 @@ SNAPSHOT_INTERVAL = 2.0
 SCHEDULER_TIMEOUT = 5.0
 #: Longest pause between looks at the shared store while waiting for another replica's job.
 FOREIGN_POLL_INTERVAL = 1.0
+#: Seconds a job runs before its RUNNING state is written (shorter jobs skip that write).
+RUNNING_WRITE_DELAY = 0.25
+#: Seconds after a job ends before its small result is kept with its record.
+STORE_RESULT_DELAY = 0.05
 #: How often expired results and records are dropped, in seconds.
 JANITOR_INTERVAL = 30.0
 
@@ -156,6 +160,10 @@ class ComputeCore:
         self.instance_id = new_job_id()
         self.jobs: JobTable = job_table if job_table is not None else self._make_table()
         self._runtimes: dict[str, _Runtime] = {}
+        # Jobs with an idempotency key whose record is being written.
+        self._inserting: dict[str, JobRecord] = {}
+        # Results being kept with their durable records.
+        self._storing: set[asyncio.Task] = set()
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
         self._batch_waiters: dict[str, set[asyncio.Event]] = {}
         self._cluster: Any = None
@@ -315,10 +323,10 @@ class ComputeCore:
         self._closing = True
         self.objects.clear()
         pending = [rt.task for rt in self._runtimes.values() if rt.task is not None]
-        for task in self._background:
+        for task in [*self._background, *self._storing]:
             task.cancel()
-        await asyncio.gather(*pending, *self._background, return_exceptions=True)
-        self.jobs.close()
+        await asyncio.gather(*pending, *self._background, *self._storing, return_exceptions=True)
+        self.jobs.close()  # writes what is still queued
         if self._client is not None:
             await self._client.close()
         if self._cluster is not None:
@@ -550,7 +558,8 @@ class ComputeCore:
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
-        return self._accept(executors, request, caller, *prepared)
+        (record,) = await self._accept(executors, [(request, caller, *prepared)])
+        return record
 
     async def submit_many(
         self, requests: Sequence[JobRequest], caller: Caller = ANONYMOUS
@@ -577,10 +586,13 @@ class ComputeCore:
             except ServiceError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from exc
         self._check_limits(caller, sum(not isinstance(p, JobRecord) for p in prepared))
-        return [
-            p if isinstance(p, JobRecord) else self._accept(executors, r, caller, *p)
-            for r, p in zip(requests, prepared)
+        fresh = [
+            (r, caller, *p)
+            for r, p in zip(requests, prepared, strict=True)
+            if not isinstance(p, JobRecord)
         ]
+        accepted = iter(await self._accept(executors, fresh) if fresh else [])
+        return [p if isinstance(p, JobRecord) else next(accepted) for p in prepared]
 
     @staticmethod
     def _authorize(request: JobRequest, caller: Caller) -> None:
@@ -618,6 +630,9 @@ class ComputeCore:
             if not self.jobs.durable:
                 return None
             return self.jobs.find_request(caller.name, request.request_id)
+        writing = self._inserting.get(job_id)
+        if writing is not None:
+            return writing  # its first submission is being written now
         try:
             return self.jobs.get(job_id)
         except JobNotFound:  # expired: the key is free again
@@ -652,17 +667,25 @@ class ComputeCore:
         limits = [t for t in (request.timeout, self.settings.max_job_seconds) if t]
         return min(limits) if limits else None
 
-    def _accept(
+    async def _accept(
         self,
         executors: Executors,
-        request: JobRequest,
-        caller: Caller,
-        work: Work,
-        target: str,
-        scheduler: str,
-    ) -> JobRecord:
-        record = self.jobs.insert(
-            JobRecord(
+        items: list[tuple[JobRequest, Caller, Work, str, str]],
+    ) -> list[JobRecord]:
+        """Record validated jobs (one write for the batch), then start them.
+
+        A job is acknowledged only once its record is stored. While it is
+        being written it already counts against the limits and its
+        idempotency key answers a retry, so concurrent callers cannot slip
+        past either.
+
+        Raises:
+            Unavailable: The job store could not record them (nothing started).
+        """
+        durable = self.jobs.durable
+        entries = []
+        for request, caller, _work, target, scheduler in items:
+            record = JobRecord(
                 job_id=new_job_id(),
                 state=JobState.QUEUED,
                 scheduler=scheduler,
@@ -674,21 +697,53 @@ class ComputeCore:
                 owner=caller.name,
                 request_id=request.request_id,
                 retryable=request.retryable,
-            ),
+            )
             # A retryable job's request is kept until it ends, to re-run it after a restart.
-            request=_request_doc(request) if request.retryable and self.jobs.durable else None,
-        )
-        self._start(executors, record, work, scheduler, self._time_limit(request))
-        self.metrics.job_submitted(record.kind.value, scheduler)
-        logger.info(
-            "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
-            record.job_id,
-            record.kind.value,
-            target,
-            scheduler,
-            record.owner,
-        )
-        return record
+            entries.append(
+                (record, _request_doc(request) if request.retryable and durable else None)
+            )
+            self._reserve(record)
+        try:
+            stored = await asyncio.wrap_future(self.jobs.insert_many(entries))
+        except Exception as exc:
+            for record, _ in entries:
+                self._unreserve(record)
+            raise Unavailable(
+                f"the job store could not record the job ({type(exc).__name__}: {exc}); "
+                "nothing was started: retry"
+            ) from exc
+        for record, (request, _caller, work, target, scheduler) in zip(stored, items, strict=True):
+            self._start(executors, record, work, scheduler, self._time_limit(request), True)
+            self.metrics.job_submitted(record.kind.value, scheduler)
+            logger.info(
+                "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
+                record.job_id,
+                record.kind.value,
+                target,
+                scheduler,
+                record.owner,
+            )
+        return stored
+
+    def _reserve(self, record: JobRecord) -> None:
+        """Count a job as unfinished, and make its idempotency key known."""
+        if record.request_id:
+            self._by_request_id[(record.owner, record.request_id)] = record.job_id
+            self._inserting[record.job_id] = record
+        self._pending += 1
+        self._pending_by_owner[record.owner] = self._pending_by_owner.get(record.owner, 0) + 1
+
+    def _unreserve(self, record: JobRecord) -> None:
+        """Undo :meth:`_reserve` for a job that was not recorded after all."""
+        self._inserting.pop(record.job_id, None)
+        if self._by_request_id.get((record.owner, record.request_id)) == record.job_id:
+            del self._by_request_id[(record.owner, record.request_id)]
+        self._pending -= 1
+        left = self._pending_by_owner.get(record.owner, 1) - 1
+        if left > 0:
+            self._pending_by_owner[record.owner] = left
+        else:
+            self._pending_by_owner.pop(record.owner, None)
 
     def _start(
         self,
@@ -697,11 +752,13 @@ class ComputeCore:
         work: Work,
         scheduler: str,
         time_limit: float | None,
+        reserved: bool = False,
     ) -> None:
-        if record.request_id:
-            self._by_request_id[(record.owner, record.request_id)] = record.job_id
-        self._pending += 1
-        self._pending_by_owner[record.owner] = self._pending_by_owner.get(record.owner, 0) + 1
+        if reserved:
+            self._inserting.pop(record.job_id, None)
+        else:
+            self._reserve(record)
+            self._inserting.pop(record.job_id, None)
         runtime = self._runtimes[record.job_id] = _Runtime(scheduler=scheduler)
         runtime.task = asyncio.create_task(
             self._run_job(executors, record.job_id, work, scheduler, record.target, time_limit)
@@ -834,7 +891,11 @@ class ComputeCore:
         target: str,
         time_limit: float | None,
     ) -> None:
-        self.jobs.update(job_id, state=JobState.RUNNING, start_time=time.time())
+        # Written only if the job is still running a moment later: a short
+        # job's end is its first write after it was accepted.
+        self.jobs.update_soon(
+            job_id, delay=RUNNING_WRITE_DELAY, state=JobState.RUNNING, start_time=time.time()
+        )
         logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
         try:
             runtime = self._runtimes[job_id]
@@ -869,16 +930,42 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if runtime is not None and not self.jobs.get(job_id).state.finished:
             runtime.result = value
-            if self.jobs.durable and self.settings.stored_result_bytes:
-                await self._store_small_result(executors, job_id, value)
+            keep = self.jobs.durable and self.settings.stored_result_bytes
+            if keep and not getattr(self.jobs, "exclusive", True):
+                # Shared with other replicas, which read small results from the
+                # store: it must be there before the job is seen to succeed.
+                try:
+                    await self._store_result_now(executors, job_id, value)
+                except Exception as exc:
+                    logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+                keep = False
             self._finish(job_id, JobState.SUCCEEDED, result_available=True)
+            if keep:
+                task = asyncio.create_task(self._store_small_result(executors, job_id, value))
+                self._storing.add(task)
+                task.add_done_callback(self._storing.discard)
 
     async def _store_small_result(self, executors: Executors, job_id: str, value: Any) -> None:
-        """Keep a small result with the durable record, so it outlives a restart."""
-        if isinstance(value, ClusterResult):
-            if await self._estimate_size(value) > self.settings.stored_result_bytes:
+        """Keep a small result with the durable record, so it outlives a restart.
+
+        Done a moment after the job ends, off its path: a result released at
+        once (a ``Run`` answered inline) is never fetched or written.
+        """
+        await asyncio.sleep(STORE_RESULT_DELAY)
+        runtime = self._runtimes.get(job_id)
+        if runtime is None or runtime.result is not value:
+            return  # released or expired meanwhile
+        try:
+            await self._store_result_now(executors, job_id, value)
+        except Exception as exc:  # the result is still served from the cluster
+            logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+
+    async def _store_result_now(self, executors: Executors, job_id: str, handle: Any) -> None:
+        value = handle
+        if isinstance(handle, ClusterResult):
+            if await self._estimate_size(handle) > self.settings.stored_result_bytes:
                 return
-            value = await value.fetch()
+            value = await handle.fetch()
         try:
             if results.small_for_inline(value):
                 blob = _pickle.dumps(value)
@@ -887,15 +974,25 @@ class ComputeCore:
         except Exception:  # unpicklable results are served from memory only
             logger.debug("result of job %s cannot be pickled; not stored", job_id)
             return
-        if len(blob) <= self.settings.stored_result_bytes:
-            self.jobs.store_result(job_id, blob)
+        runtime = self._runtimes.get(job_id)
+        if len(blob) <= self.settings.stored_result_bytes and runtime and runtime.result is handle:
+            self.jobs.store_result(job_id, blob)  # unless released meanwhile
 
     def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
         record = self.jobs.get(job_id)
         if record.state.finished:
             return record
         now = time.time()
-        record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
+        if getattr(self.jobs, "exclusive", True):
+            # This server alone writes the store: the end is written with the
+            # next batch, off the event loop.
+            record = self.jobs.update_soon(job_id, state=state, finish_time=now, **changes)
+        else:
+            # Shared: another replica may have ended the job first (a cancel),
+            # and its word wins, so the write is made, and read back, now.
+            record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
+            if record.state is not state:
+                logger.info("job=%s was %s by another replica first", job_id, record.state.value)
         self._pending -= 1
         left = self._pending_by_owner.get(record.owner, 1) - 1
         if left > 0:
@@ -1322,7 +1419,7 @@ class ComputeCore:
             runtime.result = _NO_RESULT
             runtime.released = True
         if record.result_available:
-            record = self.jobs.update(job_id, result_available=False)
+            record = self.jobs.update_soon(job_id, result_available=False)
             self.jobs.store_result(job_id, None)
         return record, had
 

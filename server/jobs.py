@@ -8,6 +8,7 @@ records live, so that durable or shared storage can replace
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import dataclasses
 import enum
 import threading
@@ -99,11 +100,19 @@ class JobTable(Protocol):
     def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
         """Store a new record (and, for a retryable job, its request); returns it with ``seq``."""
 
+    def insert_many(
+        self, items: list[tuple[JobRecord, dict[str, Any] | None]]
+    ) -> concurrent.futures.Future[list[JobRecord]]:
+        """Store new records (with their requests); a future of them with ``seq``, once stored."""
+
     def get(self, job_id: str) -> JobRecord:
         """The record of ``job_id``; raises :class:`JobNotFound`."""
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
-        """Apply ``changes`` to a record and return the new record."""
+        """Apply ``changes`` to a record, store it at once, and return the new record."""
+
+    def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
+        """Apply ``changes`` now and store them shortly (after ``delay``, unless superseded)."""
 
     def list(
         self,
@@ -210,6 +219,16 @@ class MemoryJobTable:
             self._records[record.job_id] = record
             return record
 
+    def insert_many(
+        self, items: list[tuple[JobRecord, dict[str, Any] | None]]
+    ) -> concurrent.futures.Future[list[JobRecord]]:
+        future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
+        try:
+            future.set_result([self.insert(record, request) for record, request in items])
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
     def get(self, job_id: str) -> JobRecord:
         try:
             return self._records[job_id]
@@ -221,6 +240,9 @@ class MemoryJobTable:
             record = self.get(job_id).replace(**changes)
             self._records[job_id] = record
             return record
+
+    def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
+        return self.update(job_id, **changes)
 
     def list(
         self,

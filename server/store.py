@@ -9,13 +9,17 @@ server can answer for, and re-run, what it had accepted.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import fcntl
+import functools
 import json
 import logging
 import os
 import pathlib
 import threading
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,6 +82,45 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
     return values
 
 
+#: The columns a whole-record update writes (the job id is the key).
+_UPDATED_COLUMNS = (
+    *(name for name in _RECORD_COLUMNS if name != "job_id"),
+    "error_type", "error_message", "error_traceback", "error_pickled",
+)  # fmt: skip
+
+
+@functools.cache
+def _row_update(compare_state: bool, clear_request: bool) -> sa.Update:
+    """A whole-record UPDATE with bound parameters, built once: cheap to run again.
+
+    ``compare_state`` applies it only to an unfinished job; ``clear_request``
+    drops the kept request (the job has ended).
+    """
+    columns = (*_UPDATED_COLUMNS, "request") if clear_request else _UPDATED_COLUMNS
+    statement = jobs_table.update().where(jobs_table.c.job_id == sa.bindparam("b_job_id"))
+    if compare_state:
+        statement = statement.where(jobs_table.c.state.in_(_UNFINISHED))
+    return statement.values({name: sa.bindparam(f"v_{name}") for name in columns})
+
+
+def _write_record(conn: sa.Connection, record: JobRecord, compare_state: bool) -> bool:
+    """Write ``record`` over its row; whether it applied (see :func:`_row_update`)."""
+    params = {f"v_{k}": v for k, v in _row_values(record).items() if k != "job_id"}
+    finished = record.state.finished
+    if finished:
+        params["v_request"] = None  # the payload is kept only until the job ends
+    params["b_job_id"] = record.job_id
+    return bool(conn.execute(_row_update(compare_state, finished), params).rowcount)
+
+
+_INSERT = jobs_table.insert()
+_STORE_RESULT = (
+    jobs_table.update()
+    .where(jobs_table.c.job_id == sa.bindparam("b_job_id"))
+    .values(result=sa.bindparam("v_result"))
+)
+
+
 def _record(row: Any) -> JobRecord:
     error = None
     if row.error_type is not None:
@@ -138,6 +181,116 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+class _Writer:
+    """One thread that writes queued changes in as few transactions as it can.
+
+    Writes queue while a transaction runs and go together in the next one
+    ("group commit"), off the server's event loop. A write may wait until a
+    time (``due``) and is dropped when a later write of the same job
+    supersedes it before then: a job that finishes quickly never has its
+    RUNNING state written on its own.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._cond = threading.Condition()
+        self._queue: list[_Write] = []
+        self._deferred: dict[str, _Write] = {}
+        self._busy = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="dask-compute-store", daemon=True)
+        self._thread.start()
+
+    def put(self, write: _Write) -> None:
+        """Queue ``write``; a whole-record write of a job drops its deferred one."""
+        with self._cond:
+            if write.whole_record:
+                self._deferred.pop(write.job_id, None)
+            if write.due:
+                self._deferred[write.job_id] = write
+            else:
+                self._queue.append(write)
+            self._cond.notify_all()
+
+    def pending(self, job_id: str) -> bool:
+        """Whether a write of ``job_id`` is queued and not yet committed."""
+        with self._cond:
+            return job_id in self._deferred or any(w.job_id == job_id for w in self._queue)
+
+    def flush(self) -> None:
+        """Write everything queued, deferred writes included, and wait until it is."""
+        with self._cond:
+            self._queue.extend(self._deferred.values())
+            self._deferred.clear()
+            self._cond.notify_all()
+            while (self._queue or self._busy) and self._thread.is_alive():
+                self._cond.wait(0.1)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(10)
+
+    def _take(self) -> list[_Write] | None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for job_id, write in list(self._deferred.items()):
+                    if write.due <= now:
+                        self._queue.append(self._deferred.pop(job_id))
+                if self._queue:
+                    batch, self._queue = self._queue, []
+                    self._busy = True
+                    return batch
+                if self._closing:
+                    return None
+                timeout = None
+                if self._deferred:
+                    timeout = max(0.0, min(w.due for w in self._deferred.values()) - now)
+                self._cond.wait(timeout)
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[_Write]) -> None:
+        try:
+            with self._engine.begin() as conn:
+                outcomes: list[Any] = [write.apply(conn) for write in batch]
+        except Exception:
+            # One bad write must not sink the others: write each alone.
+            outcomes = []
+            for write in batch:
+                try:
+                    with self._engine.begin() as conn:
+                        outcomes.append(write.apply(conn))
+                except Exception as exc:
+                    logger.exception("job store: a write of job %s failed", write.job_id)
+                    outcomes.append(exc)
+        for write, outcome in zip(batch, outcomes, strict=True):
+            write.done(outcome)
+
+
+@dataclasses.dataclass
+class _Write:
+    """One queued change: ``apply`` runs it in a transaction, ``done`` gets its outcome."""
+
+    job_id: str | None
+    apply: Callable[[sa.Connection], Any]
+    done: Callable[[Any], None] = lambda outcome: None
+    due: float = 0.0
+    #: Whether it writes every column of the job's record (so supersedes a deferred write).
+    whole_record: bool = False
+
+
 class StoreInUse(RuntimeError):
     """Another running server holds the SQLite job store."""
 
@@ -193,6 +346,9 @@ class SqlJobTable:
         self.instance_id = instance_id
         self._cache: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
+        self._writer = _Writer(self.engine)
+        # Idempotency keys stored before this server started (exclusive stores).
+        self._earlier_keys: set[tuple[str, str]] | None = None
 
     @property
     def exclusive(self) -> bool:
@@ -201,7 +357,8 @@ class SqlJobTable:
         return self._lock_file is not None
 
     def close(self) -> None:
-        """Release the database connections (and the SQLite file's lock)."""
+        """Write what is queued, then release the connections (and the SQLite file's lock)."""
+        self._writer.close()
         self.engine.dispose()
         if self._lock_file is not None:
             self._lock_file.close()
@@ -213,10 +370,79 @@ class SqlJobTable:
         values["instance_id"] = self.instance_id
         values["request"] = json.dumps(request) if request is not None else None
         with self.engine.begin() as conn:
-            seq = conn.execute(jobs_table.insert().values(**values)).inserted_primary_key[0]
+            seq = conn.execute(_INSERT, values).inserted_primary_key[0]
         record = record.replace(seq=seq)
         with self._lock:
             self._cache[record.job_id] = record
+        return record
+
+    def insert_many(
+        self, items: list[tuple[JobRecord, dict[str, Any] | None]]
+    ) -> concurrent.futures.Future[list[JobRecord]]:
+        """Store new records in one transaction, off the caller's thread.
+
+        Returns:
+            A future of the records with their ``seq``, set once they are committed.
+        """
+        rows = []
+        for record, request in items:
+            values = _row_values(record)
+            values["instance_id"] = self.instance_id
+            values["request"] = json.dumps(request) if request is not None else None
+            rows.append(values)
+        future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
+
+        def apply(conn: sa.Connection) -> list[int]:
+            return [conn.execute(_INSERT, values).inserted_primary_key[0] for values in rows]
+
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+                return
+            stored = [
+                record.replace(seq=seq) for (record, _), seq in zip(items, outcome, strict=True)
+            ]
+            with self._lock:
+                for record in stored:
+                    self._cache[record.job_id] = record
+            future.set_result(stored)
+
+        self._writer.put(_Write(None, apply, done))
+        return future
+
+    def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
+        """Apply ``changes`` here now and write them with the next transaction.
+
+        The write happens off the caller's thread, batched with others; with
+        ``delay`` it waits that long and is dropped if a later change of the
+        job comes first (which writes the whole record anyway). A change of
+        state applies only to an unfinished job: if another replica finished
+        it first, the stored record wins and replaces this process's copy.
+
+        Returns:
+            The record as changed here.
+        """
+        record = self.get(job_id).replace(**changes)
+        with self._lock:
+            self._cache[job_id] = record
+        compare_state = "state" in changes
+
+        def apply(conn: sa.Connection) -> JobRecord | None:
+            if _write_record(conn, record, compare_state):
+                return None
+            row = conn.execute(
+                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
+            ).first()
+            return None if row is None else _record(row)
+
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, JobRecord):  # another replica got there first
+                with self._lock:
+                    if job_id in self._cache:
+                        self._cache[job_id] = outcome
+
+        due = time.monotonic() + delay if delay > 0 else 0.0
+        self._writer.put(_Write(job_id, apply, done, due, whole_record=True))
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -227,17 +453,13 @@ class SqlJobTable:
         """Apply ``changes``; a change of state applies only to an unfinished job.
 
         A job that another replica (or an earlier run) already finished keeps
-        the state it ended in: the record returned is the stored one.
+        the state it ended in: the record returned is the stored one. Written
+        at once, after whatever :meth:`update_soon` queued.
         """
+        self._writer.flush()
         record = self.get(job_id).replace(**changes)
-        values = {k: v for k, v in _row_values(record).items() if k != "job_id"}
-        if record.state.finished:
-            values["request"] = None  # the payload is kept only until the job ends
-        statement = jobs_table.update().where(jobs_table.c.job_id == job_id)
-        if "state" in changes:
-            statement = statement.where(jobs_table.c.state.in_(_UNFINISHED))
         with self.engine.begin() as conn:
-            applied = conn.execute(statement.values(**values)).rowcount
+            applied = _write_record(conn, record, "state" in changes)
         if not applied:
             record = self._read(job_id)
         with self._lock:
@@ -264,7 +486,12 @@ class SqlJobTable:
             return {row.job_id: JobState(row.state) for row in conn.execute(query)}
 
     def refresh(self, job_id: str) -> JobRecord:
-        """The stored record, read again (another replica may have changed it)."""
+        """The stored record, read again (another replica may have changed it).
+
+        A record of this process with a write still queued is its own copy.
+        """
+        if self._writer.pending(job_id):
+            return self.get(job_id)
         record = self._read(job_id)
         with self._lock:
             if job_id in self._cache:
@@ -278,6 +505,7 @@ class SqlJobTable:
         page_token: str = "",
         owner: str | None = None,
     ) -> tuple[list[JobRecord], str]:
+        self._writer.flush()  # the listing filters on the stored states
         size, below = page_bounds(page_size, page_token)
         query = sa.select(*_RECORD_SELECT).order_by(jobs_table.c.seq.desc()).limit(size + 1)
         if below is not None:
@@ -292,6 +520,7 @@ class SqlJobTable:
         return page, (make_page_token(page[-1].seq) if len(rows) > size else "")
 
     def delete(self, job_ids: Iterable[str]) -> None:
+        self._writer.flush()
         ids = list(job_ids)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -302,11 +531,13 @@ class SqlJobTable:
                 self._cache.pop(job_id, None)
 
     def finished_before(self, when: float) -> list[str]:
+        self._writer.flush()
         query = sa.select(jobs_table.c.job_id).where(jobs_table.c.finish_time < when)
         with self.engine.connect() as conn:
             return [row.job_id for row in conn.execute(query)]
 
     def oldest_finished(self, count: int) -> list[str]:
+        self._writer.flush()
         query = (
             sa.select(jobs_table.c.job_id)
             .where(jobs_table.c.finish_time.is_not(None))
@@ -323,6 +554,7 @@ class SqlJobTable:
 
     def unfinished(self) -> list[JobRecord]:
         """Records still queued or running, oldest first (after a restart: orphans)."""
+        self._writer.flush()
         query = (
             sa.select(*_RECORD_SELECT)
             .where(jobs_table.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
@@ -332,6 +564,22 @@ class SqlJobTable:
             return [_record(row) for row in conn.execute(query)]
 
     def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        # No flush: records are stored before they are acknowledged, and
+        # queued changes never touch the key; the copy here is overlaid.
+        if self.exclusive:
+            # Only this server writes the store: a key it has not seen since
+            # it started (the core remembers those) must be in the keys stored
+            # before then, which are read once, rather than once per job.
+            if self._earlier_keys is None:
+                query = sa.select(jobs_table.c.owner, jobs_table.c.request_id).where(
+                    jobs_table.c.request_id != ""
+                )
+                with self.engine.connect() as conn:
+                    self._earlier_keys = {
+                        (row.owner, row.request_id) for row in conn.execute(query)
+                    }
+            if (owner, request_id) not in self._earlier_keys:
+                return None
         query = sa.select(*_RECORD_SELECT).where(
             jobs_table.c.owner == owner, jobs_table.c.request_id == request_id
         )
@@ -340,6 +588,7 @@ class SqlJobTable:
         return None if row is None else (self._cache.get(row.job_id) or _record(row))
 
     def expire_results(self, before: float) -> list[str]:
+        self._writer.flush()
         condition = sa.and_(
             jobs_table.c.result_available.is_(True), jobs_table.c.finish_time < before
         )
@@ -365,14 +614,20 @@ class SqlJobTable:
         return json.loads(text) if text else None
 
     def store_result(self, job_id: str, blob: bytes | None) -> None:
-        """Keep (or, with ``None``, drop) a small pickled result with the record."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                jobs_table.update().where(jobs_table.c.job_id == job_id).values(result=blob)
-            )
+        """Keep (or, with ``None``, drop) a small pickled result with the record.
+
+        Written with the next transaction, after the job's queued changes.
+        """
+
+        def apply(conn: sa.Connection) -> None:
+            conn.execute(_STORE_RESULT, {"b_job_id": job_id, "v_result": blob})
+
+        self._writer.put(_Write(job_id, apply))
 
     def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""
+        if self._writer.pending(job_id):
+            self._writer.flush()
         query = sa.select(jobs_table.c.result).where(jobs_table.c.job_id == job_id)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()

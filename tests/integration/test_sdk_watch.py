@@ -40,17 +40,18 @@ def _submit_graph(client: ComputeClient, scheduler: str, parts: int = 12, delay:
 def test_job_watch_reports_increasing_progress_then_the_end(client, scheduler):
     job = _submit_graph(client, scheduler)
     updates = list(job.watch())
+    seen = [(u.job.state.value, u.progress.tasks_done, u.progress.tasks_total) for u in updates]
     assert all(isinstance(u, JobUpdate) for u in updates)
     assert updates[-1].job.state is JobState.SUCCEEDED
-    assert all(not u.job.state.finished for u in updates[:-1]), "the watch ends at the end"
+    assert all(not u.job.state.finished for u in updates[:-1]), f"the watch ends at the end: {seen}"
     done = [u.progress.tasks_done for u in updates]
-    assert done == sorted(done), f"progress went back: {done}"
+    assert done == sorted(done), f"progress went back: {seen}"
     final = updates[-1].progress
-    assert final.tasks_total >= 13 and final.tasks_done == final.tasks_total
+    assert final.tasks_total >= 13 and final.tasks_done == final.tasks_total, seen
     assert final.fraction == 1.0
     middle = [u.progress for u in updates if 0 < u.progress.tasks_done < u.progress.tasks_total]
-    assert middle and all(0 < p.fraction < 1 for p in middle), [u.progress for u in updates]
-    assert len(set(updates)) == len(updates), "no update is reported twice"
+    assert middle and all(0 < p.fraction < 1 for p in middle), seen
+    assert len(set(updates)) == len(updates), f"an update was reported twice: {seen}"
     assert job.result(30) == sum(range(1, 13))
 
 

@@ -37,7 +37,14 @@ def table(request, tmp_path):
 
 
 def record(state=JobState.QUEUED, **kw):
-    values = dict(job_id=new_job_id(), state=state, scheduler="threads", kind=JobKind.FUNCTION, target="ping", submit_time=1.0)
+    values = dict(
+        job_id=new_job_id(),
+        state=state,
+        scheduler="threads",
+        kind=JobKind.FUNCTION,
+        target="ping",
+        submit_time=1.0,
+    )
     values.update(kw)
     return JobRecord(**values)
 
@@ -56,7 +63,15 @@ def test_insert_get_update_round_trip(table):
 
 
 def test_list_pages_filters_and_owner(table):
-    recs = [table.insert(record(state=JobState.SUCCEEDED if i % 3 == 0 else JobState.QUEUED, owner="a" if i % 2 else "b")) for i in range(23)]
+    recs = [
+        table.insert(
+            record(
+                state=JobState.SUCCEEDED if i % 3 == 0 else JobState.QUEUED,
+                owner="a" if i % 2 else "b",
+            )
+        )
+        for i in range(23)
+    ]
     ids, token = [], ""
     while True:
         page, token = table.list(page_size=5, page_token=token)
@@ -65,7 +80,9 @@ def test_list_pages_filters_and_owner(table):
             break
     assert ids == [r.job_id for r in reversed(recs)]
     succeeded, _ = table.list([JobState.SUCCEEDED], page_size=100)
-    assert {r.job_id for r in succeeded} == {r.job_id for r in recs if r.state is JobState.SUCCEEDED}
+    assert {r.job_id for r in succeeded} == {
+        r.job_id for r in recs if r.state is JobState.SUCCEEDED
+    }
     mine, _ = table.list(owner="a", page_size=100)
     assert {r.job_id for r in mine} == {r.job_id for r in recs if r.owner == "a"}
     with pytest.raises(InvalidArgument):
@@ -125,3 +142,60 @@ def test_a_sqlite_store_belongs_to_one_server(tmp_path):
     finally:
         first.close()
     SqlJobTable(url).close()  # free again once the first closed
+
+
+def test_insert_many_and_update_soon_are_written_in_the_background(table):
+    import time as _time
+
+    stored = table.insert_many([(record(), None), (record(), {"kind": "function"})]).result(10)
+    assert [r.seq > 0 for r in stored] == [True, True] and stored[0].seq < stored[1].seq
+    first, second = stored
+    # The copy here changes at once; the store has it once the queue is written.
+    now = table.update_soon(first.job_id, state=JobState.SUCCEEDED, finish_time=2.0)
+    assert now.state is JobState.SUCCEEDED and table.get(first.job_id).state is JobState.SUCCEEDED
+    page, _ = table.list([JobState.SUCCEEDED])
+    assert [r.job_id for r in page] == [first.job_id], "a listing sees queued changes"
+    # A deferred change is dropped when a later one of the job comes first...
+    table.update_soon(second.job_id, delay=30, state=JobState.RUNNING, start_time=1.5)
+    table.update_soon(second.job_id, state=JobState.FAILED, finish_time=3.0, start_time=1.5)
+    if isinstance(table, SqlJobTable):
+        deadline = _time.monotonic() + 10
+        while table._writer.pending(second.job_id) and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+        fresh = SqlJobTable.__new__(SqlJobTable)  # read past this process's copies
+        fresh.engine, fresh._cache = table.engine, {}
+        assert fresh._read(second.job_id).state is JobState.FAILED
+        assert not table._writer.pending(second.job_id), "the deferred RUNNING write was dropped"
+    # ...and written on its own once its time comes.
+    third = table.insert_many([(record(), None)]).result(10)[0]
+    table.update_soon(third.job_id, delay=0.05, state=JobState.RUNNING, start_time=4.0)
+    _time.sleep(0.3)
+    assert table.refresh(third.job_id).state is JobState.RUNNING
+
+
+@pytest.mark.parametrize("table", ["sqlite", "postgresql"], indirect=True)
+def test_a_change_of_state_loses_to_a_job_already_ended_elsewhere(table):
+    import sqlalchemy as sa
+
+    from server.store import jobs_table
+
+    rec = table.insert(record(state=JobState.RUNNING))
+    with table.engine.begin() as conn:  # another replica cancels it
+        conn.execute(
+            sa.update(jobs_table)
+            .where(jobs_table.c.job_id == rec.job_id)
+            .values(state="cancelled", cancel_reason="elsewhere", finish_time=9.0)
+        )
+    table.update_soon(rec.job_id, state=JobState.SUCCEEDED, finish_time=10.0)
+    table._writer.flush()
+    kept = table.get(rec.job_id)
+    assert kept.state is JobState.CANCELLED and kept.cancel_reason == "elsewhere"
+
+
+def test_a_released_result_stays_released(table):
+    rec = table.insert(record(state=JobState.SUCCEEDED, result_available=True))
+    table.store_result(rec.job_id, b"blob")
+    table.update_soon(rec.job_id, result_available=False)
+    table.store_result(rec.job_id, None)
+    assert table.stored_result(rec.job_id) is None
+    assert table.get(rec.job_id).result_available is False
