@@ -137,6 +137,10 @@ class _Runtime:
     released: bool = False
     result: Any = _NO_RESULT
     cancel_reason: str = ""
+    # While its result waits to be kept with the record: the value, if a
+    # caller fetched it meanwhile (so it is not fetched from the cluster twice).
+    keeping: bool = False
+    fetched: Any = _NO_RESULT
 
 
 _IN_FLIGHT_STATES = ("executing", "ready", "waiting", "constrained", "fetch", "flight")
@@ -941,6 +945,7 @@ class ComputeCore:
                 keep = False
             self._finish(job_id, JobState.SUCCEEDED, result_available=True)
             if keep:
+                runtime.keeping = True
                 task = asyncio.create_task(self._store_small_result(executors, job_id, value))
                 self._storing.add(task)
                 task.add_done_callback(self._storing.discard)
@@ -951,21 +956,29 @@ class ComputeCore:
         Done a moment after the job ends, off its path: a result released at
         once (a ``Run`` answered inline) is never fetched or written.
         """
-        await asyncio.sleep(STORE_RESULT_DELAY)
-        runtime = self._runtimes.get(job_id)
-        if runtime is None or runtime.result is not value:
-            return  # released or expired meanwhile
         try:
+            await asyncio.sleep(STORE_RESULT_DELAY)
+            runtime = self._runtimes.get(job_id)
+            if runtime is None or runtime.result is not value:
+                return  # released or expired meanwhile
             await self._store_result_now(executors, job_id, value)
         except Exception as exc:  # the result is still served from the cluster
             logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+        finally:
+            runtime = self._runtimes.get(job_id)
+            if runtime is not None:
+                runtime.keeping, runtime.fetched = False, _NO_RESULT
 
     async def _store_result_now(self, executors: Executors, job_id: str, handle: Any) -> None:
         value = handle
         if isinstance(handle, ClusterResult):
-            if await self._estimate_size(handle) > self.settings.stored_result_bytes:
+            runtime = self._runtimes.get(job_id)
+            if runtime is not None and runtime.fetched is not _NO_RESULT:
+                value = runtime.fetched  # a caller fetched it already
+            elif await self._estimate_size(handle) > self.settings.stored_result_bytes:
                 return
-            value = await handle.fetch()
+            else:
+                value = await handle.fetch()
         try:
             if results.small_for_inline(value):
                 blob = _pickle.dumps(value)
@@ -1221,7 +1234,14 @@ class ComputeCore:
         if estimate > self.settings.inline_result_bytes:
             return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
         value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
+        self._lend(job_id, handle, value)
         return await self._encode_inline(record, value, fmt)
+
+    def _lend(self, job_id: str, handle: Any, value: Any) -> None:
+        """Hand a fetched result to its job's pending store, which then need not fetch it."""
+        runtime = self._runtimes.get(job_id)
+        if runtime is not None and runtime.keeping and runtime.result is handle:
+            runtime.fetched = value
 
     async def results(
         self, job_ids: list[str], fmt: str = "auto", caller: Caller = ANONYMOUS
@@ -1255,6 +1275,8 @@ class ComputeCore:
         except Exception:  # one lost result: fetch each alone, so the others still come
             fetched = [await handle.fetch() for _, handle in small]
         values = {id(h): value for h, value in zip(small, fetched, strict=True)}
+        for (record, handle), value in zip(small, fetched, strict=True):
+            self._lend(record.job_id, handle, value)
         encoded: list[results.EncodedResult | None] = []
         for entry in handles:
             if entry is None:

@@ -33,6 +33,15 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
         )
         done_spec.call.args.extend([20, 22])
         done = stub.Run(pb.RunRequest(job=done_spec), timeout=30).job
+        # A cluster job whose result its caller already read: the copy kept
+        # with the record is the one that caller fetched (not fetched twice).
+        read_spec = pb.JobSpec(
+            pickled_call=pb.PickledCall(payload=cloudpickle.dumps((slowinc, (9,), {"delay": 0.0}))),
+            scheduler=pb.SCHEDULER_DISTRIBUTED,
+        )
+        read = _submit(stub, read_spec)
+        waited = stub.WaitJob(pb.WaitJobRequest(job_id=read.job_id), timeout=30)
+        assert pickle.loads(waited.result.pickle) == 10
         sleeper = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED)
         sleeper.call.args.append(600)
         lost = _submit(stub, sleeper)
@@ -43,7 +52,7 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
             request_id="retry-me",
         )
         retried = _submit(stub, retry_spec)
-        accepted = [done.job_id, lost.job_id, retried.job_id]
+        accepted = [done.job_id, lost.job_id, retried.job_id, read.job_id]
         instance_before = dict(stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)[1].trailing_metadata())["dask-compute-instance"]
         time.sleep(0.3)
     first.process.send_signal(signal.SIGKILL)
@@ -62,6 +71,8 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
             old = stub.WaitJob(pb.WaitJobRequest(job_id=done.job_id), timeout=10)
             assert old.job.state == pb.JOB_STATE_SUCCEEDED
             assert old.result.json.number_value == 42, "a small result outlives the restart"
+            kept = stub.WaitJob(pb.WaitJobRequest(job_id=read.job_id), timeout=10)
+            assert pickle.loads(kept.result.pickle) == 10, "a cluster job's too"
 
             gone = stub.GetJob(pb.GetJobRequest(job_id=lost.job_id), timeout=10).job
             assert gone.state == pb.JOB_STATE_FAILED
