@@ -1,8 +1,9 @@
 """The core section: the service's round trips, batches and concurrency against direct Dask.
 
 In one run, on one machine, with the same cluster shape on both sides (a
-``dask-compute serve`` subprocess and an in-process ``LocalCluster`` with a
-default ``distributed.Client``), it measures:
+``dask-compute serve`` subprocess with its default kind of job store, a SQLite
+file, and an in-process ``LocalCluster`` with a default ``distributed.Client``),
+it measures:
 
 - the transport floor: a bare ``grpc.aio`` unary echo;
 - the round trip of a trivial job on ``distributed`` (``run("ping")`` and

@@ -96,22 +96,26 @@ def server(args: Sequence[str], timeout: float = 180) -> Iterator[Service]:
 
 @contextlib.contextmanager
 def service(workers: int, threads: int, extra: Sequence[str] = ()) -> Iterator[str]:
-    """A ``dask-compute serve`` of ``workers`` worker processes; yields its target."""
-    args = [
-        "--n-workers",
-        str(workers),
-        "--threads-per-worker",
-        str(threads),
-        "--processes",
-        "--dashboard-address",
-        "",
-        # Its own job records, whatever other servers run on this machine.
-        "--job-store",
-        "memory",
-        *extra,
-    ]
-    with server(args) as running:
-        yield running.target
+    """A ``dask-compute serve`` of ``workers`` worker processes; yields its target.
+
+    Its job records go where a server's go by default, a SQLite file, but
+    one of its own in a temporary folder, whatever else runs on the machine.
+    """
+    with tempfile.TemporaryDirectory(prefix="dask-compute-bench-") as folder:
+        args = [
+            "--n-workers",
+            str(workers),
+            "--threads-per-worker",
+            str(threads),
+            "--processes",
+            "--dashboard-address",
+            "",
+            "--job-store",
+            f"sqlite:///{folder}/jobs.db",
+            *extra,
+        ]
+        with server(args) as running:
+            yield running.target
 
 
 @contextlib.contextmanager
