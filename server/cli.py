@@ -132,6 +132,13 @@ def _env(name: str) -> str:
     help=f"Serve Prometheus metrics on http://HOST:PORT/metrics; 0 turns them off. [default: 0; env {_env('metrics_port')}]",
 )
 @click.option(
+    "--replica-lease",
+    type=float,
+    help=f"With a shared (PostgreSQL) job store: seconds a replica may go unseen before "
+    f"another takes over its unfinished jobs (re-run if retryable, else failed). "
+    f"[default: 30; env {_env('replica_lease')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

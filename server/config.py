@@ -108,6 +108,8 @@ class Settings:
         max_object_bytes: The largest object PutObject accepts.
         metrics_port: Port of the Prometheus ``/metrics`` endpoint on ``host``;
             0 (the default) turns it off.
+        replica_lease: With a shared job store (replicas), seconds a replica
+            may go unseen before another takes over its unfinished jobs.
     """
 
     host: str = "127.0.0.1"
@@ -145,6 +147,7 @@ class Settings:
     object_ttl: float = 3600.0
     max_object_bytes: int = 4 * 1024**3
     metrics_port: int = 0
+    replica_lease: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -165,6 +168,11 @@ class Settings:
         for name in ("result_ttl", "job_ttl", "shutdown_grace", "max_job_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
+        if self.replica_lease < 3:
+            raise SettingsError(
+                f"replica_lease must be at least 3 seconds (replicas renew it every "
+                f"second), got {self.replica_lease}"
+            )
         for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")

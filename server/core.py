@@ -238,6 +238,11 @@ class ComputeCore:
         self._background = [
             asyncio.create_task(self._executors.warm_up(), name="warm-up"),
             asyncio.create_task(self._watch_cluster(), name="cluster-watch"),
+            *(
+                [asyncio.create_task(self._keep_lease(), name="replica-lease")]
+                if self.jobs.durable and not getattr(self.jobs, "exclusive", True)
+                else []
+            ),
             asyncio.create_task(self._janitor(), name="janitor"),
         ]
         logger.info(
@@ -330,6 +335,11 @@ class ComputeCore:
         for task in [*self._background, *self._storing]:
             task.cancel()
         await asyncio.gather(*pending, *self._background, *self._storing, return_exceptions=True)
+        if self.jobs.durable and not getattr(self.jobs, "exclusive", True):
+            try:
+                self.jobs.leave()  # no replica need wait out this one's lease
+            except Exception as exc:
+                logger.warning("could not leave the shared job store cleanly: %s", exc)
         self.jobs.close()  # writes what is still queued
         if self._client is not None:
             await self._client.close()
@@ -772,36 +782,17 @@ class ComputeCore:
         """Settle the jobs a previous run of the service left unfinished.
 
         A retryable job whose request was kept runs again from the start under
-        the same id; any other is marked failed with the reason "service restarted".
+        the same id; any other is marked failed with the reason "service
+        restarted". With a shared store, other replicas' running jobs are not
+        orphans: a dead replica's jobs are taken over when its lease runs out
+        (see :meth:`_keep_lease`).
         """
         if not getattr(self.jobs, "exclusive", True):
-            # A shared store (PostgreSQL): other replicas' running jobs are not
-            # orphans. Taking over a dead replica's jobs needs liveness
-            # tracking, which the scale-out work adds.
             return
         orphans = self.jobs.unfinished()
-        rerun = 0
-        for record in orphans:
-            doc = self.jobs.request_of(record.job_id) if record.retryable else None
-            reason = "service restarted"
-            if doc is not None:
-                try:
-                    request = _request_from_doc(doc)
-                    owner = Caller(record.owner, ANONYMOUS.permissions)
-                    work, _, scheduler = await self._validate(request, owner)
-                except Exception as exc:  # e.g. the function is no longer offered
-                    reason = f"service restarted, and the job could not be re-run: {exc}"
-                else:
-                    record = self.jobs.update(record.job_id, state=JobState.QUEUED, start_time=None)
-                    self._start(executors, record, work, scheduler, self._time_limit(request))
-                    rerun += 1
-                    continue
-            self.jobs.update(
-                record.job_id,
-                state=JobState.FAILED,
-                finish_time=time.time(),
-                error=JobError(type="ServiceRestarted", message=reason),
-            )
+        rerun = await self._settle_orphans(
+            executors, orphans, "service restarted", "ServiceRestarted"
+        )
         if orphans:
             logger.warning(
                 "%d jobs were unfinished when the service last stopped: %d re-run, "
@@ -810,6 +801,61 @@ class ComputeCore:
                 rerun,
                 len(orphans) - rerun,
             )
+
+    async def _settle_orphans(
+        self, executors: Executors, orphans: list[JobRecord], why: str, error_type: str
+    ) -> int:
+        """Re-run retryable orphaned jobs (under the same id); fail the others, saying ``why``.
+
+        Returns:
+            How many were re-run.
+        """
+        rerun = 0
+        for record in orphans:
+            doc = self.jobs.request_of(record.job_id) if record.retryable else None
+            reason = why
+            if doc is not None:
+                try:
+                    request = _request_from_doc(doc)
+                    owner = Caller(record.owner, ANONYMOUS.permissions)
+                    work, _, scheduler = await self._validate(request, owner)
+                except Exception as exc:  # e.g. the function is no longer offered
+                    reason = f"{why}, and the job could not be re-run: {exc}"
+                else:
+                    record = self.jobs.update(record.job_id, state=JobState.QUEUED, start_time=None)
+                    if not record.state.finished:
+                        self._start(executors, record, work, scheduler, self._time_limit(request))
+                        rerun += 1
+                    continue
+            self.jobs.update(
+                record.job_id,
+                state=JobState.FAILED,
+                finish_time=time.time(),
+                error=JobError(type=error_type, message=reason),
+            )
+        return rerun
+
+    async def _keep_lease(self) -> None:
+        """With a shared store: renew this replica's lease, and take over dead replicas' jobs."""
+        lease = self.settings.replica_lease
+        while True:
+            try:
+                orphans = await asyncio.to_thread(self.jobs.adopt_orphans, lease, time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("could not renew this replica's lease in the job store: %s", exc)
+            else:
+                if orphans and self._executors is not None:
+                    why = f"its replica stopped answering for {lease:g}s"
+                    await self._settle_orphans(self._executors, orphans, why, "ReplicaLost")
+                    logger.warning(
+                        "took over %d unfinished jobs of replicas unseen for %gs: %s",
+                        len(orphans),
+                        lease,
+                        ", ".join(r.job_id for r in orphans),
+                    )
+            await asyncio.sleep(min(SNAPSHOT_INTERVAL, lease / 3))
 
     async def run(
         self,

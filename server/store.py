@@ -61,6 +61,14 @@ jobs_table = sa.Table(
     sa.Column("result", sa.LargeBinary),
 )
 
+# Replicas sharing the store say they are alive here; see SqlJobTable.adopt_orphans.
+replicas_table = sa.Table(
+    "dask_compute_replicas",
+    metadata,
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
 _RECORD_COLUMNS = (
     "job_id", "state", "scheduler", "kind", "target", "name", "result_format", "submit_time",
     "start_time", "finish_time", "cancel_reason", "result_available", "owner", "request_id",
@@ -623,6 +631,81 @@ class SqlJobTable:
             conn.execute(_STORE_RESULT, {"b_job_id": job_id, "v_result": blob})
 
         self._writer.put(_Write(job_id, apply))
+
+    def adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:
+        """Renew this replica's lease, and take over the jobs of replicas whose lease ran out.
+
+        Every replica sharing the store calls it regularly (more often than
+        ``lease``). A replica unseen for ``lease`` seconds is gone (killed,
+        its node lost): its unfinished jobs become this replica's, each taken
+        by exactly one replica however many look at once, and its entry is
+        removed. Jobs of a replica that never said it was alive (an older
+        version) count once they are ``lease`` seconds old.
+
+        Returns:
+            The records taken over, for the caller to re-run or fail.
+        """
+        me = self.instance_id
+        seen = {"instance_id": me, "last_seen": now}
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                replicas_table.update()
+                .where(replicas_table.c.instance_id == me)
+                .values(last_seen=now)
+            ).rowcount
+            if not renewed:
+                conn.execute(replicas_table.insert().values(**seen))
+            gone = [
+                row.instance_id
+                for row in conn.execute(
+                    sa.select(replicas_table.c.instance_id).where(
+                        replicas_table.c.last_seen < now - lease
+                    )
+                )
+            ]
+            alive = sa.select(replicas_table.c.instance_id).where(
+                replicas_table.c.last_seen >= now - lease
+            )
+            orphaned = sa.and_(
+                jobs_table.c.state.in_(_UNFINISHED),
+                jobs_table.c.instance_id != me,
+                sa.or_(
+                    jobs_table.c.instance_id.in_(gone),
+                    sa.and_(
+                        jobs_table.c.instance_id.not_in(alive),
+                        jobs_table.c.submit_time < now - lease,
+                    ),
+                ),
+            )
+            # The update says which rows it changed: a job another replica
+            # took meanwhile no longer matches, so none is taken twice.
+            taken = [
+                row.job_id
+                for row in conn.execute(
+                    jobs_table.update()
+                    .where(orphaned)
+                    .values(instance_id=me)
+                    .returning(jobs_table.c.job_id)
+                )
+            ]
+            if gone:
+                conn.execute(replicas_table.delete().where(replicas_table.c.instance_id.in_(gone)))
+            records = []
+            if taken:
+                rows = conn.execute(
+                    sa.select(*_RECORD_SELECT)
+                    .where(jobs_table.c.job_id.in_(taken))
+                    .order_by(jobs_table.c.seq)
+                )
+                records = [_record(row) for row in rows]
+        return records
+
+    def leave(self) -> None:
+        """Say this replica is gone (a clean shutdown), so nobody waits out its lease."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                replicas_table.delete().where(replicas_table.c.instance_id == self.instance_id)
+            )
 
     def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""

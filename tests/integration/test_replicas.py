@@ -86,3 +86,48 @@ def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
         first = stub_a.Run(pb.RunRequest(job=keyed), timeout=30).job
         second = stub_b.Run(pb.RunRequest(job=keyed), timeout=30).job
         assert first.job_id == second.job_id
+
+
+def test_a_killed_replica_s_jobs_are_taken_over_by_another(tmp_path):
+    import pickle
+    import signal
+
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(postgres_server())
+        stack.enter_context(start_scheduler(port, tmp_path))
+        stack.enter_context(start_worker(port, tmp_path, "w0"))
+        args = [
+            "--scheduler-address", f"tcp://127.0.0.1:{port}", "--local-processes", "1",
+            "--replica-lease", "3",
+        ]  # fmt: skip
+        env = {"DASK_COMPUTE_JOB_STORE": database}
+        a = stack.enter_context(running_server(args, tmp_path / "a.log", env=env))
+        b = stack.enter_context(running_server(args, tmp_path / "b.log", env=env))
+        stub_a = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(a.target)))
+        stub_b = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(b.target)))
+        retryable = pb.JobSpec(
+            pickled_call=pb.PickledCall(payload=cloudpickle.dumps((slowinc, (41,), {"delay": 2.0}))),
+            scheduler=pb.SCHEDULER_THREADS,
+            retryable=True,
+        )
+        again = stub_a.SubmitJob(pb.SubmitJobRequest(job=retryable), timeout=30).job
+        lost = stub_a.SubmitJob(pb.SubmitJobRequest(job=sleep_job(600, pb.SCHEDULER_THREADS)), timeout=30).job
+        time.sleep(0.5)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(30)
+
+        # B answers for both at once, and settles them once A's lease runs out.
+        started = time.monotonic()
+        waited = stub_b.WaitJob(pb.WaitJobRequest(job_id=lost.job_id), timeout=60)
+        assert waited.job.state == pb.JOB_STATE_FAILED
+        assert waited.job.error.type == "ReplicaLost"
+        assert "its replica stopped answering for 3s" in waited.job.error.message
+        assert time.monotonic() - started < 20
+        rerun = stub_b.WaitJob(pb.WaitJobRequest(job_id=again.job_id), timeout=60)
+        assert rerun.job.state == pb.JOB_STATE_SUCCEEDED
+        assert pickle.loads(rerun.result.pickle) == 42, "the retryable job ran again, on B"
+        assert "took over 2 unfinished jobs" in b.log()
+        # B still serves new work.
+        done = stub_b.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30)
+        assert done.job.state == pb.JOB_STATE_SUCCEEDED

@@ -199,3 +199,35 @@ def test_a_released_result_stays_released(table):
     table.store_result(rec.job_id, None)
     assert table.stored_result(rec.job_id) is None
     assert table.get(rec.job_id).result_available is False
+
+
+def test_a_replica_whose_lease_ran_out_has_its_jobs_taken_once(postgres_url):
+    import sqlalchemy as sa
+
+    from server.store import jobs_table, replicas_table
+
+    a = SqlJobTable(postgres_url, instance_id="replica-a")
+    b = SqlJobTable(postgres_url, instance_id="replica-b")
+    c = SqlJobTable(postgres_url, instance_id="replica-c")
+    try:
+        with a.engine.begin() as conn:
+            conn.execute(sa.delete(jobs_table))
+            conn.execute(sa.delete(replicas_table))
+        assert a.adopt_orphans(lease=3, now=100.0) == []
+        running = a.insert(record(state=JobState.RUNNING, submit_time=100.0))
+        done = a.insert(record(state=JobState.SUCCEEDED, submit_time=100.0))
+        assert b.adopt_orphans(lease=3, now=102.0) == [], "A's lease still holds"
+        taken = b.adopt_orphans(lease=3, now=110.0)
+        assert [r.job_id for r in taken] == [running.job_id], "finished jobs stay as they are"
+        assert c.adopt_orphans(lease=3, now=110.5) == [], "a job is taken once"
+        with a.engine.connect() as conn:
+            owners = dict(conn.execute(sa.select(jobs_table.c.job_id, jobs_table.c.instance_id)).all())
+            replicas = set(conn.execute(sa.select(replicas_table.c.instance_id)).scalars())
+        assert owners == {running.job_id: "replica-b", done.job_id: "replica-a"}
+        assert replicas == {"replica-b", "replica-c"}, "the dead replica's entry is gone"
+        b.leave()
+        with a.engine.connect() as conn:
+            assert set(conn.execute(sa.select(replicas_table.c.instance_id)).scalars()) == {"replica-c"}
+    finally:
+        for table in (a, b, c):
+            table.close()
