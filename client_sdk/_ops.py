@@ -500,7 +500,7 @@ class ClientBase:
             ResourceExhausted: Larger than the server accepts.
         """
         yield from self._check_versions()
-        data, sizes, sha = _pickle.encode_object(value)
+        data, sizes, sha = _pickle.encode_object_pieces(value)
         object_id = f"sha256:{sha}"
         try:
             held = yield Call("GetObject", pb.GetObjectRequest(object_id=object_id))
@@ -511,9 +511,8 @@ class ClientBase:
         def messages() -> Iterator[pb.PutObjectRequest]:
             header = pb.ObjectHeader(sha256=sha, size_bytes=len(data), segment_sizes=sizes)
             yield pb.PutObjectRequest(header=header)
-            view = memoryview(data)
             for start in range(0, len(data), UPLOAD_CHUNK):
-                yield pb.PutObjectRequest(chunk=bytes(view[start : start + UPLOAD_CHUNK]))
+                yield pb.PutObjectRequest(chunk=data[start : start + UPLOAD_CHUNK])
 
         response = yield Call("PutObject", messages(), UPLOAD_DEADLINE)
         return ObjectRef(response.object.object_id, response.object.size_bytes)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
+import itertools
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -65,17 +67,59 @@ def dump_graph(obj: Any) -> tuple[bytes, list[str]]:
     return _dump(obj)
 
 
-def encode_object(value: Any) -> tuple[bytes, list[int], str]:
-    """Bytes to upload for ``value``: its pickle and out-of-band buffers, back to back.
+class ObjectBytes:
+    """An object's upload: its pickle and out-of-band buffers, back to back but never joined.
+
+    ``len()`` gives their total size; a slice ``[start:stop]`` gives that
+    range as ``bytes``, copied from the pieces it spans (as slicing the
+    joined bytes would), so an upload costs one chunk of extra memory, not
+    a second copy of the object.
+    """
+
+    def __init__(self, pieces: Sequence[Any]) -> None:
+        self.pieces = tuple(memoryview(p).cast("B") for p in pieces)
+        self._starts = list(itertools.accumulate((p.nbytes for p in self.pieces), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: slice) -> bytes:
+        if not isinstance(index, slice):
+            raise TypeError("ObjectBytes takes slices only")
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("ObjectBytes takes contiguous slices only")
+        parts = []
+        piece = bisect.bisect_right(self._starts, start) - 1
+        while start < stop:
+            offset = self._starts[piece]
+            end = min(stop, offset + self.pieces[piece].nbytes)
+            parts.append(self.pieces[piece][start - offset : end - offset])
+            start, piece = end, piece + 1
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def sha256(self) -> str:
+        """The SHA-256 (hex) of the bytes, hashed piece after piece."""
+        digest = hashlib.sha256()
+        for piece in self.pieces:
+            digest.update(piece)
+        return digest.hexdigest()
+
+
+def encode_object_pieces(value: Any) -> tuple[ObjectBytes, list[int], str]:
+    """What to upload for ``value``: its pickle and out-of-band buffers, without joining them.
 
     Returns:
-        The bytes, the segments' sizes, and their SHA-256 (hex).
+        The bytes (sliced into chunks to send), the segments' sizes, and
+        their SHA-256 (hex).
     """
     buffers: list[pickle.PickleBuffer] = []
     main = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
-    segments = [memoryview(main)] + [memoryview(b.raw()) for b in buffers]
-    data = b"".join(segments)
-    return data, [s.nbytes for s in segments], hashlib.sha256(data).hexdigest()
+    data = ObjectBytes([main] + [b.raw() for b in buffers])
+    return data, [p.nbytes for p in data.pieces], data.sha256()
 
 
 def loads(data: Any, buffers: Sequence[Any] = ()) -> Any:

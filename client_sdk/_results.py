@@ -39,6 +39,9 @@ class ResultAssembler:
 
     Feed it every message (:meth:`feed` never raises); ask the next stream to
     start at :attr:`received`; call :meth:`value` once :attr:`complete`.
+
+    Each chunk is copied once, into the buffer the header sized, and hashed
+    as it arrives, so the SHA-256 check at the end has nothing left to read.
     """
 
     def __init__(self) -> None:
@@ -48,6 +51,9 @@ class ResultAssembler:
         #: Set when a resumed stream describes other bytes than the first did
         #: (the server encoded the result afresh): start again from 0.
         self.restart = False
+        # The SHA-256 of buffer[:received] while the bytes arrive in order;
+        # None once they did not (then value() hashes the buffer).
+        self._digest: Any = None
 
     def feed(self, message: pb.GetJobResultResponse) -> None:
         """Take one message of a stream."""
@@ -60,10 +66,19 @@ class ResultAssembler:
             if self.header is None:
                 self.header = header
                 self.buffer = bytearray(header.total_size)
+                self._digest = hashlib.sha256()
+            if header.offset != self.received:
+                self._digest = None
             self.received = header.offset
         elif part == "chunk" and not self.restart and self.header is not None:
-            end = self.received + len(message.chunk)
-            self.buffer[self.received : end] = message.chunk
+            chunk = message.chunk  # read once: each read of a bytes field copies it
+            end = self.received + len(chunk)
+            if end <= len(self.buffer):
+                self.buffer[self.received : end] = chunk
+                if self._digest is not None:
+                    self._digest.update(chunk)
+            else:  # more bytes than the header announced: value() refuses them
+                self._digest = None
             self.received = end
 
     def reset(self) -> None:
@@ -85,10 +100,16 @@ class ResultAssembler:
         header = self.header
         assert header is not None and self.complete
         view = memoryview(self.buffer)
-        if hashlib.sha256(view).hexdigest() != header.sha256:
+        if self.received != header.total_size:
+            raise ComputeError(
+                f"the streamed result has {self.received} bytes, not {header.total_size} as "
+                "announced: it was corrupted"
+            )
+        digest = self._digest or hashlib.sha256(view)
+        if digest.hexdigest() != header.sha256:
             raise ComputeError("the streamed result does not match its SHA-256: it was corrupted")
         if header.format == pb.RESULT_FORMAT_JSON:
-            return json.loads(bytes(view).decode("utf-8"))
+            return json.loads(self.buffer)
         if header.format != pb.RESULT_FORMAT_PICKLE:
             name = pb.ResultFormat.Name(header.format)
             raise ComputeError(f"the result came as {name}, which this client does not read")

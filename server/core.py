@@ -231,6 +231,10 @@ class ComputeCore:
             s.local_threads_count,
             s.local_processes_count,
             in_process_workers=self._cluster is not None and not s.processes,
+            # Fetch results straight from our own workers; an external
+            # cluster's may be unreachable from here (Dask would wait out a
+            # connect timeout on each fetch before asking its scheduler).
+            direct_gather=self._cluster is not None,
         )
         await self.cluster_info()
         await self._tune_local_cluster()
@@ -1445,10 +1449,12 @@ class ComputeCore:
             return existing, True
         if not self.cluster_ok:
             raise Unavailable(self._outage_message())
-        data = await objects.receive(chunks, size, segment_sizes)
-        await self._pools().in_thread(objects.verify, data, sha256)
+        data = await objects.receive(chunks, size, segment_sizes, sha256)
         client = self._client
-        raw = await client.scatter(bytes(data), hash=False)
+        # The bytearray as is (Dask sends it without a copy), straight to a
+        # worker of our own cluster: through its scheduler, in this process,
+        # the bytes would be held here once more.
+        raw = await client.scatter(data, hash=False, direct=self._cluster is not None)
         del data
         future = client.submit(
             objects.load_on_worker(),

@@ -51,13 +51,6 @@ class Work:
     keys: Any = None
 
 
-async def _await_nested(obj: Any) -> Any:
-    """The results of distributed futures nested in lists and tuples, as ``gather`` gives."""
-    if isinstance(obj, (list, tuple)):
-        return type(obj)([await _await_nested(item) for item in obj])
-    return await obj
-
-
 def _flatten(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return [leaf for item in obj for leaf in _flatten(item)]
@@ -120,11 +113,18 @@ class ClusterResult:
     """A finished job's result that stays on the cluster: the futures held for it.
 
     Dropping this object releases the result on the cluster.
+
+    Args:
+        futures: The job's futures, nested in lists and tuples.
+        shape: How :meth:`shape` returns their values ("single", "tuple" or "plain").
+        direct: Fetch the values from the workers themselves rather than
+            through the scheduler (see :class:`Executors`).
     """
 
-    def __init__(self, futures: Any, shape: str) -> None:
+    def __init__(self, futures: Any, shape: str, direct: bool = False) -> None:
         self._futures = futures
         self._shape = shape
+        self.direct = direct
 
     @property
     def keys(self) -> list:
@@ -146,7 +146,7 @@ class ClusterResult:
 
     async def fetch(self) -> Any:
         """Move the result here and return it, shaped as ``dask.compute`` would."""
-        return self.shape(await _await_nested(self._futures))
+        return (await fetch_many([self]))[0]
 
     def shape(self, value: Any) -> Any:
         """The futures' values, shaped as ``dask.compute`` would return them."""
@@ -175,12 +175,19 @@ async def nbytes_many(results: list[ClusterResult]) -> list[int]:
 
 
 async def fetch_many(results: list[ClusterResult]) -> list[Any]:
-    """Move many results here with one ``gather`` (as Dask's client does for many futures)."""
+    """Move many results here with one ``gather`` (as Dask's client does for many futures).
+
+    Results marked ``direct`` come straight from the workers that hold them.
+    Through the scheduler, the bytes cross one more connection, and a
+    scheduler inside this process (a LocalCluster's) holds a second copy of
+    them here while it passes them on: twice the memory, twice the time.
+    """
     if not results:
         return []
     flat = [_flatten(result._futures) for result in results]
     client = flat[0][0].client
-    values = iter(await client.gather([f for futures in flat for f in futures]))
+    direct = all(result.direct for result in results)
+    values = iter(await client.gather([f for futures in flat for f in futures], direct=direct))
     return [result.shape(_refill(result._futures, values)) for result in results]
 
 
@@ -203,9 +210,19 @@ class Executors:
     """The pools and the cluster client that jobs run on."""
 
     def __init__(
-        self, client: Any, threads: int, processes: int, in_process_workers: bool = False
+        self,
+        client: Any,
+        threads: int,
+        processes: int,
+        in_process_workers: bool = False,
+        direct_gather: bool = True,
     ) -> None:
         self.client = client
+        # Results are fetched from the workers themselves, not through the
+        # scheduler. Off for a cluster whose workers this server may not
+        # reach (behind NAT): Dask falls back to the scheduler only after
+        # each connection attempt times out (distributed.comm.timeouts.connect).
+        self._direct_gather = direct_gather
         # Workers that are threads of this process: a task's sys.exit() there
         # would end the server, so calls sent to them are wrapped.
         self._in_process_workers = in_process_workers
@@ -305,7 +322,7 @@ class Executors:
             shape = "single" if work.single else "tuple"
         else:
             shape = "plain"
-        return ClusterResult(futures, shape)
+        return ClusterResult(futures, shape, direct=self._direct_gather)
 
     async def _submit_coalesced(self, func: Any, args: tuple, kwargs: dict, key: str) -> Any:
         """Submit one call to the cluster, together with the others of this loop turn.

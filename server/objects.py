@@ -8,6 +8,7 @@ retention period. Objects belong to the caller that uploaded them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -78,34 +79,83 @@ def replace_json_markers(value: Any, objects: dict[str, Any]) -> Any:
     return value
 
 
+#: The fewest bytes of an upload hashed in one step (in a thread, while more arrive).
+HASH_STEP = 4 * 1024 * 1024
+
+
 async def receive(
-    chunks: AsyncIterator[bytes], size: int, segment_sizes: Sequence[int]
+    chunks: AsyncIterator[bytes],
+    size: int,
+    segment_sizes: Sequence[int],
+    sha256: str | None = None,
 ) -> bytearray:
-    """Collect an upload's bytes (:func:`verify` checks their hash).
+    """Collect an upload's bytes into one buffer, and check them against ``sha256`` if given.
+
+    The bytes are hashed in a thread while the next ones arrive, so the check
+    ends soon after the upload does and the event loop never hashes. Without
+    ``sha256``, :func:`verify` checks them afterwards.
 
     Raises:
-        InvalidArgument: Too many or too few bytes; nothing is kept.
+        InvalidArgument: Too many or too few bytes, or not the announced
+            SHA-256; nothing is kept.
     """
     if sum(segment_sizes or [size]) != size:
         raise InvalidArgument(f"segment sizes add up to {sum(segment_sizes)}, not {size}")
     data = bytearray(size)
+    view = memoryview(data)
+    digest = _PrefixHash(view) if sha256 is not None else None
     position = 0
     async for chunk in chunks:
         end = position + len(chunk)
         if end > size:
             raise InvalidArgument(f"the upload has more than the {size} bytes its header announced")
-        data[position:end] = chunk
+        view[position:end] = chunk
         position = end
+        if digest is not None:
+            digest.advance(position)
     if position != size:
         raise InvalidArgument(
             f"the upload ended after {position} of {size} bytes; nothing was kept, upload it again"
         )
+    if digest is not None:
+        _check(await digest.hexdigest(size), sha256)
     return data
 
 
-def verify(data: bytearray, sha256: str) -> None:
-    """Check the bytes against their announced SHA-256 (run it off the event loop)."""
-    actual = hashlib.sha256(data).hexdigest()
+class _PrefixHash:
+    """The SHA-256 of a filling buffer's prefix, hashed in a thread as the buffer fills.
+
+    At most one hashing step runs at a time, so the steps keep their order.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._digest = hashlib.sha256()
+        self._hashed = 0
+        self._step: asyncio.Future | None = None
+
+    def advance(self, filled: int) -> None:
+        """Note that ``view[:filled]`` is final; hash more of it unless a step is running."""
+        if self._step is not None and not self._step.done():
+            return
+        if filled - self._hashed >= HASH_STEP:
+            self._step = self._hash(filled)
+
+    def _hash(self, filled: int) -> asyncio.Future:
+        piece = self._view[self._hashed : filled]
+        self._hashed = filled
+        return asyncio.get_running_loop().run_in_executor(None, self._digest.update, piece)
+
+    async def hexdigest(self, filled: int) -> str:
+        """The hex SHA-256 of ``view[:filled]``."""
+        if self._step is not None:
+            await self._step
+        if filled > self._hashed:
+            await self._hash(filled)
+        return self._digest.hexdigest()
+
+
+def _check(actual: str, sha256: str) -> None:
     if actual != sha256:
         raise InvalidArgument(
             f"the upload's SHA-256 is {actual}, not {sha256} as announced; nothing was kept"

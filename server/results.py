@@ -85,8 +85,8 @@ def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
     """
     segments: list[memoryview]
     if fmt == "arrow":
-        data = to_arrow(value)
-        return ResultStream("arrow", (memoryview(data),), hashlib.sha256(data).hexdigest())
+        data = memoryview(_arrow_ipc(value)).cast("B")  # Arrow's own buffer, not a copy
+        return ResultStream("arrow", (data,), hashlib.sha256(data).hexdigest())
     if fmt == "json" or (fmt == "auto" and is_function):
         try:
             text = json.dumps(to_json(value), separators=(",", ":")).encode("utf-8")
@@ -162,6 +162,11 @@ def to_arrow(value: Any) -> bytes:
     Raises:
         FailedPrecondition: The value is not tabular (the message names its type).
     """
+    return _arrow_ipc(value).to_pybytes()
+
+
+def _arrow_ipc(value: Any) -> Any:
+    """:func:`to_arrow`'s stream, in the ``pyarrow.Buffer`` Arrow wrote it to."""
     try:
         import pyarrow as pa
     except ImportError as exc:  # an install without dask[dataframe]
@@ -183,7 +188,9 @@ def to_arrow(value: Any) -> bytes:
         if pd is not None and isinstance(value, pd.Series):
             value = value.to_frame()
         if pd is not None and isinstance(value, pd.DataFrame):
-            table = pa.Table.from_pandas(value, preserve_index=not isinstance(value.index, pd.RangeIndex))
+            table = pa.Table.from_pandas(
+                value, preserve_index=not isinstance(value.index, pd.RangeIndex)
+            )
     if table is None:
         cls = type(value)
         raise FailedPrecondition(
@@ -193,7 +200,7 @@ def to_arrow(value: Any) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:

@@ -302,8 +302,9 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             async for message in request_iterator:
                 if message.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only the first message of an upload is a header")
-                self.core.metrics.bytes_in.labels("PutObject").inc(len(message.chunk))
-                yield message.chunk
+                chunk = message.chunk  # read once: each read of a bytes field copies it
+                self.core.metrics.bytes_in.labels("PutObject").inc(len(chunk))
+                yield chunk
 
         stored, existed = await self.core.put_object(
             current_caller(), header.sha256, header.size_bytes, list(header.segment_sizes), chunks()

@@ -65,6 +65,10 @@ def test_json_results_and_corruption() -> None:
     for message in _messages(stream):
         assembler.feed(message)
     assert assembler.value() == {"k": [1, 2, 3]}
-    assembler.buffer[0:1] = b"["
+    # Bytes are checked as they arrive: corrupt them on the way.
+    corrupted = ResultAssembler()
+    header, chunk = _messages(stream)
+    corrupted.feed(header)
+    corrupted.feed(pb.GetJobResultResponse(chunk=b"[" + chunk.chunk[1:]))
     with pytest.raises(ComputeError, match="SHA-256"):
-        assembler.value()
+        corrupted.value()
