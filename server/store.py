@@ -107,7 +107,10 @@ def _row_update(compare_state: bool, clear_request: bool) -> sa.Update:
     columns = (*_UPDATED_COLUMNS, "request") if clear_request else _UPDATED_COLUMNS
     statement = jobs_table.update().where(jobs_table.c.job_id == sa.bindparam("b_job_id"))
     if compare_state:
-        statement = statement.where(jobs_table.c.state.in_(_UNFINISHED))
+        # Two comparisons, not IN: an IN list is re-expanded on every run.
+        statement = statement.where(
+            sa.or_(*(jobs_table.c.state == sa.literal(state) for state in _UNFINISHED))
+        )
     return statement.values({name: sa.bindparam(f"v_{name}") for name in columns})
 
 
