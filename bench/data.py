@@ -261,7 +261,7 @@ def _bare_fetch(client: Any, nbytes: int) -> tuple[float, float]:
     options = [("grpc.max_receive_message_length", 64 * MIB)]
     with grpc.insecure_channel(client.target, options=options) as channel:
         stub = pb_grpc.ComputeServiceStub(channel)
-        request = pb.GetJobResultRequest(job_id=job.job_id, release=True)
+        request = pb.GetJobResultRequest(job_id=job.job_id, release=True, checksum_last=True)
         start = time.perf_counter()
         header, received = 0.0, 0
         for message in stub.GetJobResult(request, timeout=300):

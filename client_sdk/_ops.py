@@ -193,7 +193,11 @@ class ClientBase:
         idle = 0
         while not assembler.complete:
             before = assembler.received
-            request = pb.GetJobResultRequest(job_id=job_id, offset=before, release=release)
+            # The SHA-256 comes last: the server sends the first bytes while
+            # it hashes them all, and this side hashes them as they arrive.
+            request = pb.GetJobResultRequest(
+                job_id=job_id, offset=before, release=release, checksum_last=True
+            )
             try:
                 yield Stream("GetJobResult", request, assembler.feed, RESULT_STREAM_TIMEOUT)
             except (ServiceUnavailable, DeadlineExceeded):

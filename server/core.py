@@ -1399,19 +1399,27 @@ class ComputeCore:
         return await self._pools().in_thread(sizeof, handle)
 
     async def open_result(
-        self, job_id: str, fmt: str = "auto", caller: Caller = ANONYMOUS
+        self,
+        job_id: str,
+        fmt: str = "auto",
+        caller: Caller = ANONYMOUS,
+        checksum: bool = True,
     ) -> results.ResultStream:
         """A succeeded job's result, encoded for streaming.
 
         The value is fetched from the cluster (where it stays until released
         or expired), encoded off the event loop, and held only by the stream.
+        Without ``checksum`` the stream's ``sha256`` is left empty, for the
+        caller to compute with ``ResultStream.compute_sha256`` while it sends.
         """
         record, handle = await self._result_handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
         value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
         is_function = record.kind is JobKind.FUNCTION
-        return await self._pools().in_thread(results.encode_stream, value, fmt, is_function)
+        return await self._pools().in_thread(
+            results.encode_stream, value, fmt, is_function, checksum
+        )
 
     # -- objects ---------------------------------------------------------------
 

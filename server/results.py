@@ -48,11 +48,14 @@ class ResultStream:
     out-of-band buffers (pickle protocol 5: NumPy and Arrow data are not
     copied into the pickle); ``pickle.loads(first, buffers=others)`` rebuilds
     it. For JSON, the one segment is UTF-8 JSON text.
+
+    ``sha256`` is empty when the stream was built without it: then
+    :meth:`compute_sha256` computes it, in a thread, while the chunks go out.
     """
 
     format: str
     segments: tuple[memoryview, ...]
-    sha256: str
+    sha256: str = ""
 
     @property
     def total_size(self) -> int:
@@ -63,6 +66,17 @@ class ResultStream:
     def segment_sizes(self) -> list[int]:
         """The size of each segment, in order."""
         return [s.nbytes for s in self.segments]
+
+    def compute_sha256(self) -> str:
+        """The SHA-256 of the whole stream, in hex, hashed now.
+
+        hashlib releases the GIL while it reads a large buffer, so a thread
+        can run this while the event loop sends the same bytes.
+        """
+        digest = hashlib.sha256()
+        for segment in self.segments:
+            digest.update(segment)
+        return digest.hexdigest()
 
     def chunks(self, offset: int, size: int) -> Iterator[memoryview]:
         """Slices of at most ``size`` bytes of the stream from ``offset`` on, without copies."""
@@ -77,16 +91,28 @@ class ResultStream:
             position = end
 
 
-def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
+def encode_stream(value: Any, fmt: str, is_function: bool, checksum: bool = True) -> ResultStream:
     """Encode ``value`` for streaming ("auto" is JSON for named calls that allow it).
+
+    Without ``checksum`` the stream's ``sha256`` is left empty (see
+    :meth:`ResultStream.compute_sha256`), so its first bytes can leave before
+    all are hashed.
 
     Raises:
         FailedPrecondition: JSON was asked for but the value has none.
     """
+    stream = _encode_stream(value, fmt, is_function)
+    if not checksum:
+        return stream
+    return dataclasses.replace(stream, sha256=stream.compute_sha256())
+
+
+def _encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
+    """:func:`encode_stream` without the hash."""
     segments: list[memoryview]
     if fmt == "arrow":
         data = memoryview(_arrow_ipc(value)).cast("B")  # Arrow's own buffer, not a copy
-        return ResultStream("arrow", (data,), hashlib.sha256(data).hexdigest())
+        return ResultStream("arrow", (data,))
     if fmt == "json" or (fmt == "auto" and is_function):
         try:
             text = json.dumps(to_json(value), separators=(",", ":")).encode("utf-8")
@@ -97,7 +123,7 @@ def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
                 ) from exc
         else:
             segments = [memoryview(text)]
-            return ResultStream("json", tuple(segments), hashlib.sha256(text).hexdigest())
+            return ResultStream("json", tuple(segments))
     buffers: list[pickle.PickleBuffer] = []
     main = _pickle.dumps_out_of_band(value, buffers.append)
     segments = [memoryview(main)]
@@ -106,10 +132,7 @@ def encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
             segments.append(buffer.raw())
         except BufferError:  # not contiguous: copy this one
             segments.append(memoryview(bytes(buffer)))
-    digest = hashlib.sha256()
-    for segment in segments:
-        digest.update(segment)
-    return ResultStream("pickle", tuple(segments), digest.hexdigest())
+    return ResultStream("pickle", tuple(segments))
 
 
 def to_json(value: Any, _depth: int = 0) -> Any:

@@ -277,15 +277,25 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if not 1024 <= chunk_size <= MAX_CHUNK_BYTES:
             raise InvalidArgument(f"chunk_size must be between 1024 and {MAX_CHUNK_BYTES}")
         fmt = convert.result_format(request.result_format)
-        stream = await self.core.open_result(request.job_id, fmt, caller)
+        last = request.checksum_last
+        stream = await self.core.open_result(request.job_id, fmt, caller, checksum=not last)
         if not 0 <= request.offset <= stream.total_size:
             raise InvalidArgument(
                 f"offset {request.offset} is outside the result's {stream.total_size} bytes"
             )
-        yield pb.GetJobResultResponse(header=convert.result_header(stream, request.offset))
-        for chunk in stream.chunks(request.offset, chunk_size):
-            yield pb.GetJobResultResponse(chunk=bytes(chunk))
-        del stream  # the server keeps no copy once it is sent
+        # With checksum_last the whole stream (from byte 0) is hashed in a
+        # thread while the chunks go out, and its SHA-256 comes last.
+        digest = asyncio.ensure_future(asyncio.to_thread(stream.compute_sha256)) if last else None
+        try:
+            yield pb.GetJobResultResponse(header=convert.result_header(stream, request.offset))
+            for chunk in stream.chunks(request.offset, chunk_size):
+                yield pb.GetJobResultResponse(chunk=bytes(chunk))
+            del stream  # the server keeps no copy once it is sent
+            if digest is not None:
+                yield pb.GetJobResultResponse(trailer=pb.ResultTrailer(sha256=await digest))
+        finally:
+            if digest is not None:
+                digest.cancel()  # a stream cut off: nobody waits for the hash
         if request.release:
             await self.core.release(request.job_id, caller)
 

@@ -40,14 +40,17 @@ def make_array(n):
 
 def run_pickled(stub, func, *args, scheduler=pb.SCHEDULER_DISTRIBUTED):
     spec = pb.JobSpec(
-        pickled_call=pb.PickledCall(payload=cloudpickle.dumps((func, args, {}))), scheduler=scheduler
+        pickled_call=pb.PickledCall(payload=cloudpickle.dumps((func, args, {}))),
+        scheduler=scheduler,
     )
     return stub.Run(pb.RunRequest(job=spec), timeout=120)
 
 
 def fetch(stub, job_id, offset=0, chunk_size=0, fmt=pb.RESULT_FORMAT_UNSPECIFIED, release=False):
     stream = stub.GetJobResult(
-        pb.GetJobResultRequest(job_id=job_id, offset=offset, chunk_size=chunk_size, result_format=fmt, release=release),
+        pb.GetJobResultRequest(
+            job_id=job_id, offset=offset, chunk_size=chunk_size, result_format=fmt, release=release
+        ),
         timeout=120,
     )
     header = next(stream).header
@@ -71,12 +74,15 @@ def load(header, data):
     return pickle.loads(segments[0], buffers=segments[1:])
 
 
-@pytest.mark.parametrize("size", [0, 4 * MiB - 2048, 10 * MiB], ids=["empty", "just-under-4MiB", "10MiB"])
+@pytest.mark.parametrize(
+    "size", [0, 4 * MiB - 2048, 10 * MiB], ids=["empty", "just-under-4MiB", "10MiB"]
+)
 def test_bytes_results_round_trip_intact(stub, size):
     response = run_pickled(stub, make_bytes, size)
     assert response.job.state == pb.JOB_STATE_SUCCEEDED
     if size <= MiB:
-        assert not response.result.streamed and pickle.loads(response.result.pickle) == make_bytes(size)
+        assert not response.result.streamed
+        assert pickle.loads(response.result.pickle) == make_bytes(size)
     else:
         assert response.result.streamed and not response.result.WhichOneof("value")
         assert response.result.size_bytes >= size
@@ -112,6 +118,66 @@ def test_cut_off_stream_resumes_from_its_offset(stub):
     np.testing.assert_array_equal(load(header, first + rest), make_array(MiB))
     run_after = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
     assert run_after.finish_time == response.job.finish_time, "the job was not run again"
+
+
+def fetch_checksum_last(stub, job_id, offset=0, chunk_size=0):
+    """A GetJobResult stream asked for ``checksum_last``: its header, bytes and trailer's SHA-256."""
+    request = pb.GetJobResultRequest(
+        job_id=job_id, offset=offset, chunk_size=chunk_size, checksum_last=True
+    )
+    messages = list(stub.GetJobResult(request, timeout=120))
+    header, *chunks, trailer = messages
+    assert header.WhichOneof("part") == "header" and trailer.WhichOneof("part") == "trailer"
+    assert all(message.WhichOneof("part") == "chunk" for message in chunks)
+    return header.header, bytearray(b"".join(m.chunk for m in chunks)), trailer.trailer.sha256
+
+
+def test_checksum_last_sends_the_sha256_in_a_trailer(stub):
+    response = run_pickled(stub, make_array, MiB)  # 8 MiB
+    job_id = response.job.job_id
+    header, data, sha256 = fetch_checksum_last(stub, job_id, chunk_size=MiB)
+    assert header.sha256 == "" and header.total_size == len(data) and header.offset == 0
+    assert sha256 == hashlib.sha256(data).hexdigest()
+    np.testing.assert_array_equal(load_with(header, data, sha256), make_array(MiB))
+    # Cut off halfway (the server drops the hash it started), then resumed
+    # from an offset: the trailer still has the SHA-256 of the whole stream.
+    cut = stub.GetJobResult(
+        pb.GetJobResultRequest(job_id=job_id, chunk_size=MiB, checksum_last=True)
+    )
+    assert next(cut).header.sha256 == "" and next(cut).chunk
+    cut.cancel()
+    offset = 3 * MiB + 5
+    rest_header, rest, rest_sha256 = fetch_checksum_last(
+        stub, job_id, offset=offset, chunk_size=MiB
+    )
+    assert rest_header.sha256 == "" and rest_header.offset == offset
+    assert rest == data[offset:] and rest_sha256 == sha256
+    # Resumed at the very end (cut off just before the trailer): only the header and trailer.
+    end_header, end, end_sha256 = fetch_checksum_last(stub, job_id, offset=len(data))
+    assert end_header.offset == len(data) and not end and end_sha256 == sha256
+    # Without checksum_last nothing changed: the SHA-256 is in the header and no trailer comes.
+    plain_header, plain = fetch(stub, job_id)
+    assert plain_header.sha256 == sha256 and plain == data
+
+
+def test_checksum_last_with_release_frees_the_result_after_the_trailer(stub):
+    job_id = run_pickled(stub, make_bytes, 2 * MiB).job.job_id
+    request = pb.GetJobResultRequest(job_id=job_id, checksum_last=True, release=True)
+    messages = list(stub.GetJobResult(request, timeout=60))
+    assert messages[-1].WhichOneof("part") == "trailer"
+    data = b"".join(m.chunk for m in messages)
+    assert load_with(messages[0].header, data, messages[-1].trailer.sha256) == make_bytes(2 * MiB)
+    with pytest.raises(grpc.RpcError) as info:
+        fetch(stub, job_id)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def load_with(header, data, sha256):
+    """:func:`load` for a header without a SHA-256, checked against ``sha256`` instead."""
+    checked = pb.ResultHeader()
+    checked.CopyFrom(header)
+    checked.sha256 = sha256
+    return load(checked, data)
 
 
 def test_local_scheduler_results_stream_too(stub):
@@ -151,10 +217,20 @@ def test_release_frees_the_result(stub):
 
 
 def test_result_stream_errors(stub):
-    job = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30).job
+    job = stub.Run(
+        pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30
+    ).job
     for request, code, text in (
-        (pb.GetJobResultRequest(job_id=job.job_id, chunk_size=10), grpc.StatusCode.INVALID_ARGUMENT, "chunk_size"),
-        (pb.GetJobResultRequest(job_id=job.job_id, offset=10**9), grpc.StatusCode.INVALID_ARGUMENT, "offset"),
+        (
+            pb.GetJobResultRequest(job_id=job.job_id, chunk_size=10),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "chunk_size",
+        ),
+        (
+            pb.GetJobResultRequest(job_id=job.job_id, offset=10**9),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "offset",
+        ),
         (pb.GetJobResultRequest(job_id="f" * 32), grpc.StatusCode.NOT_FOUND, "no job with id"),
     ):
         with pytest.raises(grpc.RpcError) as info:
@@ -182,7 +258,9 @@ def test_run_and_wait_can_release_an_inline_result(stub):
     waited = stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id, release=True), timeout=60)
     assert pickle.loads(waited.result.pickle) == make_bytes(10)
     assert not stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=10).job.result_available
-    big = pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps((make_bytes, (2 * MiB,), {}))))
+    big = pb.JobSpec(
+        pickled_call=pb.PickledCall(payload=cloudpickle.dumps((make_bytes, (2 * MiB,), {})))
+    )
     streamed = stub.Run(pb.RunRequest(job=big, release=True), timeout=60)
     assert streamed.result.streamed and streamed.job.result_available, "a streamed result is kept"
     header, data = fetch(stub, streamed.job.job_id, release=True)

@@ -451,18 +451,20 @@ class WatchJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
 
 class GetJobResultRequest(_message.Message):
-    __slots__ = ("job_id", "result_format", "offset", "chunk_size", "release")
+    __slots__ = ("job_id", "result_format", "offset", "chunk_size", "release", "checksum_last")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_LAST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result_format: ResultFormat
     offset: int
     chunk_size: int
     release: bool
-    def __init__(self, job_id: _Optional[str] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
+    checksum_last: bool
+    def __init__(self, job_id: _Optional[str] = ..., result_format: _Optional[_Union[ResultFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ..., release: _Optional[bool] = ..., checksum_last: _Optional[bool] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
     __slots__ = ("format", "serializer", "total_size", "sha256", "segment_sizes", "offset")
@@ -480,13 +482,21 @@ class ResultHeader(_message.Message):
     offset: int
     def __init__(self, format: _Optional[_Union[ResultFormat, str]] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., segment_sizes: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ...) -> None: ...
 
+class ResultTrailer(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
 class GetJobResultResponse(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunk", "trailer")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
     header: ResultHeader
     chunk: bytes
-    def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    trailer: ResultTrailer
+    def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[ResultTrailer, _Mapping]] = ...) -> None: ...
 
 class ReleaseJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -210,7 +210,8 @@ class ComputeServiceServicer:
 
     def GetJobResult(self, request, context):
         """GetJobResult streams a succeeded job's result in chunks: a header (format,
-        total size, SHA-256, segment sizes), then the bytes from `offset` on. A
+        total size, SHA-256, segment sizes), then the bytes from `offset` on
+        (with `checksum_last`, the SHA-256 comes in a trailer after them). A
         stream cut off halfway is resumed by asking again from the last offset
         received; the job is not run again. Results of any size come this way.
         """
