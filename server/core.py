@@ -15,7 +15,15 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 from dask.sizeof import sizeof
@@ -984,6 +992,8 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if runtime is not None and not self.jobs.get(job_id).state.finished:
             runtime.result = value
+            if self._shared and isinstance(value, ClusterResult):
+                await self._publish(job_id, value)
             keep = self.jobs.durable and self.settings.stored_result_bytes
             if keep and not getattr(self.jobs, "exclusive", True):
                 # Shared with other replicas, which read small results from the
@@ -999,6 +1009,49 @@ class ComputeCore:
                 task = asyncio.create_task(self._store_small_result(executors, job_id, value))
                 self._storing.add(task)
                 task.add_done_callback(self._storing.discard)
+
+    @property
+    def _shared(self) -> bool:
+        """Whether other replicas share the job store (and so may serve our results)."""
+        return self.jobs.durable and not getattr(self.jobs, "exclusive", True)
+
+    async def _publish(self, job_id: str, result: ClusterResult) -> None:
+        """Publish a result on the cluster as a Dask dataset, so any replica can fetch it.
+
+        It stays there, held by the scheduler, until released or expired,
+        even if this replica goes away.
+        """
+        try:
+            await asyncio.wait_for(
+                self._client.publish_dataset(**{_dataset_name(job_id): result.published()}),
+                SCHEDULER_TIMEOUT,
+            )
+        except Exception as exc:  # served from here only
+            logger.warning("job=%s result not published for other replicas: %s", job_id, exc)
+
+    async def _unpublish(self, job_ids: Iterable[str]) -> None:
+        """Drop the published results of ``job_ids`` (those never published are skipped)."""
+        if not self._shared or self._client is None:
+            return
+        try:
+            names = set(await asyncio.wait_for(self._client.list_datasets(), SCHEDULER_TIMEOUT))
+            for job_id in job_ids:
+                if _dataset_name(job_id) in names:
+                    await self._client.unpublish_dataset(_dataset_name(job_id))
+        except Exception as exc:  # expiry comes round again
+            logger.warning("could not drop published results: %s", exc)
+
+    async def _published_result(self, job_id: str) -> ClusterResult | None:
+        """The result another replica published for ``job_id``, if the cluster holds it."""
+        if not self._shared or self._client is None or not self.cluster_ok:
+            return None
+        try:
+            data = await asyncio.wait_for(
+                self._client.get_dataset(_dataset_name(job_id)), SCHEDULER_TIMEOUT
+            )
+        except Exception:  # no such dataset (released, expired, or never published)
+            return None
+        return ClusterResult.from_published(data)
 
     async def _store_small_result(self, executors: Executors, job_id: str, value: Any) -> None:
         """Keep a small result with the durable record, so it outlives a restart.
@@ -1368,10 +1421,19 @@ class ComputeCore:
             )
         runtime = self._runtimes.get(job_id)
         handle = runtime.result if runtime is not None else _NO_RESULT
+        if handle is not _NO_RESULT and self._shared:
+            # Another replica may have released it: the shared record says.
+            record = self.jobs.refresh(job_id)
+            if not record.result_available:
+                runtime.result, runtime.released, handle = _NO_RESULT, True, _NO_RESULT
         if handle is _NO_RESULT and record.result_available:
             blob = self.jobs.stored_result(job_id)  # from before a restart, or another replica
             if blob is not None:
                 handle = await self._pools().in_thread(_pickle.load_payload, blob, "stored result")
+            else:  # another replica's result, too large to store, published on the cluster
+                published = await self._published_result(job_id)
+                if published is not None:
+                    handle = published
         if handle is _NO_RESULT:
             if runtime is not None and runtime.released:
                 raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
@@ -1503,6 +1565,7 @@ class ComputeCore:
         if record.result_available:
             record = self.jobs.update_soon(job_id, result_available=False)
             self.jobs.store_result(job_id, None)
+        await self._unpublish([job_id])
         return record, had
 
     async def _janitor(self) -> None:
@@ -1516,10 +1579,15 @@ class ComputeCore:
         dropped = self.objects.expire(now)
         if dropped:
             logger.info("expired %d objects unused for %gs", dropped, s.object_ttl)
-        for job_id in self.jobs.expire_results(now - s.result_ttl):
+        expired = self.jobs.expire_results(now - s.result_ttl)
+        for job_id in expired:
             runtime = self._runtimes.get(job_id)
             if runtime is not None:
                 runtime.result = _NO_RESULT
+        if expired and self._shared:
+            task = asyncio.get_running_loop().create_task(self._unpublish(expired))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
         old = set(self.jobs.finished_before(now - s.job_ttl))
         excess = len(self.jobs) - s.max_jobs
         if excess > 0:
@@ -1532,6 +1600,11 @@ class ComputeCore:
                 key: job_id for key, job_id in self._by_request_id.items() if job_id not in old
             }
             logger.info("expired %d finished job records", len(old))
+
+
+def _dataset_name(job_id: str) -> str:
+    """The name of a job's result published on the cluster for other replicas."""
+    return f"dask-compute-result-{job_id}"
 
 
 def _task_key(target: str, job_id: str) -> str:

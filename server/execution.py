@@ -126,6 +126,15 @@ class ClusterResult:
         self._shape = shape
         self.direct = direct
 
+    def published(self) -> dict[str, Any]:
+        """What :meth:`from_published` rebuilds it from (a Dask dataset of its futures)."""
+        return {"futures": self._futures, "shape": self._shape}
+
+    @classmethod
+    def from_published(cls, data: dict[str, Any], direct: bool = False) -> ClusterResult:
+        """A result another replica published on the cluster, held here too."""
+        return cls(data["futures"], data["shape"], direct)
+
     @property
     def keys(self) -> list:
         """The keys of the result's futures."""
