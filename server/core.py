@@ -561,11 +561,16 @@ class ComputeCore:
 
     # -- jobs ----------------------------------------------------------------
 
-    async def submit(self, request: JobRequest, caller: Caller = ANONYMOUS) -> JobRecord:
+    async def submit(
+        self,
+        request: JobRequest,
+        caller: Caller = ANONYMOUS,
+        abandoned: Callable[[], str] | None = None,
+    ) -> JobRecord:
         """Validate and accept a job, start it, and return its record.
 
         A request with a ``request_id`` that this caller used before returns
-        the first job's record instead.
+        the first job's record instead. ``abandoned``: see :meth:`_accept`.
 
         Raises:
             InvalidArgument: Bad scheduler, format, arguments or payload.
@@ -584,7 +589,7 @@ class ComputeCore:
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
-        (record,) = await self._accept(executors, [(request, caller, *prepared)])
+        (record,) = await self._accept(executors, [(request, caller, *prepared)], abandoned)
         return record
 
     async def submit_many(
@@ -697,8 +702,12 @@ class ComputeCore:
         self,
         executors: Executors,
         items: list[tuple[JobRequest, Caller, Work, str, str]],
+        abandoned: Callable[[], str] | None = None,
     ) -> list[JobRecord]:
         """Record validated jobs (one write for the batch), then start them.
+
+        ``abandoned`` gives the reason to cancel them with when the caller
+        stops waiting before they are recorded (a ``Run`` whose caller left).
 
         A job is acknowledged only once its record is stored. While it is
         being written it already counts against the limits and its
@@ -729,27 +738,55 @@ class ComputeCore:
                 (record, _request_doc(request) if request.retryable and durable else None)
             )
             self._reserve(record)
+        # Once written, the jobs start whatever happens to the caller meanwhile
+        # (its RPC may be cancelled while the write is under way): a stored
+        # job that never started would stay queued for ever.
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[list[JobRecord]] = loop.create_future()
+
+        def start(written: asyncio.Future[list[JobRecord]]) -> None:
+            error = written.exception()
+            if error is not None:
+                for record, _ in entries:
+                    self._unreserve(record)
+                started.set_exception(
+                    Unavailable(
+                        f"the job store could not record the job ({type(error).__name__}: "
+                        f"{error}); nothing was started: retry"
+                    )
+                )
+                return
+            stored = written.result()
+            for record, (request, _caller, work, target, scheduler) in zip(
+                stored, items, strict=True
+            ):
+                self._start(executors, record, work, scheduler, self._time_limit(request), True)
+                self.metrics.job_submitted(record.kind.value, scheduler)
+                logger.info(
+                    "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
+                    record.job_id,
+                    record.kind.value,
+                    target,
+                    scheduler,
+                    record.owner,
+                )
+            started.set_result(stored)
+
+        asyncio.wrap_future(self.jobs.insert_many(entries)).add_done_callback(start)
         try:
-            stored = await asyncio.wrap_future(self.jobs.insert_many(entries))
-        except Exception as exc:
-            for record, _ in entries:
-                self._unreserve(record)
-            raise Unavailable(
-                f"the job store could not record the job ({type(exc).__name__}: {exc}); "
-                "nothing was started: retry"
-            ) from exc
-        for record, (request, _caller, work, target, scheduler) in zip(stored, items, strict=True):
-            self._start(executors, record, work, scheduler, self._time_limit(request), True)
-            self.metrics.job_submitted(record.kind.value, scheduler)
-            logger.info(
-                "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
-                record.job_id,
-                record.kind.value,
-                target,
-                scheduler,
-                record.owner,
-            )
-        return stored
+            return await asyncio.shield(started)
+        except asyncio.CancelledError:
+            if abandoned is not None:
+                # Nobody will wait for these jobs: cancel them once they start.
+                reason = abandoned()
+
+                def cancel(done: asyncio.Future[list[JobRecord]]) -> None:
+                    if not done.cancelled() and done.exception() is None:
+                        for record in done.result():
+                            self._cancel(record.job_id, reason)
+
+                started.add_done_callback(cancel)
+            raise
 
     def _reserve(self, record: JobRecord) -> None:
         """Count a job as unfinished, and make its idempotency key known."""
@@ -881,7 +918,7 @@ class ComputeCore:
         passes), the job is cancelled too, with ``why_cancelled()`` as the
         reason: nobody is left to read its result.
         """
-        record = await self.submit(request, caller)
+        record = await self.submit(request, caller, why_cancelled)
         runtime = self._runtimes.get(record.job_id)
         if runtime is None:  # an earlier submission with this request_id, since forgotten
             return self.jobs.get(record.job_id)

@@ -221,6 +221,29 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     assert record.cancel_reason == "the caller of Run went away"
 
 
+async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuck(core):
+    request = dataclasses.replace(
+        pickled(slowinc, 1, delay=10, scheduler="threads"), request_id="abandoned-mid-write"
+    )
+    task = asyncio.ensure_future(core.run(request))
+    for _ in range(10_000):  # until the record is being written
+        if core._inserting:
+            break
+        await asyncio.sleep(0)
+    assert core._inserting, "the Run never reached the write of its record"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        records = [r for r in core.list_jobs()[0] if r.request_id == "abandoned-mid-write"]
+        if records and records[0].state.finished:
+            break
+        await asyncio.sleep(0.01)
+    assert len(records) == 1, "the job was recorded once"
+    assert records[0].state is JobState.CANCELLED, records[0]
+    assert records[0].cancel_reason == "the caller of Run went away"
+
+
 async def test_json_format_refused_for_non_json_result(core):
     record = await core.run(pickled(set, [1, 2], scheduler="threads"))
     with pytest.raises(FailedPrecondition, match="no JSON form"):
