@@ -991,9 +991,13 @@ class ComputeCore:
         time_limit: float | None,
     ) -> None:
         # Written only if the job is still running a moment later: a short
-        # job's end is its first write after it was accepted.
+        # job's end is its first write after it was accepted. (Other
+        # replicas, which read the shared store, see it at once.)
         self.jobs.update_soon(
-            job_id, delay=RUNNING_WRITE_DELAY, state=JobState.RUNNING, start_time=time.time()
+            job_id,
+            delay=0.0 if self._shared else RUNNING_WRITE_DELAY,
+            state=JobState.RUNNING,
+            start_time=time.time(),
         )
         logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
         try:
@@ -1600,8 +1604,12 @@ class ComputeCore:
             runtime.result = _NO_RESULT
             runtime.released = True
         if record.result_available:
-            record = self.jobs.update_soon(job_id, result_available=False)
-            self.jobs.store_result(job_id, None)
+            if self._shared:  # other replicas must see it gone once this answers
+                self.jobs.store_result(job_id, None)
+                record = self.jobs.update(job_id, result_available=False)
+            else:
+                record = self.jobs.update_soon(job_id, result_available=False)
+                self.jobs.store_result(job_id, None)
         await self._unpublish([job_id])
         return record, had
 

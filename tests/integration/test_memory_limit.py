@@ -1,4 +1,4 @@
-"""A job that leaks memory past the worker limit ends failed with KilledWorker; the service stays up.
+"""A job leaking memory past the worker limit ends failed with KilledWorker; the server stays up.
 
 The nanny terminates a worker process whose memory passes 95% of its limit
 (``distributed.worker.memory.terminate``); Dask reschedules the task, and once
