@@ -41,7 +41,14 @@ from server.errors import (
     ServiceError,
     Unavailable,
 )
-from server.execution import ClusterResult, Executors, Work, fetch_many, nbytes_many
+from server.execution import (
+    DIRECT_GATHER_TIMEOUT,
+    ClusterResult,
+    Executors,
+    Work,
+    fetch_many,
+    nbytes_many,
+)
 from server.jobs import (
     JobError,
     JobKind,
@@ -801,12 +808,16 @@ class ComputeCore:
         self._inserting.pop(record.job_id, None)
         if self._by_request_id.get((record.owner, record.request_id)) == record.job_id:
             del self._by_request_id[(record.owner, record.request_id)]
+        self._count_finished(record.owner)
+
+    def _count_finished(self, owner: str) -> None:
+        """One unfinished job of ``owner`` fewer, against the limits."""
         self._pending -= 1
-        left = self._pending_by_owner.get(record.owner, 1) - 1
+        left = self._pending_by_owner.get(owner, 1) - 1
         if left > 0:
-            self._pending_by_owner[record.owner] = left
+            self._pending_by_owner[owner] = left
         else:
-            self._pending_by_owner.pop(record.owner, None)
+            self._pending_by_owner.pop(owner, None)
 
     def _start(
         self,
@@ -1150,12 +1161,7 @@ class ComputeCore:
             record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
             if record.state is not state:
                 logger.info("job=%s was %s by another replica first", job_id, record.state.value)
-        self._pending -= 1
-        left = self._pending_by_owner.get(record.owner, 1) - 1
-        if left > 0:
-            self._pending_by_owner[record.owner] = left
-        else:
-            self._pending_by_owner.pop(record.owner, None)
+        self._count_finished(record.owner)
         runtime = self._runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()
@@ -1518,7 +1524,7 @@ class ComputeCore:
         record, handle = await self._result_handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
-        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
+        value = await handle.fetch(large=True) if isinstance(handle, ClusterResult) else handle
         is_function = record.kind is JobKind.FUNCTION
         return await self._pools().in_thread(
             results.encode_stream, value, fmt, is_function, checksum
@@ -1565,7 +1571,16 @@ class ComputeCore:
         # The bytearray as is (Dask sends it without a copy), straight to a
         # worker of our own cluster: through its scheduler, in this process,
         # the bytes would be held here once more.
-        raw = await client.scatter(data, hash=False, direct=self._cluster is not None)
+        raw = None
+        if self._cluster is not None:
+            try:
+                raw = await asyncio.wait_for(
+                    client.scatter(data, hash=False, direct=True), DIRECT_GATHER_TIMEOUT
+                )
+            except asyncio.TimeoutError:
+                logger.warning("a direct scatter stalled; scattering through the scheduler")
+        if raw is None:
+            raw = await client.scatter(data, hash=False)
         del data
         future = client.submit(
             objects.load_on_worker(),

@@ -153,9 +153,12 @@ class ClusterResult:
         sizes = await client.nbytes(self.keys, summary=False)
         return sum(sizes.values())
 
-    async def fetch(self) -> Any:
-        """Move the result here and return it, shaped as ``dask.compute`` would."""
-        return (await fetch_many([self]))[0]
+    async def fetch(self, large: bool = False) -> Any:
+        """Move the result here and return it, shaped as ``dask.compute`` would.
+
+        ``large``: see :func:`fetch_many`.
+        """
+        return (await fetch_many([self], large))[0]
 
     def shape(self, value: Any) -> Any:
         """The futures' values, shaped as ``dask.compute`` would return them."""
@@ -183,21 +186,39 @@ async def nbytes_many(results: list[ClusterResult]) -> list[int]:
     return sizes
 
 
-async def fetch_many(results: list[ClusterResult]) -> list[Any]:
+async def fetch_many(results: list[ClusterResult], large: bool = False) -> list[Any]:
     """Move many results here with one ``gather`` (as Dask's client does for many futures).
 
-    Results marked ``direct`` come straight from the workers that hold them.
-    Through the scheduler, the bytes cross one more connection, and a
-    scheduler inside this process (a LocalCluster's) holds a second copy of
-    them here while it passes them on: twice the memory, twice the time.
+    ``large`` results marked ``direct`` come straight from the workers that
+    hold them: through the scheduler, the bytes cross one more connection, and
+    a scheduler inside this process (a LocalCluster's) holds a second copy of
+    them here while it passes them on (twice the memory, twice the time).
+    Small results, the common case, go through the scheduler, as Dask's
+    client sends them by default. A direct gather that makes no progress for
+    :data:`DIRECT_GATHER_TIMEOUT` seconds is abandoned for the scheduler's way.
     """
     if not results:
         return []
     flat = [_flatten(result._futures) for result in results]
-    client = flat[0][0].client
-    direct = all(result.direct for result in results)
-    values = iter(await client.gather([f for futures in flat for f in futures], direct=direct))
-    return [result.shape(_refill(result._futures, values)) for result in results]
+    futures = [f for group in flat for f in group]
+    client = futures[0].client
+    values = None
+    if large and all(result.direct for result in results):
+        try:
+            values = await asyncio.wait_for(
+                client.gather(futures, direct=True), DIRECT_GATHER_TIMEOUT
+            )
+        except asyncio.TimeoutError:
+            logger.warning(
+                "fetching %d results straight from the workers took over %gs; "
+                "fetching them through the scheduler",
+                len(results),
+                DIRECT_GATHER_TIMEOUT,
+            )
+    if values is None:
+        values = await client.gather(futures)
+    remaining = iter(values)
+    return [result.shape(_refill(result._futures, remaining)) for result in results]
 
 
 def _refill(template: Any, values: Any) -> Any:
@@ -205,6 +226,10 @@ def _refill(template: Any, values: Any) -> Any:
     if isinstance(template, (list, tuple)):
         return type(template)([_refill(item, values) for item in template])
     return next(values)
+
+
+#: Seconds a direct gather of large results may take before the scheduler's way is tried.
+DIRECT_GATHER_TIMEOUT = 120.0
 
 
 class RemoteError(Exception):

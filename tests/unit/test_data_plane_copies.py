@@ -204,27 +204,43 @@ class _Future:
 
 
 class _Client:
-    def __init__(self) -> None:
-        self.gathers: list[tuple[list[str], bool]] = []
+    def __init__(self, stall: bool = False) -> None:
+        self.gathers: list[tuple[list[str], bool | None]] = []
+        self.stall = stall
 
     async def gather(self, futures: list[_Future], direct: bool | None = None) -> list[str]:
         self.gathers.append(([f.key for f in futures], direct))
+        if direct and self.stall:
+            await asyncio.sleep(3600)
         return [f"value-{f.key}" for f in futures]
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_results_are_fetched_directly_from_workers_when_asked(direct: bool) -> None:
+def test_large_results_are_fetched_directly_from_workers_when_asked(direct: bool) -> None:
     client = _Client()
     single = execution.ClusterResult([_Future(client, "a")], "single", direct=direct)
     nested = execution.ClusterResult(
         [_Future(client, "b"), (_Future(client, "c"),)], "plain", direct=direct
     )
-    assert asyncio.run(single.fetch()) == "value-a"
-    assert asyncio.run(execution.fetch_many([single, nested])) == [
+    assert asyncio.run(single.fetch(large=True)) == "value-a"
+    assert asyncio.run(execution.fetch_many([single, nested], large=True)) == [
         "value-a",
         ["value-b", ("value-c",)],
     ]
-    assert client.gathers == [(["a"], direct), (["a", "b", "c"], direct)]
+    asking = True if direct else None
+    assert client.gathers == [(["a"], asking), (["a", "b", "c"], asking)]
+    # Small results take the scheduler's way, as Dask's client does by default.
+    client.gathers.clear()
+    assert asyncio.run(single.fetch()) == "value-a"
+    assert client.gathers == [(["a"], None)]
+
+
+def test_a_stalled_direct_gather_falls_back_to_the_scheduler(monkeypatch) -> None:
+    monkeypatch.setattr(execution, "DIRECT_GATHER_TIMEOUT", 0.05)
+    client = _Client(stall=True)
+    result = execution.ClusterResult([_Future(client, "a")], "single", direct=True)
+    assert asyncio.run(result.fetch(large=True)) == "value-a"
+    assert client.gathers == [(["a"], True), (["a"], None)]
 
 
 def test_pickled_streams_still_load_without_copies() -> None:
