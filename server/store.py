@@ -287,7 +287,10 @@ class _Writer:
                     logger.exception("job store: a write of job %s failed", write.job_id)
                     outcomes.append(exc)
         for write, outcome in zip(batch, outcomes, strict=True):
-            write.done(outcome)
+            try:
+                write.done(outcome)
+            except Exception:  # a waiter's mistake must not stop the writer
+                logger.exception("job store: a write's callback failed")
 
 
 @dataclasses.dataclass
@@ -407,6 +410,8 @@ class SqlJobTable:
             return [conn.execute(_INSERT, values).inserted_primary_key[0] for values in rows]
 
         def done(outcome: Any) -> None:
+            if not future.set_running_or_notify_cancel():
+                return  # nobody waits for it any more
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
                 return
