@@ -286,15 +286,19 @@ class Caller:
             grpc.channel_ready_future(channel).result(timeout=30)  # away mid-wait, not mid-connect
             spec = _named(
                 "sleep",
-                self.rng.uniform(0.5, 2.0),
+                self.rng.uniform(1.5, 3.0),
                 scheduler=self.rng.choice(("distributed", "threads")),
                 name=name,
             )
-            pb_grpc.ComputeServiceStub(channel).Run.future(pb.RunRequest(job=spec), timeout=60)
+            # Held until the channel closes: a call future that is collected cancels its call.
+            call = pb_grpc.ComputeServiceStub(channel).Run.future(
+                pb.RunRequest(job=spec), timeout=60
+            )
             self.ledger.tag("leave_run", name)
-            time.sleep(self.rng.uniform(0.1, 0.6))
+            time.sleep(self.rng.uniform(0.3, 1.2))
         finally:
             channel.close()
+        self._expect("leave_run", call.cancelled() or call.done(), "call still open")
 
 
 def worker_pids(server_pid: int, client: ComputeClient) -> list[int]:

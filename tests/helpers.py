@@ -111,7 +111,9 @@ def start_server(
 
 
 @contextlib.contextmanager
-def running_server(args: Sequence[str], log_path: pathlib.Path, **kwargs) -> Iterator[RunningServer]:
+def running_server(
+    args: Sequence[str], log_path: pathlib.Path, **kwargs
+) -> Iterator[RunningServer]:
     """:func:`start_server` as a context manager that stops the server on exit."""
     server = start_server(args, log_path, **kwargs)
     try:
@@ -161,14 +163,35 @@ def postgres_server() -> Iterator[str]:
     port = free_port()
     try:
         subprocess.run(
-            [*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "dask", "--auth=trust", "-E", "UTF8"],
+            [
+                *prefix,
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "dask",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
             check=True,
             capture_output=True,
         )
         subprocess.run(
-            [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"),
-             "-w", "-t", "60", "start",
-             "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"],
+            [
+                *prefix,
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            ],
             check=True,
             capture_output=True,
         )
@@ -181,3 +204,54 @@ def postgres_server() -> Iterator[str]:
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def run_bench(section: str, timeout: float = 240) -> tuple[str, float]:
+    """``python -m bench --quick --section SECTION`` as a user runs it; its output and seconds.
+
+    Fails the test on a non-zero exit, with what the benchmark printed.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("DASK_COMPUTE_TARGET", "BENCH_SOAK_STORE"):
+        env.pop(name, None)
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--section", section],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dask Compute Service benchmark (quick): 2 worker processes x 1 thread" in done.stdout, (
+        done.stdout
+    )
+    return done.stdout, took
+
+
+def run_on_terminal(command: Sequence[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run ``command`` with its standard error on a pseudo-terminal.
+
+    Returns:
+        Its exit code, standard output, and what it drew on the terminal.
+    """
+    primary, secondary = os.openpty()
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=secondary, text=True)
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout, _ = process.communicate(timeout=timeout)
+    finally:
+        os.close(primary)
+    return process.returncode, stdout, b"".join(chunks).decode()

@@ -7,14 +7,11 @@ sensibly, and without errors.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,19 +19,7 @@ MS = r"p50 (\d+\.\d\d) ms  p99 (\d+\.\d\d) ms"
 
 
 def test_quick_benchmark_prints_every_row() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DASK_COMPUTE_TARGET", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--section", "core"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert out.startswith("Dask Compute Service benchmark (quick): 2 worker processes x 1 thread")
+    out, _ = run_bench("core", timeout=240)
 
     def row(label: str) -> str:
         match = re.search(rf"^{re.escape(label)}.*$", out, re.MULTILINE)

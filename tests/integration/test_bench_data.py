@@ -8,14 +8,11 @@ upload (that is a fact, not a figure).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,20 +25,7 @@ def _number(text: str) -> float:
 
 
 def test_quick_data_section_prints_every_row() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DASK_COMPUTE_TARGET", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--section", "data"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert out.startswith("Dask Compute Service benchmark (quick): 2 worker processes x 1 thread")
+    out, _ = run_bench("data", timeout=240)
     assert re.search(r"^\[data\]$", out, re.MULTILINE), out
 
     def row(label: str, pattern: str) -> re.Match[str]:

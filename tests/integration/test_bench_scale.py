@@ -8,14 +8,11 @@ them), only that every row is measured, sensibly, and without errors.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,20 +26,7 @@ MEANING = r"says\s+(>=1\.3x|1\.1x to 1\.3x|~1\.0x|<0\.9x)( \(rounds [^)]*\))?[:;
 
 
 def test_quick_scale_section_prints_every_row() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DASK_COMPUTE_TARGET", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--section", "scale"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert out.startswith("Dask Compute Service benchmark (quick): 2 worker processes x 1 thread")
+    out, _ = run_bench("scale", timeout=240)
     lines = out.splitlines()
 
     def row(label: str, start: int = 0) -> tuple[int, str]:

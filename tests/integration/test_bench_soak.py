@@ -8,15 +8,11 @@ service accepted was lost or left queued or running.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,22 +20,7 @@ INT = r"[\d,]+"
 
 
 def test_quick_soak_accounts_for_every_job() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("DASK_COMPUTE_TARGET", "BENCH_SOAK_STORE"):
-        env.pop(name, None)
-    start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--section", "soak"],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
-        env=env,
-    )
-    took = time.monotonic() - start
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    out, took = run_bench("soak", timeout=280)
     seed = re.search(
         r"^soak: seed (\d+) \(BENCH_SOAK_SEED=\1 replays the mix\), job records in sqlite$",
         out,
@@ -50,7 +31,7 @@ def test_quick_soak_accounts_for_every_job() -> None:
 
     def row(label: str) -> str:
         match = re.search(rf"^{re.escape(label)}.*$", out, re.MULTILINE)
-        assert match, f"no row {label!r} in:\n{out}\n{done.stderr}"
+        assert match, f"no row {label!r} in:\n{out}"
         return match.group(0)
 
     head = re.search(
@@ -66,7 +47,7 @@ def test_quick_soak_accounts_for_every_job() -> None:
     lost = row("  lost, or queued/running after settling")
     assert re.search(
         rf"0 lost, 0 stuck \(server counted {INT} accepted, lists {INT}\)\s+0\s+ok$", lost
-    ), lost + "\n" + done.stderr
+    ), lost + "\n" + out
     by_state = {}
     for state in ("succeeded", "failed, with a reason", "cancelled, with a reason"):
         match = re.search(rf"^  {state}\s+({INT})", row(f"  {state}"))

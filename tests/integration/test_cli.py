@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import BIN, ROOT
+from tests.helpers import BIN, ROOT, run_on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -94,29 +94,10 @@ def test_a_long_wait_prints_plain_progress_lines_off_a_terminal(server) -> None:
 
 def test_a_long_wait_shows_a_spinner_on_a_terminal(server) -> None:
     job_id = ok("submit", "sleep", "4", "--scheduler", "synchronous", target=server.target).strip()
-    primary, secondary = os.openpty()  # standard error is a terminal
-    try:
-        process = subprocess.Popen(
-            [str(BIN / "dask-compute"), "wait", job_id, "--target", server.target],
-            stdout=subprocess.PIPE,
-            stderr=secondary,
-            text=True,
-        )
-        os.close(secondary)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the terminal closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        stdout, _ = process.communicate(timeout=60)
-    finally:
-        os.close(primary)
-    terminal = b"".join(chunks).decode()
-    assert process.returncode == 0 and stdout.strip() == "4"
+    returncode, stdout, terminal = run_on_terminal(
+        [str(BIN / "dask-compute"), "wait", job_id, "--target", server.target]
+    )
+    assert returncode == 0 and stdout.strip() == "4"
     frames = re.findall(rf"\r([|/\\-]) waiting for job {job_id} \(\d+\.\ds\)", terminal)
     assert len(frames) >= 5 and set(frames) == {"|", "/", "-", "\\"}
     assert terminal.endswith("\r\x1b[K") and "elapsed" not in terminal

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 
 import pytest
 
@@ -19,7 +17,7 @@ from client_sdk import (
     JobUpdate,
     Progress,
 )
-from tests.helpers import BIN
+from tests.helpers import BIN, run_on_terminal
 from tests.integration.test_cli import cli, ok
 
 pytestmark = pytest.mark.integration
@@ -145,29 +143,10 @@ def test_cli_watch_json_lines_and_exit_codes(server):
 def test_cli_watch_draws_a_bar_on_a_terminal(server, client):
     # Four threads, 24 tasks of half a second: the job outlasts the CLI's start-up.
     job_id = _submit_graph(client, "distributed", parts=24, delay=0.5).job_id
-    primary, secondary = os.openpty()  # standard error is a terminal
-    try:
-        process = subprocess.Popen(
-            [str(BIN / "dask-compute"), "watch", job_id, "--target", server.target],
-            stdout=subprocess.PIPE,
-            stderr=secondary,
-            text=True,
-        )
-        os.close(secondary)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the terminal closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        stdout, _ = process.communicate(timeout=60)
-    finally:
-        os.close(primary)
-    terminal = b"".join(chunks).decode()
-    assert process.returncode == 0 and "succeeded" in stdout
+    returncode, stdout, terminal = run_on_terminal(
+        [str(BIN / "dask-compute"), "watch", job_id, "--target", server.target]
+    )
+    assert returncode == 0 and "succeeded" in stdout
     bars = re.findall(r"\r\[([#.]{30})\]  (\d+)/25 tasks  (\w+)  \d+\.\ds\x1b\[K", terminal)
     assert len(bars) >= 3, terminal
     filled = [bar.count("#") for bar, _, _ in bars]
