@@ -1145,6 +1145,11 @@ class ComputeCore:
         runtime = self._runtimes.get(job_id)
         if len(blob) <= self.settings.stored_result_bytes and runtime and runtime.result is handle:
             self.jobs.store_result(job_id, blob)  # unless released meanwhile
+            if isinstance(handle, ClusterResult) and not self._shared:
+                # Served from the store from now on: the cluster lets the
+                # result go, so a worker's death never re-runs a job that
+                # already succeeded only to rebuild a result held for it.
+                runtime.result = _NO_RESULT
 
     def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
         record = self.jobs.get(job_id)

@@ -244,6 +244,27 @@ async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuc
     assert records[0].cancel_reason == "the caller of Run went away"
 
 
+async def test_a_small_cluster_result_kept_with_its_record_leaves_the_cluster(core):
+    from server.core import _NO_RESULT, STORE_RESULT_DELAY
+
+    record = await core.submit(pickled(inc, 41, scheduler="distributed"))
+    await core.wait_job(record.job_id, 30)
+    held = core._runtimes[record.job_id].result
+    keys = set(held.keys)
+    for _ in range(100):
+        await asyncio.sleep(STORE_RESULT_DELAY)
+        if core._runtimes[record.job_id].result is _NO_RESULT:
+            break
+    assert core._runtimes[record.job_id].result is _NO_RESULT, "the cluster still holds it"
+    del held
+    assert pickle.loads((await core.result(record.job_id, "pickle")).pickle) == 42
+    for _ in range(100):  # the scheduler forgets the key once no future holds it
+        if not keys & set(await core._client.who_has()):
+            break
+        await asyncio.sleep(0.05)
+    assert not keys & set(await core._client.who_has()), "a worker's death would re-run it"
+
+
 async def test_json_format_refused_for_non_json_result(core):
     record = await core.run(pickled(set, [1, 2], scheduler="threads"))
     with pytest.raises(FailedPrecondition, match="no JSON form"):
