@@ -1144,12 +1144,23 @@ class ComputeCore:
             return
         runtime = self._runtimes.get(job_id)
         if len(blob) <= self.settings.stored_result_bytes and runtime and runtime.result is handle:
-            self.jobs.store_result(job_id, blob)  # unless released meanwhile
+            stored = None
             if isinstance(handle, ClusterResult) and not self._shared:
-                # Served from the store from now on: the cluster lets the
-                # result go, so a worker's death never re-runs a job that
-                # already succeeded only to rebuild a result held for it.
-                runtime.result = _NO_RESULT
+                # Once the blob is committed the store serves the result and the
+                # cluster lets it go, so a worker's death never re-runs a job
+                # that already succeeded only to rebuild a result held for it.
+                loop = asyncio.get_running_loop()
+
+                def stored() -> None:
+                    loop.call_soon_threadsafe(self._let_go, job_id, handle)
+
+            self.jobs.store_result(job_id, blob, stored)  # unless released meanwhile
+
+    def _let_go(self, job_id: str, handle: Any) -> None:
+        """Drop the cluster's copy of a result now kept with its record."""
+        runtime = self._runtimes.get(job_id)
+        if runtime is not None and runtime.result is handle:
+            runtime.result = _NO_RESULT
 
     def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
         record = self.jobs.get(job_id)

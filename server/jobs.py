@@ -14,7 +14,7 @@ import enum
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from server.errors import InvalidArgument, JobNotFound
@@ -153,8 +153,10 @@ class JobTable(Protocol):
     def request_of(self, job_id: str) -> dict[str, Any] | None:
         """The stored request of an unfinished retryable job."""
 
-    def store_result(self, job_id: str, blob: bytes | None) -> None:
-        """Keep (or drop, with ``None``) a small pickled result with the record."""
+    def store_result(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
+    ) -> None:
+        """Keep (or drop, with ``None``) a small pickled result; call ``stored`` once kept."""
 
     def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""
@@ -321,7 +323,9 @@ class MemoryJobTable:
     def request_of(self, job_id: str) -> dict[str, Any] | None:
         return None
 
-    def store_result(self, job_id: str, blob: bytes | None) -> None:
+    def store_result(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
+    ) -> None:
         pass
 
     def stored_result(self, job_id: str) -> bytes | None:

@@ -207,6 +207,7 @@ class _Writer:
         self._cond = threading.Condition()
         self._queue: list[_Write] = []
         self._deferred: dict[str, _Write] = {}
+        self._writing: list[_Write] = []  # the batch being written now
         self._busy = False
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="dask-compute-store", daemon=True)
@@ -226,7 +227,9 @@ class _Writer:
     def pending(self, job_id: str) -> bool:
         """Whether a write of ``job_id`` is queued and not yet committed."""
         with self._cond:
-            return job_id in self._deferred or any(w.job_id == job_id for w in self._queue)
+            return job_id in self._deferred or any(
+                w.job_id == job_id for w in (*self._queue, *self._writing)
+            )
 
     def flush(self) -> None:
         """Write everything queued, deferred writes included, and wait until it is."""
@@ -255,6 +258,7 @@ class _Writer:
                 if self._queue:
                     batch, self._queue = self._queue, []
                     self._busy = True
+                    self._writing = batch
                     return batch
                 if self._closing:
                     return None
@@ -270,7 +274,11 @@ class _Writer:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._writing = []
                     self._cond.notify_all()
+            # Not kept while waiting for the next: a write's callback may hold
+            # a job's result, which the cluster must be free to let go.
+            del batch
 
     def _write(self, batch: list[_Write]) -> None:
         try:
@@ -629,16 +637,23 @@ class SqlJobTable:
             text = conn.execute(query).scalar()
         return json.loads(text) if text else None
 
-    def store_result(self, job_id: str, blob: bytes | None) -> None:
+    def store_result(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
+    ) -> None:
         """Keep (or, with ``None``, drop) a small pickled result with the record.
 
-        Written with the next transaction, after the job's queued changes.
+        Written with the next transaction, after the job's queued changes;
+        ``stored`` is called (on the writer's thread) once it is committed.
         """
 
         def apply(conn: sa.Connection) -> None:
             conn.execute(_STORE_RESULT, {"b_job_id": job_id, "v_result": blob})
 
-        self._writer.put(_Write(job_id, apply))
+        def done(outcome: Any) -> None:
+            if stored is not None and not isinstance(outcome, BaseException):
+                stored()
+
+        self._writer.put(_Write(job_id, apply, done))
 
     def adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:
         """Renew this replica's lease, and take over the jobs of replicas whose lease ran out.
