@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import socket
 import statistics
 import sys
 import threading
@@ -60,15 +59,9 @@ def run(quick: bool, workers: int, threads: int) -> list[Row]:
     from client_sdk import ComputeClient
 
     nbytes, n_jobs, repeats = SIZES["quick" if quick else "full"]
-    metrics_port = _free_port()
+    metrics_port = processes.free_port()
     args = [
-        "--n-workers",
-        str(workers),
-        "--threads-per-worker",
-        str(threads),
-        "--processes",
-        "--dashboard-address",
-        "",
+        *processes.cluster_args(workers, threads),
         "--job-store",
         "memory",
         # The floor's chunk size, whatever the default becomes.
@@ -326,9 +319,3 @@ def _put_object_bytes(port: int) -> float:
         text = answer.read().decode()
     match = _PUT_BYTES.search(text)
     return float(match.group(1)) if match else 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -16,10 +16,11 @@ import logging
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+
+from bench.processes import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +33,6 @@ class Database:
 
     url: str  #: its SQLAlchemy URL, for ``--job-store``
     pid: int  #: the postmaster's process id (its backends are its children)
-
-
-def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _binary(name: str) -> str | None:

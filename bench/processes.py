@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,7 @@ class Started:
 
 
 @contextlib.contextmanager
-def process(
-    command: Sequence[str], pattern: re.Pattern[str], timeout: float
-) -> Iterator[Started]:
+def process(command: Sequence[str], pattern: re.Pattern[str], timeout: float) -> Iterator[Started]:
     """Run ``command`` until the block ends; ready once its output matches ``pattern``.
 
     It runs from the project's root with the project on ``PYTHONPATH`` (so
@@ -94,6 +93,26 @@ def server(args: Sequence[str], timeout: float = 180) -> Iterator[Service]:
         yield Service(f"{match.group(1)}:{match.group(2)}", started.pid)
 
 
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1 (for a server's metrics, say)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cluster_args(workers: int, threads: int) -> list[str]:
+    """``dask-compute serve`` flags for the benchmark's cluster shape, as direct Dask's."""
+    return [
+        "--n-workers",
+        str(workers),
+        "--threads-per-worker",
+        str(threads),
+        "--processes",
+        "--dashboard-address",
+        "",
+    ]
+
+
 @contextlib.contextmanager
 def service(workers: int, threads: int, extra: Sequence[str] = ()) -> Iterator[str]:
     """A ``dask-compute serve`` of ``workers`` worker processes; yields its target.
@@ -103,13 +122,7 @@ def service(workers: int, threads: int, extra: Sequence[str] = ()) -> Iterator[s
     """
     with tempfile.TemporaryDirectory(prefix="dask-compute-bench-") as folder:
         args = [
-            "--n-workers",
-            str(workers),
-            "--threads-per-worker",
-            str(threads),
-            "--processes",
-            "--dashboard-address",
-            "",
+            *cluster_args(workers, threads),
             "--job-store",
             f"sqlite:///{folder}/jobs.db",
             *extra,

@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import os
 import random
-import socket
 import tempfile
 import threading
 import time
@@ -398,12 +397,6 @@ def _metric(port: int, name: str) -> float:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 #: Short names of the cancel reasons the soak provokes, for the table.
 _CANCELS = {
     "soak: the caller changed its mind": "by its caller",
@@ -488,12 +481,9 @@ def run(quick: bool, workers: int, threads: int) -> list[Row]:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="dask-compute-soak-") as scratch:
-        metrics_port = _free_port()
+        metrics_port = processes.free_port()
         args = [
-            "--n-workers", str(workers),
-            "--threads-per-worker", str(threads),
-            "--processes",
-            "--dashboard-address", "",
+            *processes.cluster_args(workers, threads),
             "--job-store", "memory" if store == "memory" else f"sqlite:///{scratch}/jobs.db",
             "--local-processes", "2",
             # Results expire within the run; records stay (an hour) for the accounting.

@@ -131,79 +131,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pg_bin(name: str) -> str:
-    import glob
-    import shutil
-
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    found = candidates[0] if candidates else shutil.which(name)
-    assert found, f"PostgreSQL's {name} is missing: install Debian's postgresql (make test does)"
-    return found
-
-
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A private PostgreSQL server on a free loopback port; yields its SQLAlchemy URL.
 
-    Runs as the ``postgres`` user when the tests run as root (initdb refuses
-    root), in a fresh folder under the system's temp dir that user can reach.
+    The benchmark's own starter (:func:`bench.pg.postgres`): it runs as the
+    ``postgres`` user when the tests run as root (initdb refuses root), in a
+    fresh folder under the system's temp dir that user can reach.
     """
-    import pwd
-    import shutil
-    import tempfile
+    from bench import pg
 
-    base = pathlib.Path(tempfile.mkdtemp(prefix="dask-compute-pg-"))
-    data = base / "data"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        user = pwd.getpwnam("postgres")
-        os.chmod(base, 0o755)
-        os.chown(base, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    try:
-        subprocess.run(
-            [
-                *prefix,
-                _pg_bin("initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "dask",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *prefix,
-                _pg_bin("pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(base / "postgres.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-                "-o",
-                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            yield f"postgresql+psycopg://dask@127.0.0.1:{port}/postgres"
-        finally:
-            subprocess.run(
-                [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-            )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    assert pg.available(), (
+        "PostgreSQL's server binaries or psycopg are missing: install Debian's postgresql "
+        "(make test does)"
+    )
+    with pg.postgres() as database:
+        yield database.url
 
 
 def run_bench(section: str, timeout: float = 240) -> tuple[str, float]:
