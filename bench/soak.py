@@ -235,11 +235,11 @@ class Caller:
             job.result(self.wait)
 
     def time_limit(self) -> None:
-        spec = _named("sleep", self.rng.uniform(2.0, 4.0))
-        spec.timeout.FromMilliseconds(self.rng.randrange(200, 800))
-        response = self.stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=60)
-        self.ledger.track("time_limit", response.job.job_id)
-        info = self.client.wait(response.job.job_id, self.wait)
+        job = self.client.submit_function(
+            "sleep", self.rng.uniform(2.0, 4.0), job_timeout=self.rng.uniform(0.2, 0.8)
+        )
+        self.ledger.track("time_limit", job.job_id)
+        info = self.client.wait(job.job_id, self.wait)
         self._expect(
             "time_limit",
             info.error is not None and info.error.type == "TimeoutError",

@@ -63,7 +63,7 @@ def _seconds(value: float | None) -> str:
 
 def job_table(jobs: Sequence[JobInfo]) -> str:
     """Jobs as a text table, one line each."""
-    header = ("JOB ID", "STATE", "SCHEDULER", "KIND", "TARGET", "SUBMITTED", "DURATION")
+    header = ("JOB ID", "STATE", "SCHEDULER", "KIND", "TARGET", "SUBMITTED", "DURATION", "NAME")
     rows = [
         (
             j.job_id,
@@ -73,6 +73,7 @@ def job_table(jobs: Sequence[JobInfo]) -> str:
             j.target if len(j.target) <= 40 else j.target[:37] + "...",
             _when(j.submitted),
             _seconds(j.duration),
+            j.name if len(j.name) <= 40 else j.name[:37] + "...",
         )
         for j in jobs
     ]

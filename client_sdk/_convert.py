@@ -89,6 +89,27 @@ def result_format(name: str) -> int:
         raise ValueError(f"unknown result format {name!r}; use auto, json or pickle") from None
 
 
+def job_options(
+    spec: pb.JobSpec, name: str | None, timeout: float | None, retryable: bool = False
+) -> pb.JobSpec:
+    """Set a job's label, time limit and retry policy on ``spec``; returns ``spec``.
+
+    Raises:
+        ValueError: A name over 256 characters, or a time limit that is not a
+            positive number of seconds.
+    """
+    if name:
+        if len(name) > 256:
+            raise ValueError(f"a job name is at most 256 characters, got {len(name)}")
+        spec.name = name
+    if timeout is not None:
+        if not timeout > 0:
+            raise ValueError(f"a job's time limit must be positive seconds, got {timeout!r}")
+        spec.timeout.FromNanoseconds(int(timeout * 1e9))
+    spec.retryable = bool(retryable)
+    return spec
+
+
 def request_id() -> str:
     """A fresh idempotency key: the server runs a retried submission carrying it only once."""
     return uuid.uuid4().hex
@@ -100,13 +121,11 @@ def function_call_spec(
     kwargs: Mapping[str, Any],
     scheduler_name: str | None,
     fmt: str = "pickle",
-    label: str = "",
 ) -> pb.JobSpec:
     """A ``JobSpec`` calling a named function with JSON arguments."""
     spec = pb.JobSpec(
         scheduler=scheduler(scheduler_name),
         result_format=result_format(fmt),
-        name=label,
         request_id=request_id(),
     )
     spec.call.function = name
@@ -138,32 +157,30 @@ def pickled_call_spec(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     scheduler_name: str | None,
-    label: str = "",
 ) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled call."""
     payload, object_ids = _pickle.dump_call(func, args, kwargs)
     work = pb.PickledCall(
         payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
     )
-    return _pickled_spec(scheduler_name, label, pickled_call=work)
+    return _pickled_spec(scheduler_name, pickled_call=work)
 
 
-def graph_spec(obj: Any, scheduler_name: str | None, label: str = "") -> pb.JobSpec:
+def graph_spec(obj: Any, scheduler_name: str | None) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
     payload, object_ids = _pickle.dump_graph(obj)
     work = pb.DaskGraph(
         payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
     )
-    return _pickled_spec(scheduler_name, label, graph=work)
+    return _pickled_spec(scheduler_name, graph=work)
 
 
-def _pickled_spec(scheduler_name: str | None, label: str, **work: Any) -> pb.JobSpec:
+def _pickled_spec(scheduler_name: str | None, **work: Any) -> pb.JobSpec:
     # Pickled work always asks for a pickled result, and always carries a fresh
     # request_id, so gRPC's retries never run it twice.
     return pb.JobSpec(
         scheduler=scheduler(scheduler_name),
         result_format=pb.RESULT_FORMAT_PICKLE,
-        name=label,
         request_id=request_id(),
         **work,
     )

@@ -154,8 +154,13 @@ class ClientBase:
 
     # -- running -----------------------------------------------------------
 
-    def _run_spec(self, spec: pb.JobSpec, timeout: float | None, what: str) -> Op[Any]:
+    def _run_spec(
+        self, spec: pb.JobSpec, timeout: float | None, what: str, job_name: str | None
+    ) -> Op[Any]:
         # run() returns only the value: the server frees its copy once sent.
+        # A timeout is also the job's own limit, so its record says why it
+        # stopped even when this side is gone.
+        _convert.job_options(spec, job_name, timeout)
         call = Call("Run", pb.RunRequest(job=spec, release=True), timeout or MAX_RUN_WAIT)
         try:
             response = yield call
@@ -219,6 +224,7 @@ class ClientBase:
         *args: Any,
         scheduler: str | None = None,
         timeout: float | None = None,
+        job_name: str | None = None,
         **kwargs: Any,
     ) -> Op[Any]:
         """Call a named function with JSON arguments and wait for its value.
@@ -231,6 +237,8 @@ class ClientBase:
             timeout: Seconds to wait; the job is cancelled when they pass.
                 ``None`` waits up to :data:`MAX_RUN_WAIT` (use :meth:`submit`
                 for longer jobs).
+            job_name: A label for the job's record (``jobs`` lists it), at
+                most 256 characters.
             **kwargs: Keyword arguments (JSON values).
 
         Returns:
@@ -243,7 +251,7 @@ class ClientBase:
             Exception: Whatever the function raised.
         """
         spec = _convert.function_call_spec(function, args, kwargs, scheduler)
-        return (yield from self._run_spec(spec, timeout, f"{function}()"))
+        return (yield from self._run_spec(spec, timeout, f"{function}()", job_name))
 
     def compute(
         self,
@@ -251,6 +259,7 @@ class ClientBase:
         scheduler: str | None = None,
         timeout: float | None = None,
         traverse: bool = True,
+        job_name: str | None = None,
     ) -> Op[Any]:
         """Compute Dask collections on the service, as ``dask.compute(*args)`` does locally.
 
@@ -262,6 +271,7 @@ class ClientBase:
             timeout: Seconds to wait; the computation is cancelled when they
                 pass. ``None`` waits up to :data:`MAX_RUN_WAIT`.
             traverse: Look for collections inside lists, tuples and dicts.
+            job_name: A label for the job's record, at most 256 characters.
 
         Returns:
             A tuple with one computed value per argument, as ``dask.compute``.
@@ -276,7 +286,7 @@ class ClientBase:
             return repack(())
         yield from self._check_versions()
         spec = _convert.graph_spec(collections, scheduler)
-        return repack((yield from self._run_spec(spec, timeout, "compute")))
+        return repack((yield from self._run_spec(spec, timeout, "compute", job_name)))
 
     def get(
         self,
@@ -285,6 +295,7 @@ class ClientBase:
         *,
         scheduler: str | None = None,
         timeout: float | None = None,
+        job_name: str | None = None,
         **kwargs: Any,
     ) -> Op[Any]:
         """Compute ``keys`` of a task graph on the service: a Dask scheduler function.
@@ -300,6 +311,7 @@ class ClientBase:
             keys: A key or a (nested) list of keys.
             scheduler: The service's scheduler; ``None`` is the server's default.
             timeout: Seconds to wait, as in :meth:`compute`.
+            job_name: A label for the job's record, at most 256 characters.
             **kwargs: Other scheduler options Dask passes; ignored.
 
         Returns:
@@ -307,24 +319,42 @@ class ClientBase:
         """
         yield from self._check_versions()
         spec = _convert.graph_spec((_dask.graph(dsk), keys), scheduler)
-        return (yield from self._run_spec(spec, timeout, "get"))
+        return (yield from self._run_spec(spec, timeout, "get", job_name))
 
     # -- jobs ----------------------------------------------------------------
 
     def submit(
-        self, func: Callable[..., Any], *args: Any, scheduler: str | None = None, **kwargs: Any
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        scheduler: str | None = None,
+        job_name: str | None = None,
+        job_timeout: float | None = None,
+        retryable: bool = False,
+        **kwargs: Any,
     ) -> Op[Any]:
         """Send ``func(*args, **kwargs)`` to run on the service, without waiting.
 
         ``func`` and its arguments are cloudpickled: a function defined in
         ``__main__`` travels by value, one from an installed module by
         reference (the module must be installed on the server and workers).
+        As with ``distributed.Client.submit``'s ``key`` and ``pure``, the
+        keyword arguments named below are the job's, not ``func``'s; their
+        ``job_`` prefix keeps common argument names such as ``timeout`` free
+        for ``func``.
 
         Args:
             func: Any picklable callable.
             *args: Its positional arguments.
             scheduler: "distributed", "threads", "processes" or "synchronous";
                 ``None`` is the server's default.
+            job_name: A label for the job's record (``jobs`` lists it), at
+                most 256 characters.
+            job_timeout: The most seconds the job may run; past them the
+                server cancels it and it fails with a timeout reason. ``None``
+                is the server's limit (larger values are capped to it).
+            retryable: Whether the job may run again from the start if the
+                service restarts before it finishes (otherwise it fails).
             **kwargs: Its keyword arguments.
 
         Returns:
@@ -337,11 +367,19 @@ class ClientBase:
         """
         yield from self._check_versions()
         spec = _convert.pickled_call_spec(func, args, kwargs, scheduler)
+        _convert.job_options(spec, job_name, job_timeout, retryable)
         response = yield Call("SubmitJob", pb.SubmitJobRequest(job=spec))
         return self._new_job(_convert.job_info(response.job))
 
     def submit_function(
-        self, function: str, *args: Any, scheduler: str | None = None, **kwargs: Any
+        self,
+        function: str,
+        *args: Any,
+        scheduler: str | None = None,
+        job_name: str | None = None,
+        job_timeout: float | None = None,
+        retryable: bool = False,
+        **kwargs: Any,
     ) -> Op[Any]:
         """Submit a named function call without waiting.
 
@@ -349,12 +387,16 @@ class ClientBase:
             function: The function's name.
             *args: Positional arguments (JSON values).
             scheduler: The scheduler; ``None`` is the server's default.
+            job_name: A label for the job's record, at most 256 characters.
+            job_timeout: The most seconds the job may run, as in :meth:`submit`.
+            retryable: Whether a restart may run the job again, as in :meth:`submit`.
             **kwargs: Keyword arguments (JSON values).
 
         Returns:
             A :class:`client_sdk.Job` (:class:`client_sdk.AsyncJob` when async).
         """
         spec = _convert.function_call_spec(function, args, kwargs, scheduler)
+        _convert.job_options(spec, job_name, job_timeout, retryable)
         response = yield Call("SubmitJob", pb.SubmitJobRequest(job=spec))
         return self._new_job(_convert.job_info(response.job))
 
@@ -365,6 +407,9 @@ class ClientBase:
         *iterables: Iterable[Any],
         scheduler: str | None = None,
         batch_size: int = 1000,
+        job_name: str | None = None,
+        job_timeout: float | None = None,
+        retryable: bool = False,
         **kwargs: Any,
     ) -> Op[list[Any]]:
         """Submit ``func`` over the items of the iterables, many calls per round trip.
@@ -381,6 +426,9 @@ class ClientBase:
             scheduler: The scheduler; ``None`` is the server's default.
             batch_size: Most calls per round trip, 1 to 10,000 (default 1000).
                 A batch is also cut at 16 MiB of payload.
+            job_name: A label for every job's record, at most 256 characters.
+            job_timeout: The most seconds each job may run, as in :meth:`submit`.
+            retryable: Whether a restart may run the jobs again, as in :meth:`submit`.
             **kwargs: Keyword arguments passed to every call.
 
         Returns:
@@ -388,10 +436,11 @@ class ClientBase:
         """
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}")
+        options = _convert.job_options(pb.JobSpec(), job_name, job_timeout, retryable)
         yield from self._check_versions()
         jobs = []
         calls = iter(zip(iterable, *iterables, strict=False))
-        while batch := _next_batch(calls, func, kwargs, scheduler, batch_size):
+        while batch := _next_batch(calls, func, kwargs, scheduler, batch_size, options):
             response = yield Call("SubmitJobs", pb.SubmitJobsRequest(jobs=batch))
             jobs.extend(self._new_jobs([_convert.job_info(j) for j in response.jobs]))
         return jobs
@@ -585,11 +634,14 @@ def _next_batch(
     kwargs: dict[str, Any],
     scheduler: str | None,
     size: int,
+    options: pb.JobSpec | None = None,
 ) -> list[pb.JobSpec]:
     batch: list[pb.JobSpec] = []
     total = 0
     for args in itertools.islice(calls, size):
         spec = _convert.pickled_call_spec(func, args, kwargs, scheduler)
+        if options is not None:
+            spec.MergeFrom(options)  # the batch's name, time limit and retry policy
         batch.append(spec)
         total += len(spec.pickled_call.payload)
         if total >= MAX_BATCH_BYTES:

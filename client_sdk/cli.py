@@ -82,6 +82,16 @@ scheduler_option = click.option(
     type=click.Choice(SCHEDULERS),
     help="Scheduler to run on. [default: the server's]",
 )
+name_option = click.option(
+    "--name", "job_name", default=None, help="A label for the job's record (jobs lists it)."
+)
+job_timeout_option = click.option(
+    "--job-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Most seconds the job may run; past them the server cancels it. "
+    "[default: the server's limit]",
+)
 kwarg_option = click.option(
     "--kwarg",
     "-k",
@@ -156,16 +166,23 @@ class NamedCall:
     args: list[Any]
     kwargs: dict[str, Any]
     scheduler: str | None
+    job_name: str | None = None
+    job_timeout: float | None = None
 
     def submit(self, client: ComputeClient) -> Job:
         """Submit the call; returns its job at once."""
         return client.submit_function(
-            self.function, *self.args, scheduler=self.scheduler, **self.kwargs
+            self.function,
+            *self.args,
+            scheduler=self.scheduler,
+            job_name=self.job_name,
+            job_timeout=self.job_timeout,
+            **self.kwargs,
         )
 
 
 def _function_call(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add FUNCTION, ARGS, --kwarg and --scheduler, passed on as one ``call``."""
+    """Add FUNCTION, ARGS, --kwarg, --scheduler, --name and --job-timeout, as one ``call``."""
 
     @functools.wraps(func)
     def command(
@@ -173,13 +190,23 @@ def _function_call(func: Callable[..., Any]) -> Callable[..., Any]:
         args: tuple[str, ...],
         kwargs: tuple[str, ...],
         scheduler: str | None,
+        job_name: str | None,
+        job_timeout: float | None,
         **options: Any,
     ) -> Any:
         parsed = [_parse_value(a) for a in args]
-        call = NamedCall(function, parsed, _parse_kwargs(kwargs), scheduler)
+        kw = _parse_kwargs(kwargs)
+        call = NamedCall(function, parsed, kw, scheduler, job_name, job_timeout)
         return func(call, **options)
 
-    for decorator in (scheduler_option, kwarg_option, click.argument("args", nargs=-1)):
+    decorators = (
+        job_timeout_option,
+        name_option,
+        scheduler_option,
+        kwarg_option,
+        click.argument("args", nargs=-1),
+    )
+    for decorator in decorators:
         command = decorator(command)
     return click.argument("function")(command)
 

@@ -16,6 +16,7 @@ from client_sdk import (
     ComputeError,
     FunctionNotFound,
     JobCancelled,
+    JobFailed,
     JobInfo,
     JobState,
     JobTimeout,
@@ -64,6 +65,17 @@ async def test_submit_returns_an_awaitable_job(aclient: AsyncComputeClient) -> N
     assert await job.status() is JobState.SUCCEEDED and not await job.running()
     assert (await job.info()).scheduler == "threads"
     assert repr(job) == f"<AsyncJob {job.job_id}: succeeded>"
+
+
+async def test_job_options_on_the_async_client(aclient: AsyncComputeClient) -> None:
+    job = await aclient.submit_function(
+        "sleep", 10, scheduler="synchronous", job_name="async limit", job_timeout=0.5
+    )
+    with pytest.raises(JobFailed, match="time limit of 0.5s"):
+        await job
+    assert (await job.info()).name == "async limit"
+    assert await aclient.run("ping", job_name="async ping") == "pong"
+    assert [j.name async for j in aclient.list_jobs(limit=1)] == ["async ping"]
 
 
 async def test_submit_function_and_the_remote_exception(aclient: AsyncComputeClient) -> None:

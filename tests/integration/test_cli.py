@@ -120,6 +120,19 @@ def test_run_timeout_cancels_the_job(server) -> None:
     assert newest["target"] == "sleep" and newest["state"] == "cancelled"
 
 
+def test_a_named_job_with_a_time_limit(server) -> None:
+    options = ["--scheduler", "synchronous", "--name", "nightly report", "--job-timeout", "0.5"]
+    job_id = ok("submit", "sleep", "5", *options, target=server.target).strip()
+    done = cli("wait", job_id, target=server.target)
+    assert done.returncode == 1 and "time limit of 0.5s" in done.stderr
+    record = json.loads(ok("status", job_id, "--json", target=server.target))
+    assert record["name"] == "nightly report" and record["state"] == "failed"
+    table = ok("jobs", "--limit", "1", target=server.target).splitlines()
+    assert table[1].startswith(job_id) and table[1].endswith("nightly report")
+    bad = cli("submit", "ping", "--job-timeout", "0", target=server.target)
+    assert bad.returncode == 2 and "--job-timeout" in bad.stderr
+
+
 def test_cancel(server) -> None:
     job_id = ok("submit", "sleep", "5", "--scheduler", "synchronous", target=server.target).strip()
     assert ok("cancel", job_id, target=server.target).strip() == f"job {job_id} cancelled"
@@ -135,7 +148,7 @@ def test_jobs_table_and_state_filter(server) -> None:
     failed = cli("run", "fail", "listed", target=server.target)
     assert failed.returncode == 1
     table = ok("jobs", "--limit", "3", target=server.target).splitlines()
-    assert table[0].startswith("JOB ID") and table[0].endswith("DURATION")
+    assert table[0].startswith("JOB ID") and table[0].endswith("DURATION  NAME")
     assert len(table) == 4 and table[1].split()[1:5] == [
         "failed",
         "distributed",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import uuid
 
+import dask
 import pytest
 
-from client_sdk import ComputeClient, JobCancelled, JobState, JobTimeout
+from client_sdk import ComputeClient, JobCancelled, JobFailed, JobState, JobTimeout
 from tests.helpers import inc, slowinc, throws
 
 pytestmark = pytest.mark.integration
@@ -173,3 +175,36 @@ def test_watching_outlasts_a_long_poll(server, monkeypatch) -> None:
         assert job.result(timeout=30) == 2
         with pytest.raises(JobTimeout):
             short.wait(short.submit(slowinc, 1, delay=1.0, scheduler="synchronous").job_id, 0.5)
+
+
+def takes_a_timeout(name, timeout):
+    """A function whose own keyword arguments are called ``name`` and ``timeout``."""
+    return f"{name}:{timeout}"
+
+
+def test_a_job_carries_a_name_and_a_time_limit(client: ComputeClient) -> None:
+    job = client.submit(
+        slowinc, 1, delay=10, scheduler="synchronous", job_name="warm cache", job_timeout=0.5
+    )
+    with pytest.raises(JobFailed, match="time limit of 0.5s") as caught:
+        job.result(timeout=30)
+    assert caught.value.type == "TimeoutError"
+    record = job.info()
+    assert record.name == "warm cache" and record.state is JobState.FAILED
+    # The job's options are its own: the function's `name` and `timeout` stay the function's.
+    echoed = client.submit(takes_a_timeout, name="n", timeout=3, job_name="echo")
+    assert echoed.result(timeout=30) == "n:3" and echoed.info().name == "echo"
+
+
+def test_run_map_and_compute_carry_the_name(client: ComputeClient) -> None:
+    label = f"batch-{uuid.uuid4().hex[:8]}"
+    assert client.run("add", 1, 2, job_name=label) == 3
+    jobs = client.map(inc, range(3), job_name=label, job_timeout=60)
+    assert client.gather(jobs) == [1, 2, 3]
+    assert client.compute(dask.delayed(inc)(41), job_name=label) == (42,)
+    named = [j for j in client.list_jobs(limit=20) if j.name == label]
+    assert sorted(j.kind for j in named) == ["function", "graph"] + ["pickled_call"] * 3
+    with pytest.raises(ValueError, match="at most 256 characters"):
+        client.submit(inc, 1, job_name="x" * 257)
+    with pytest.raises(ValueError, match="positive seconds"):
+        client.map(inc, range(3), job_timeout=0)

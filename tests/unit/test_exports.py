@@ -123,6 +123,7 @@ def test_wrapped_methods_show_what_they_return() -> None:
         "args",
         "scheduler",
         "timeout",
+        "job_name",
         "kwargs",
     ]
     assert signature.return_annotation == "Any"

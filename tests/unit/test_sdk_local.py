@@ -104,7 +104,7 @@ def test_job_table_and_details() -> None:
         "threads",
         "function",
         "fail",
-        "",
+        "weekly",
         t0,
         t0,
         t0 + datetime.timedelta(seconds=1.5),
@@ -122,9 +122,10 @@ def test_job_table_and_details() -> None:
         "TARGET",
         "SUBMITTED",
         "DURATION",
+        "NAME",
     ]
     assert table[1].split()[:5] == ["abc", "failed", "threads", "function", "fail"]
-    assert table[1].endswith("1.500s")
+    assert table[1].endswith("1.500s    weekly")
     details = _cli_output.job_details(job)
     assert "error:      builtins.ValueError: boom" in details
     assert _cli_output.plain(job)["error"] == {
