@@ -206,9 +206,25 @@ def object_ref(stored: StoredObject) -> pb.ObjectRef:
 
 
 def cluster(snapshot: ClusterSnapshot | None) -> pb.ClusterInfo:
-    """A ``ClusterInfo`` message (empty when there is no snapshot yet)."""
+    """A ``ClusterInfo`` message (empty when there is no snapshot yet).
+
+    The message of the latest snapshot is built once and shared: copy it
+    into a response (a constructor argument or ``CopyFrom``), never change it.
+    """
     if snapshot is None:
         return pb.ClusterInfo()
+    last = _last_cluster
+    if last[0] is snapshot:
+        return last[1]
+    message = _cluster(snapshot)
+    _last_cluster[:] = [snapshot, message]
+    return message
+
+
+_last_cluster: list[Any] = [None, None]
+
+
+def _cluster(snapshot: ClusterSnapshot) -> pb.ClusterInfo:
     return pb.ClusterInfo(
         scheduler_address=snapshot.scheduler_address,
         dashboard_link=snapshot.dashboard_link,

@@ -76,6 +76,9 @@ SCHEDULER_TIMEOUT = 5.0
 FOREIGN_POLL_INTERVAL = 1.0
 #: Seconds a job runs before its RUNNING state is written (shorter jobs skip that write).
 RUNNING_WRITE_DELAY = 0.25
+#: Seconds within which the record of a job whose caller waits (a Run) is stored:
+#: one that ends sooner is stored once, finished, with others.
+WAITED_WRITE_DELAY = RUNNING_WRITE_DELAY
 #: Seconds after a job ends before its small result is kept with its record.
 STORE_RESULT_DELAY = 0.05
 #: How often expired results and records are dropped, in seconds.
@@ -156,7 +159,13 @@ class _Runtime:
     # caller fetched it meanwhile (so it is not fetched from the cluster twice).
     keeping: bool = False
     fetched: Any = _NO_RESULT
+    # Its caller waits for it and drops the result once answered (a Run with
+    # release): the result is never kept with the record.
+    answered_once: bool = False
 
+
+#: What :meth:`ComputeCore._within` returns for work cut off at its time limit.
+_TIMED_OUT = object()
 
 _IN_FLIGHT_STATES = ("executing", "ready", "waiting", "constrained", "fetch", "flight")
 
@@ -573,11 +582,13 @@ class ComputeCore:
         request: JobRequest,
         caller: Caller = ANONYMOUS,
         abandoned: Callable[[], str] | None = None,
+        waited: bool = False,
     ) -> JobRecord:
         """Validate and accept a job, start it, and return its record.
 
         A request with a ``request_id`` that this caller used before returns
-        the first job's record instead. ``abandoned``: see :meth:`_accept`.
+        the first job's record instead. ``abandoned`` and ``waited``: see
+        :meth:`_accept`.
 
         Raises:
             InvalidArgument: Bad scheduler, format, arguments or payload.
@@ -596,7 +607,8 @@ class ComputeCore:
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
-        (record,) = await self._accept(executors, [(request, caller, *prepared)], abandoned)
+        items = [(request, caller, *prepared)]
+        (record,) = await self._accept(executors, items, abandoned, waited)
         return record
 
     async def submit_many(
@@ -710,6 +722,7 @@ class ComputeCore:
         executors: Executors,
         items: list[tuple[JobRequest, Caller, Work, str, str]],
         abandoned: Callable[[], str] | None = None,
+        waited: bool = False,
     ) -> list[JobRecord]:
         """Record validated jobs (one write for the batch), then start them.
 
@@ -719,7 +732,12 @@ class ComputeCore:
         A job is acknowledged only once its record is stored. While it is
         being written it already counts against the limits and its
         idempotency key answers a retry, so concurrent callers cannot slip
-        past either.
+        past either. Except ``waited`` jobs, on a store of this server's
+        own: their caller waits for their end (a ``Run``), and is told of it,
+        or of the server's loss, so they start at once and their records are
+        stored within :data:`WAITED_WRITE_DELAY` (a short job's just once,
+        finished). With a shared store every record is stored first, so that
+        other replicas see it.
 
         Raises:
             Unavailable: The job store could not record them (nothing started).
@@ -745,6 +763,18 @@ class ComputeCore:
                 (record, _request_doc(request) if request.retryable and durable else None)
             )
             self._reserve(record)
+        if waited and not self._shared:
+            try:
+                kept = self.jobs.insert_later(entries, WAITED_WRITE_DELAY)
+            except Exception as exc:
+                for record, _ in entries:
+                    self._unreserve(record)
+                raise Unavailable(
+                    f"the job store could not keep the job ({type(exc).__name__}: {exc}); "
+                    "nothing was started: retry"
+                ) from exc
+            self._launch(executors, kept, items)
+            return kept
         # Once written, the jobs start whatever happens to the caller meanwhile
         # (its RPC may be cancelled while the write is under way): a stored
         # job that never started would stay queued for ever.
@@ -764,19 +794,7 @@ class ComputeCore:
                 )
                 return
             stored = written.result()
-            for record, (request, _caller, work, target, scheduler) in zip(
-                stored, items, strict=True
-            ):
-                self._start(executors, record, work, scheduler, self._time_limit(request), True)
-                self.metrics.job_submitted(record.kind.value, scheduler)
-                logger.info(
-                    "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
-                    record.job_id,
-                    record.kind.value,
-                    target,
-                    scheduler,
-                    record.owner,
-                )
+            self._launch(executors, stored, items)
             started.set_result(stored)
 
         asyncio.wrap_future(self.jobs.insert_many(entries)).add_done_callback(start)
@@ -794,6 +812,27 @@ class ComputeCore:
 
                 started.add_done_callback(cancel)
             raise
+
+    def _launch(
+        self,
+        executors: Executors,
+        records: list[JobRecord],
+        items: list[tuple[JobRequest, Caller, Work, str, str]],
+    ) -> None:
+        """Start accepted (reserved) jobs."""
+        for record, (request, _caller, work, target, scheduler) in zip(
+            records, items, strict=True
+        ):
+            self._start(executors, record, work, scheduler, self._time_limit(request), True)
+            self.metrics.job_submitted(record.kind.value, scheduler)
+            logger.info(
+                "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
+                record.job_id,
+                record.kind.value,
+                target,
+                scheduler,
+                record.owner,
+            )
 
     def _reserve(self, record: JobRecord) -> None:
         """Count a job as unfinished, and make its idempotency key known."""
@@ -922,17 +961,20 @@ class ComputeCore:
         request: JobRequest,
         caller: Caller = ANONYMOUS,
         why_cancelled: Callable[[], str] = lambda: "the caller of Run went away",
+        release: bool = False,
     ) -> JobRecord:
         """Submit a job and wait for it to finish.
 
         If the caller stops waiting (its RPC is cancelled or its deadline
         passes), the job is cancelled too, with ``why_cancelled()`` as the
-        reason: nobody is left to read its result.
+        reason: nobody is left to read its result. ``release``: the caller
+        frees the result once it has it, so it is not kept with the record.
         """
-        record = await self.submit(request, caller, why_cancelled)
+        record = await self.submit(request, caller, why_cancelled, waited=True)
         runtime = self._runtimes.get(record.job_id)
         if runtime is None:  # an earlier submission with this request_id, since forgotten
             return self.jobs.get(record.job_id)
+        runtime.answered_once = release
         try:
             await runtime.done.wait()
         except asyncio.CancelledError:
@@ -1013,26 +1055,16 @@ class ComputeCore:
         logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
         try:
             runtime = self._runtimes[job_id]
-            execution = asyncio.ensure_future(
-                _contain_exits(
-                    executors.run(work, scheduler, _task_key(target, job_id), runtime.progress)
-                )
+            running = _contain_exits(
+                executors.run(work, scheduler, _task_key(target, job_id), runtime.progress)
             )
-            try:
-                done, _ = await asyncio.wait({execution}, timeout=time_limit)
-            except asyncio.CancelledError:
-                execution.cancel()
-                await asyncio.gather(execution, return_exceptions=True)
-                raise
-            if not done:
-                execution.cancel()
-                await asyncio.gather(execution, return_exceptions=True)
-                message = f"the job ran past its time limit of {time_limit:g}s and was cancelled"
-                self._finish(
-                    job_id, JobState.FAILED, error=JobError(type="TimeoutError", message=message)
-                )
-                return
-            value = execution.result()
+            if time_limit is None:
+                # Awaited in this task: cancelling the task cancels the work.
+                value = await running
+            else:
+                value = await self._within(job_id, running, time_limit)
+                if value is _TIMED_OUT:
+                    return
         except asyncio.CancelledError:
             runtime = self._runtimes.get(job_id)
             reason = runtime.cancel_reason if runtime else ""
@@ -1041,12 +1073,37 @@ class ComputeCore:
         except Exception as exc:
             self._finish(job_id, JobState.FAILED, error=_job_error(exc))
             return
+        await self._succeeded(executors, job_id, value)
+
+    async def _within(self, job_id: str, running: Awaitable[Any], time_limit: float) -> Any:
+        """``await running``, cancelled past ``time_limit`` seconds: then the job
+        fails with a timeout reason, and this returns ``_TIMED_OUT``."""
+        execution = asyncio.ensure_future(running)
+        try:
+            done, _ = await asyncio.wait({execution}, timeout=time_limit)
+        except asyncio.CancelledError:
+            execution.cancel()
+            await asyncio.gather(execution, return_exceptions=True)
+            raise
+        if not done:
+            execution.cancel()
+            await asyncio.gather(execution, return_exceptions=True)
+            message = f"the job ran past its time limit of {time_limit:g}s and was cancelled"
+            self._finish(
+                job_id, JobState.FAILED, error=JobError(type="TimeoutError", message=message)
+            )
+            return _TIMED_OUT
+        return execution.result()
+
+    async def _succeeded(self, executors: Executors, job_id: str, value: Any) -> None:
+        """Hold a finished job's result and mark it succeeded (unless it ended meanwhile)."""
         runtime = self._runtimes.get(job_id)
         if runtime is not None and not self.jobs.get(job_id).state.finished:
             runtime.result = value
             if self._shared and isinstance(value, ClusterResult):
                 await self._publish(job_id, value)
             keep = self.jobs.durable and self.settings.stored_result_bytes
+            keep = keep and not runtime.answered_once
             if keep and not getattr(self.jobs, "exclusive", True):
                 # Shared with other replicas, which read small results from the
                 # store: it must be there before the job is seen to succeed.
@@ -1540,11 +1597,16 @@ class ComputeCore:
         record, handle = await self._result_handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
+        import time as _t  # RSTMP
+        _t0 = _t.perf_counter()  # RSTMP
         value = await handle.fetch(large=True) if isinstance(handle, ClusterResult) else handle
+        _t1 = _t.perf_counter()  # RSTMP
         is_function = record.kind is JobKind.FUNCTION
-        return await self._pools().in_thread(
+        _r = await self._pools().in_thread(  # RSTMP
             results.encode_stream, value, fmt, is_function, checksum
         )
+        open("/tmp/rs_prof/timing.log", "a").write(f"fetch {_t1-_t0:.3f} encode {_t.perf_counter()-_t1:.3f}\n")  # RSTMP
+        return _r  # RSTMP
 
     # -- objects ---------------------------------------------------------------
 

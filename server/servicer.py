@@ -182,7 +182,9 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 return "the deadline of the Run call passed"
             return "the caller of Run went away"
 
-        record = await self.core.run(convert.job_request(request.job), caller, why_cancelled)
+        record = await self.core.run(
+            convert.job_request(request.job), caller, why_cancelled, release=request.release
+        )
         response = pb.RunResponse(
             job=convert.job(record), cluster=convert.cluster(self.core.cluster_snapshot())
         )

@@ -15,6 +15,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import threading
@@ -192,14 +193,19 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+#: Deferred writes fall due on a grid of this many seconds, so that those
+#: due at about the same time go in one transaction.
+DUE_TICK = 0.1
+
+
 class _Writer:
     """One thread that writes queued changes in as few transactions as it can.
 
     Writes queue while a transaction runs and go together in the next one
     ("group commit"), off the server's event loop. A write may wait until a
-    time (``due``) and is dropped when a later write of the same job
-    supersedes it before then: a job that finishes quickly never has its
-    RUNNING state written on its own.
+    time (``due``, rounded up to :data:`DUE_TICK`) and is dropped when a
+    later write of the same job supersedes it before then: a job that
+    finishes quickly never has its RUNNING state written on its own.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -208,6 +214,8 @@ class _Writer:
         self._queue: list[_Write] = []
         self._deferred: dict[str, _Write] = {}
         self._writing: list[_Write] = []  # the batch being written now
+        self._next_due = math.inf  # no deferred write is due before this
+        self._wake_at = 0.0  # when the waiting thread wakes by itself (0: it is not waiting)
         self._busy = False
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="dask-compute-store", daemon=True)
@@ -219,10 +227,14 @@ class _Writer:
             if write.whole_record:
                 self._deferred.pop(write.job_id, None)
             if write.due:
+                write.due = math.ceil(write.due / DUE_TICK) * DUE_TICK
                 self._deferred[write.job_id] = write
+                self._next_due = min(self._next_due, write.due)
+                if write.due < self._wake_at:
+                    self._cond.notify_all()
             else:
                 self._queue.append(write)
-            self._cond.notify_all()
+                self._cond.notify_all()
 
     def pending(self, job_id: str) -> bool:
         """Whether a write of ``job_id`` is queued and not yet committed."""
@@ -236,6 +248,7 @@ class _Writer:
         with self._cond:
             self._queue.extend(self._deferred.values())
             self._deferred.clear()
+            self._next_due = math.inf
             self._cond.notify_all()
             while (self._queue or self._busy) and self._thread.is_alive():
                 self._cond.wait(0.1)
@@ -252,9 +265,11 @@ class _Writer:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for job_id, write in list(self._deferred.items()):
-                    if write.due <= now:
-                        self._queue.append(self._deferred.pop(job_id))
+                if self._next_due <= now:
+                    for job_id, write in list(self._deferred.items()):
+                        if write.due <= now:
+                            self._queue.append(self._deferred.pop(job_id))
+                    self._next_due = min((w.due for w in self._deferred.values()), default=math.inf)
                 if self._queue:
                     batch, self._queue = self._queue, []
                     self._busy = True
@@ -262,10 +277,11 @@ class _Writer:
                     return batch
                 if self._closing:
                     return None
-                timeout = None
-                if self._deferred:
-                    timeout = max(0.0, min(w.due for w in self._deferred.values()) - now)
+                # Woken by an immediate write, or one due before it would wake.
+                self._wake_at = self._next_due
+                timeout = None if self._next_due == math.inf else max(0.0, self._next_due - now)
                 self._cond.wait(timeout)
+                self._wake_at = 0.0
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
@@ -367,6 +383,9 @@ class SqlJobTable:
         metadata.create_all(self.engine)
         self.instance_id = instance_id
         self._cache: dict[str, JobRecord] = {}
+        # Records kept here and not yet stored (see insert_later): job id ->
+        # (when it is due, its kept request).
+        self._unwritten: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
         self._writer = _Writer(self.engine)
         # Idempotency keys stored before this server started (exclusive stores).
@@ -434,6 +453,66 @@ class SqlJobTable:
         self._writer.put(_Write(None, apply, done))
         return future
 
+    def insert_later(
+        self, items: list[tuple[JobRecord, dict[str, Any] | None]], delay: float
+    ) -> list[JobRecord]:
+        """Keep new records here now and store them within ``delay`` seconds.
+
+        For jobs whose caller waits for them to end (a ``Run``): such a job
+        starts at once, and if it ends within ``delay`` its record is stored
+        once, finished, batched with others. Until stored, every read of this
+        process (:meth:`get`, :meth:`refresh`) sees it, and every read of the
+        database (listing, expiry) stores it first. A record whose server
+        stops before it is stored is lost with the call that waited for it.
+
+        Returns:
+            The records as kept (their ``seq`` is set once they are stored).
+        """
+        due = time.monotonic() + delay
+        with self._lock:
+            for record, request in items:
+                self._cache[record.job_id] = record
+                text = json.dumps(request) if request is not None else None
+                self._unwritten[record.job_id] = (due, text)
+        for record, _ in items:
+            self._writer.put(self._record_write(record, False, due))
+        return [record for record, _ in items]
+
+    def _record_write(self, record: JobRecord, compare_state: bool, due: float) -> _Write:
+        """The write of a whole record over its row: inserted if it is not stored yet.
+
+        A change of state applies only to an unfinished job: if another
+        replica finished it first, the stored record replaces this copy.
+        """
+        job_id = record.job_id
+
+        def apply(conn: sa.Connection) -> Any:
+            if _write_record(conn, record, compare_state):
+                return None
+            with self._lock:
+                unwritten = self._unwritten.get(job_id)
+            if unwritten is not None:
+                values = _row_values(record)
+                values["instance_id"] = self.instance_id
+                values["request"] = None if record.state.finished else unwritten[1]
+                return conn.execute(_INSERT, values).inserted_primary_key[0]
+            row = conn.execute(
+                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
+            ).first()
+            return None if row is None else _record(row)
+
+        def done(outcome: Any) -> None:
+            with self._lock:
+                if isinstance(outcome, int):  # inserted: its seq
+                    self._unwritten.pop(job_id, None)
+                    current = self._cache.get(job_id)
+                    if current is not None:
+                        self._cache[job_id] = current.replace(seq=outcome)
+                elif isinstance(outcome, JobRecord) and job_id in self._cache:
+                    self._cache[job_id] = outcome  # another replica got there first
+
+        return _Write(job_id, apply, done, due, whole_record=True)
+
     def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
         """Apply ``changes`` here now and write them with the next transaction.
 
@@ -446,27 +525,14 @@ class SqlJobTable:
         Returns:
             The record as changed here.
         """
-        record = self.get(job_id).replace(**changes)
         with self._lock:
+            record = self.get(job_id).replace(**changes)
             self._cache[job_id] = record
-        compare_state = "state" in changes
-
-        def apply(conn: sa.Connection) -> JobRecord | None:
-            if _write_record(conn, record, compare_state):
-                return None
-            row = conn.execute(
-                sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
-            ).first()
-            return None if row is None else _record(row)
-
-        def done(outcome: Any) -> None:
-            if isinstance(outcome, JobRecord):  # another replica got there first
-                with self._lock:
-                    if job_id in self._cache:
-                        self._cache[job_id] = outcome
-
+            unwritten = self._unwritten.get(job_id)
         due = time.monotonic() + delay if delay > 0 else 0.0
-        self._writer.put(_Write(job_id, apply, done, due, whole_record=True))
+        if unwritten is not None:
+            due = max(due, unwritten[0])  # a record kept for later is stored when it is due
+        self._writer.put(self._record_write(record, "state" in changes, due))
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -653,6 +719,15 @@ class SqlJobTable:
             if stored is not None and not isinstance(outcome, BaseException):
                 stored()
 
+        with self._lock:
+            unwritten = self._unwritten.get(job_id)
+            record = self._cache.get(job_id)
+            if unwritten is not None and unwritten[0] and record is not None:
+                if blob is None:
+                    return  # nothing stored, and no record yet to drop it from
+                # A record kept for later is stored now, before its result.
+                self._unwritten[job_id] = (0.0, unwritten[1])
+                self._writer.put(self._record_write(record, False, 0.0))
         self._writer.put(_Write(job_id, apply, done))
 
     def adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:

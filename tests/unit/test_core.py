@@ -221,7 +221,32 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     assert record.cancel_reason == "the caller of Run went away"
 
 
-async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuck(core):
+async def test_a_run_starts_before_its_record_is_stored_and_is_stored_finished(core):
+    from server.core import WAITED_WRITE_DELAY
+
+    record = await core.run(call("add", 1, 2, scheduler="threads"))
+    assert record.state is JobState.SUCCEEDED
+    assert core.jobs._writer.pending(record.job_id), "not stored on the Run's path"
+    await asyncio.sleep(WAITED_WRITE_DELAY + 0.5)
+    assert not core.jobs._writer.pending(record.job_id)
+    with core.jobs.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        from server.store import jobs_table
+
+        row = conn.execute(
+            sa.select(jobs_table.c.state, jobs_table.c.seq).where(
+                jobs_table.c.job_id == record.job_id
+            )
+        ).one()
+    assert row.state == "succeeded" and row.seq == core.jobs.get(record.job_id).seq > 0
+
+
+async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuck(
+    core, monkeypatch
+):
+    # With a store shared by replicas, a Run's record is stored before it starts.
+    monkeypatch.setattr(type(core.jobs), "exclusive", property(lambda self: False))
     request = dataclasses.replace(
         pickled(slowinc, 1, delay=10, scheduler="threads"), request_id="abandoned-mid-write"
     )

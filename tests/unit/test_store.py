@@ -173,6 +173,56 @@ def test_insert_many_and_update_soon_are_written_in_the_background(table):
     assert table.refresh(third.job_id).state is JobState.RUNNING
 
 
+def _stored(table, job_id):
+    """The record as the database has it, past this process's copies (None: not stored)."""
+    fresh = SqlJobTable.__new__(SqlJobTable)
+    fresh.engine, fresh._cache = table.engine, {}
+    try:
+        return fresh._read(job_id)
+    except JobNotFound:
+        return None
+
+
+def test_a_record_kept_for_later_is_stored_once_finished(table):
+    import time as _time
+
+    kept, other = table.insert_later(
+        [(record(request_id="k1"), None), (record(retryable=True), {"kind": "function"})], 0.3
+    )
+    assert table.get(kept.job_id) == kept, "this process sees it at once"
+    table.update_soon(kept.job_id, delay=0.25, state=JobState.RUNNING, start_time=1.5)
+    table.update_soon(kept.job_id, state=JobState.SUCCEEDED, finish_time=2.0)
+    table.store_result(kept.job_id, None)  # a released result: nothing to drop yet
+    if isinstance(table, SqlJobTable):
+        assert _stored(table, kept.job_id) is None, "not stored before it is due"
+        assert table._writer.pending(kept.job_id)
+        deadline = _time.monotonic() + 10
+        while table._writer.pending(other.job_id) and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        stored = _stored(table, kept.job_id)
+        assert stored is not None and stored.state is JobState.SUCCEEDED, "stored once, finished"
+        assert stored.request_id == "k1" and stored.finish_time == 2.0
+        assert table.get(kept.job_id).seq == stored.seq > 0
+        assert table.request_of(other.job_id) == {"kind": "function"}, "its request is kept"
+        assert not table._unwritten
+    page, _ = table.list()
+    assert {r.job_id for r in page} == {kept.job_id, other.job_id}
+
+
+@pytest.mark.parametrize("table", ["sqlite", "postgresql"], indirect=True)
+def test_a_kept_record_is_stored_before_its_result_and_listings(table):
+    (kept,) = table.insert_later([(record(state=JobState.SUCCEEDED, finish_time=1.0), None)], 60)
+    table.update_soon(kept.job_id, result_available=True)
+    table.store_result(kept.job_id, b"blob")  # stores the record first, not in a minute
+    table._writer.flush()
+    assert table.stored_result(kept.job_id) == b"blob"
+    assert _stored(table, kept.job_id).result_available is True
+    (listed,) = table.insert_later([(record(), None)], 60)
+    page, _ = table.list([JobState.QUEUED])
+    assert [r.job_id for r in page] == [listed.job_id], "a listing stores what is kept first"
+    assert _stored(table, listed.job_id).seq == table.get(listed.job_id).seq > 0
+
+
 @pytest.mark.parametrize("table", ["sqlite", "postgresql"], indirect=True)
 def test_a_change_of_state_loses_to_a_job_already_ended_elsewhere(table):
     import sqlalchemy as sa
