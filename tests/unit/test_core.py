@@ -502,3 +502,18 @@ async def test_hand_written_graphs_with_the_same_keys_do_not_share_data(core):
     assert values == [2, 11], "the second job must not get the first job's 'y'"
     nested = await core.run(graph(({("a", 0): 1, ("a", 1): 2, "s": (sum, [("a", 0), ("a", 1)])}, [["s"], [("a", 1)]])))
     assert pickle.loads((await core.result(nested.job_id, "pickle")).pickle) == [[3], [2]]
+
+
+async def test_the_server_collects_garbage_less_often_and_never_scans_start_up():
+    import gc
+
+    from server.app import GC_YOUNG_THRESHOLD, _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 1000, "what start-up made is left out of collections"
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
