@@ -238,8 +238,42 @@ def test_a_change_of_state_loses_to_a_job_already_ended_elsewhere(table):
         )
     table.update_soon(rec.job_id, state=JobState.SUCCEEDED, finish_time=10.0)
     table._writer.flush()
-    kept = table.get(rec.job_id)
-    assert kept.state is JobState.CANCELLED and kept.cancel_reason == "elsewhere"
+    stored = _stored(table, rec.job_id)
+    assert stored.state is JobState.CANCELLED and stored.cancel_reason == "elsewhere"
+    if not table.exclusive:
+        # A replica learns of it (on its own store a server is the only writer,
+        # so it does not read its writes back; the stored record still wins).
+        kept = table.get(rec.job_id)
+        assert kept.state is JobState.CANCELLED and kept.cancel_reason == "elsewhere"
+
+
+def test_many_record_writes_go_as_one_statement(tmp_path):
+    import sqlalchemy as sa
+
+    t = SqlJobTable(f"sqlite:///{tmp_path / 'jobs.db'}", instance_id="test")
+    statements = []
+    sa.event.listen(
+        t.engine, "before_cursor_execute", lambda *args: statements.append((args[2], args[5]))
+    )
+    try:
+        recs = t.insert_many([(record(), None) for _ in range(50)]).result(10)
+        kinds = [(text.split()[0], many) for text, many in statements]
+        assert kinds == [("INSERT", True), ("SELECT", False)], "one INSERT for the batch"
+        assert [r.seq for r in recs] == sorted(r.seq for r in recs) and recs[0].seq > 0
+        statements.clear()
+        with t._writer._cond:  # hold the writer: the changes gather into one batch
+            for r in recs:
+                t.update_soon(r.job_id, state=JobState.RUNNING, start_time=2.0)
+                t.update_soon(r.job_id, state=JobState.SUCCEEDED, finish_time=3.0)
+                t.store_result(r.job_id, b"blob")
+        t._writer.flush()
+        kinds = [(text.split()[0], many) for text, many in statements]
+        assert kinds == [("UPDATE", True), ("UPDATE", True)], statements
+        for r in recs:
+            assert _stored(t, r.job_id).state is JobState.SUCCEEDED
+            assert t.stored_result(r.job_id) == b"blob"
+    finally:
+        t.close()
 
 
 def test_a_released_result_stays_released(table):
@@ -271,13 +305,17 @@ def test_a_replica_whose_lease_ran_out_has_its_jobs_taken_once(postgres_url):
         assert [r.job_id for r in taken] == [running.job_id], "finished jobs stay as they are"
         assert c.adopt_orphans(lease=3, now=110.5) == [], "a job is taken once"
         with a.engine.connect() as conn:
-            owners = dict(conn.execute(sa.select(jobs_table.c.job_id, jobs_table.c.instance_id)).all())
+            owners = dict(
+                conn.execute(sa.select(jobs_table.c.job_id, jobs_table.c.instance_id)).all()
+            )
             replicas = set(conn.execute(sa.select(replicas_table.c.instance_id)).scalars())
         assert owners == {running.job_id: "replica-b", done.job_id: "replica-a"}
         assert replicas == {"replica-b", "replica-c"}, "the dead replica's entry is gone"
         b.leave()
         with a.engine.connect() as conn:
-            assert set(conn.execute(sa.select(replicas_table.c.instance_id)).scalars()) == {"replica-c"}
+            assert set(conn.execute(sa.select(replicas_table.c.instance_id)).scalars()) == {
+                "replica-c"
+            }
     finally:
         for table in (a, b, c):
             table.close()
