@@ -8,12 +8,13 @@ same transfer through the floor:
 - a large NumPy result (256 MiB) read through ``GetJobResult`` by the SDK
   (``job.result()`` of a job that has already finished, so the figure is the
   transfer, not the compute) against a bare server-streaming call of the same
-  bytes in the same 1 MiB chunks: MB/s and the ratio, target at least 0.5x;
+  number of bytes in the same 1 MiB chunks, received into one buffer as the
+  SDK receives them: MB/s and the ratio, target at least 0.5x;
   and where its time goes, from a bare ``GetJobResult`` stream of the same
   kind of result (seconds to its header, to its last chunk);
 - the server process's peak RSS growth while it streams that result (its
   workers are other processes: the result comes from one of them through
-  the server), target under 1.5x the result's size;
+  the server, a few pieces at a time), target under 1.5x the result's size;
 - an upload of the same size through ``PutObject`` (``client.scatter``)
   against a bare client-streaming call, and the server's RSS growth meanwhile;
   then the same array scattered again (content-addressed: answered without

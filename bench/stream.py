@@ -6,7 +6,8 @@
 - ``/bench.Stream/Download`` (server streaming): the request is a byte count
   in ASCII digits; the answer is that many bytes in chunks of
   :data:`CHUNK_BYTES` (the service's default ``GetJobResult`` chunk), sent
-  from one pre-built block, so the server does no work but the transport's;
+  from one pre-built block, so the server does no work but the transport's
+  (the client copies them into one buffer, as the SDK does);
 - ``/bench.Stream/Upload`` (client streaming): counts the bytes of the chunks
   it receives and answers the count in ASCII digits.
 
@@ -85,10 +86,21 @@ class StreamClient:
         self._upload = self._channel.stream_unary(UPLOAD)
 
     def download(self, nbytes: int) -> int:
-        """Read ``nbytes`` from the server; returns the bytes received."""
+        """Read ``nbytes`` from the server into one buffer; returns the bytes received.
+
+        The buffer is allocated as the SDK allocates a result's
+        (``client_sdk._results.new_buffer``), and each chunk is copied into
+        it, as the SDK does: bytes that arrive are bytes kept.
+        """
+        from client_sdk._results import new_buffer
+
+        buffer = memoryview(new_buffer(nbytes)).cast("B")
         received = 0
         for chunk in self._download(str(nbytes).encode(), timeout=300):
-            received += len(chunk)
+            end = received + len(chunk)
+            if end <= nbytes:
+                buffer[received:end] = chunk
+            received = end
         return received
 
     def upload(self, nbytes: int) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 from dask.sizeof import sizeof
 
-from server import _pickle, objects, results
+from server import _pickle, objects, results, worker_stream
 from server.auth import ANONYMOUS, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
@@ -1586,27 +1586,34 @@ class ComputeCore:
         fmt: str = "auto",
         caller: Caller = ANONYMOUS,
         checksum: bool = True,
-    ) -> results.ResultStream:
+    ) -> results.ResultStream | worker_stream.WorkerStream:
         """A succeeded job's result, encoded for streaming.
 
-        The value is fetched from the cluster (where it stays until released
-        or expired), encoded off the event loop, and held only by the stream.
-        Without ``checksum`` the stream's ``sha256`` is left empty, for the
-        caller to compute with ``ResultStream.compute_sha256`` while it sends.
+        A pickle held on the cluster by one future is encoded and hashed by
+        the worker that holds it, and read from there as it is sent (a
+        :class:`server.worker_stream.WorkerStream`). Otherwise the value is
+        fetched from the cluster (where it stays until released or expired),
+        encoded off the event loop, and held only by the stream. Without
+        ``checksum`` the stream's ``sha256`` is left empty, for the caller to
+        get with the stream's ``digest()`` while it sends.
         """
         record, handle = await self._result_handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
-        import time as _t  # RSTMP
-        _t0 = _t.perf_counter()  # RSTMP
-        value = await handle.fetch(large=True) if isinstance(handle, ClusterResult) else handle
-        _t1 = _t.perf_counter()  # RSTMP
         is_function = record.kind is JobKind.FUNCTION
-        _r = await self._pools().in_thread(  # RSTMP
+        value = handle
+        if isinstance(handle, ClusterResult):
+            # A pickle read from its worker as it is sent (server.worker_stream);
+            # else the value, fetched here whole.
+            stream = await handle.open_stream(fmt, is_function)
+            if stream is not None:
+                if checksum:
+                    await stream.digest()
+                return stream
+            value = await handle.fetch(large=True)
+        return await self._pools().in_thread(
             results.encode_stream, value, fmt, is_function, checksum
         )
-        open("/tmp/rs_prof/timing.log", "a").write(f"fetch {_t1-_t0:.3f} encode {_t.perf_counter()-_t1:.3f}\n")  # RSTMP
-        return _r  # RSTMP
 
     # -- objects ---------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 
-from server import _pickle
+from server import _pickle, results, worker_stream
 from server.progress import Progress, flatten_keys
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,36 @@ class ClusterResult:
         ``large``: see :func:`fetch_many`.
         """
         return (await fetch_many([self], large))[0]
+
+    @property
+    def single_key(self) -> Any:
+        """The key of the one future whose value is the result itself, or ``None``.
+
+        ``None`` when the result gathers several futures (or wraps one in a tuple or list).
+        """
+        futures = self._futures
+        if self._shape == "single" and isinstance(futures, (list, tuple)) and len(futures) == 1:
+            futures = futures[0]
+        elif self._shape != "plain":
+            return None
+        if isinstance(futures, (list, tuple)):
+            return None
+        return futures.key
+
+    async def open_stream(self, fmt: str, is_function: bool) -> Any:
+        """The result's pickle stream, read from the worker that holds it as it is sent.
+
+        ``None`` when the result is not read that way: not fetched directly
+        from the workers, not one future's value, not sent pickled
+        (``fmt``, see :func:`server.results.is_pickle`), or no worker could
+        encode it. The caller then fetches it with :meth:`fetch`. See
+        :mod:`server.worker_stream`.
+        """
+        key = self.single_key
+        if not self.direct or key is None or not results.is_pickle(fmt, is_function):
+            return None
+        client = _flatten(self._futures)[0].client
+        return await worker_stream.open_on_worker(client, key)
 
     def shape(self, value: Any) -> Any:
         """The futures' values, shaped as ``dask.compute`` would return them."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import math
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from server import _pickle
@@ -78,6 +79,21 @@ class ResultStream:
             digest.update(segment)
         return digest.hexdigest()
 
+    async def digest(self) -> str:
+        """The SHA-256 of the whole stream, in hex: :attr:`sha256`, or hashed in a thread."""
+        if self.sha256:
+            return self.sha256
+        return await asyncio.to_thread(self.compute_sha256)
+
+    async def achunks(self, offset: int, size: int) -> AsyncIterator[memoryview]:
+        """:meth:`chunks`, for ``async for`` (as a :class:`server.worker_stream.WorkerStream`'s)."""
+        for chunk in self.chunks(offset, size):
+            yield chunk
+
+    def closer(self) -> Callable[[], None]:
+        """What to call once the stream is sent: nothing to do for bytes held here."""
+        return _nothing
+
     def chunks(self, offset: int, size: int) -> Iterator[memoryview]:
         """Slices of at most ``size`` bytes of the stream from ``offset`` on, without copies."""
         position = 0
@@ -89,6 +105,15 @@ class ResultStream:
                 yield segment[start - position : stop - position]
                 start = stop
             position = end
+
+
+def _nothing() -> None:
+    pass
+
+
+def is_pickle(fmt: str, is_function: bool) -> bool:
+    """Whether a result asked for as ``fmt`` is sent pickled whatever its value."""
+    return fmt == "pickle" or (fmt == "auto" and not is_function)
 
 
 def encode_stream(value: Any, fmt: str, is_function: bool, checksum: bool = True) -> ResultStream:
@@ -113,7 +138,7 @@ def _encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
     if fmt == "arrow":
         data = memoryview(_arrow_ipc(value)).cast("B")  # Arrow's own buffer, not a copy
         return ResultStream("arrow", (data,))
-    if fmt == "json" or (fmt == "auto" and is_function):
+    if not is_pickle(fmt, is_function):
         try:
             text = json.dumps(to_json(value), separators=(",", ":")).encode("utf-8")
         except NotJSON as exc:

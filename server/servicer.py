@@ -281,16 +281,19 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         fmt = convert.result_format(request.result_format)
         last = request.checksum_last
         stream = await self.core.open_result(request.job_id, fmt, caller, checksum=not last)
+        close = stream.closer()
         if not 0 <= request.offset <= stream.total_size:
+            close()
             raise InvalidArgument(
                 f"offset {request.offset} is outside the result's {stream.total_size} bytes"
             )
-        # With checksum_last the whole stream (from byte 0) is hashed in a
-        # thread while the chunks go out, and its SHA-256 comes last.
-        digest = asyncio.ensure_future(asyncio.to_thread(stream.compute_sha256)) if last else None
+        # With checksum_last the whole stream (from byte 0) is hashed while the
+        # chunks go out (here in a thread, or by the worker that holds it),
+        # and its SHA-256 comes last.
+        digest = asyncio.ensure_future(stream.digest()) if last else None
         try:
             yield pb.GetJobResultResponse(header=convert.result_header(stream, request.offset))
-            for chunk in stream.chunks(request.offset, chunk_size):
+            async for chunk in stream.achunks(request.offset, chunk_size):
                 yield pb.GetJobResultResponse(chunk=bytes(chunk))
             del stream  # the server keeps no copy once it is sent
             if digest is not None:
@@ -298,6 +301,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         finally:
             if digest is not None:
                 digest.cancel()  # a stream cut off: nobody waits for the hash
+            close()
         if request.release:
             await self.core.release(request.job_id, caller)
 

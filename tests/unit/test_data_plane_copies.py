@@ -249,3 +249,155 @@ def test_pickled_streams_still_load_without_copies() -> None:
     main, *buffers = stream.segments
     assert np.shares_memory(np.frombuffer(buffers[0], dtype=value.dtype), value)
     np.testing.assert_array_equal(pickle.loads(main, buffers=buffers), value)
+
+
+# -- large results: the SDK's buffer and running hash, the worker's encoding ----
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_large_result_lands_in_a_private_map_and_is_hashed_in_a_thread(
+    monkeypatch, mapped: bool
+) -> None:
+    import mmap
+    import threading
+
+    from client_sdk import _results
+
+    monkeypatch.setattr(_results, "MAP_FROM_BYTES", 0 if mapped else 1 << 40)
+    monkeypatch.setattr(_results, "HASH_BATCH", 64 * 1024)
+    value = np.arange(300_000)
+    stream = results.encode_stream(value, "pickle", False)
+    assembler = ResultAssembler()
+    hashers: list[str] = []
+    for message in _messages(stream):
+        assembler.feed(message)
+        hashers += [t.name for t in threading.enumerate() if t.name.startswith("dask-compute-hash")]
+    assert isinstance(assembler.buffer, mmap.mmap if mapped else bytearray)
+    assert hashers, "no thread hashed the chunks while they arrived"
+    result = assembler.value()
+    np.testing.assert_array_equal(result, value)
+    if mapped:  # the array is the map's memory, not a copy of it
+        assert np.shares_memory(result, np.frombuffer(assembler.buffer, dtype=np.uint8))
+
+
+def test_json_results_stay_in_a_bytearray(monkeypatch) -> None:
+    from client_sdk import _results
+
+    monkeypatch.setattr(_results, "MAP_FROM_BYTES", 0)
+    stream = results.encode_stream({"k": list(range(1000))}, "json", True)
+    assembler = ResultAssembler()
+    for message in _messages(stream):
+        assembler.feed(message)
+    assert isinstance(assembler.buffer, bytearray)
+    assert assembler.value() == {"k": list(range(1000))}
+
+
+def test_a_corrupted_chunk_is_refused_when_hashed_in_a_thread(monkeypatch) -> None:
+    from client_sdk import _results
+
+    monkeypatch.setattr(_results, "MAP_FROM_BYTES", 0)
+    monkeypatch.setattr(_results, "HASH_BATCH", 1000)
+    stream = results.encode_stream(np.arange(50_000), "pickle", False)
+    assembler = ResultAssembler()
+    header, *chunks = _messages(stream, size=4096)
+    assembler.feed(header)
+    for index, message in enumerate(chunks):
+        data = bytearray(message.chunk)
+        if index == len(chunks) // 2:
+            data[7] ^= 1
+        assembler.feed(pb.GetJobResultResponse(chunk=bytes(data)))
+    with pytest.raises(ComputeError, match="SHA-256"):
+        assembler.value()
+
+
+def test_the_running_hash_hashes_every_byte_counted_in_order(monkeypatch) -> None:
+    from client_sdk import _results
+
+    monkeypatch.setattr(_results, "HASH_BATCH", 10)
+    data = bytes(range(256)) * 3
+    buffer = bytearray(len(data))
+    running = _results.RunningHash(buffer)
+    for start in range(0, len(data), 7):
+        buffer[start : start + 7] = data[start : start + 7]
+        running.extend(len(data[start : start + 7]))
+    assert running.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert running.hexdigest() == hashlib.sha256(data).hexdigest()  # asking again is the same
+    small = _results.RunningHash(b"abc")
+    small.extend(3)
+    assert small.hexdigest() == hashlib.sha256(b"abc").hexdigest()
+
+
+class _Worker:
+    """What the worker's functions use of a Dask worker: its data."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+
+def test_the_worker_encodes_hashes_and_slices_a_large_result() -> None:
+    from server import worker_stream
+
+    calls = worker_stream.worker_calls()
+    value = np.arange(1_000_000)
+    worker = _Worker({"x": value})
+
+    async def scenario():
+        opened = await calls["open"]("x", "t1", 1024, 60.0, dask_worker=worker)
+        assert opened["segments"] is None and opened["sha256"] == ""
+        expected = results.encode_stream(value, "pickle", False)
+        assert opened["sizes"] == expected.segment_sizes
+        pieces = []
+        for index, size in enumerate(opened["sizes"]):
+            for start in range(0, size, 300_000):
+                stop = min(start + 300_000, size)
+                pieces.append(bytes(await calls["read"]("t1", index, start, stop, 60.0, worker)))
+        big = await calls["read"]("t1", 1, 0, 8, 60.0, dask_worker=worker)
+        assert np.shares_memory(np.frombuffer(big, dtype=np.uint8), value), "a copy was made"
+        digest = await calls["digest"]("t1", 60.0, dask_worker=worker)
+        assert digest == expected.compute_sha256()
+        assert b"".join(pieces) == b"".join(bytes(s) for s in expected.segments)
+        assert await calls["drop"]("t1", dask_worker=worker) is True
+        assert await calls["drop"]("t1", dask_worker=worker) is False
+        with pytest.raises(KeyError):
+            await calls["read"]("t1", 0, 0, 1, 60.0, dask_worker=worker)
+        # Small results come whole with the first answer, hashed.
+        worker.data["s"] = [1, 2, 3]
+        whole = await calls["open"]("s", "t2", 1024, 60.0, dask_worker=worker)
+        assert pickle.loads(whole["segments"][0]) == [1, 2, 3]
+        assert whole["sha256"] == hashlib.sha256(whole["segments"][0]).hexdigest()
+        assert "t2" not in worker._dask_compute_streams
+        # A stream the server forgets is dropped after its time to live.
+        await calls["open"]("x", "t3", 1024, 0.05, dask_worker=worker)
+        await asyncio.sleep(0.2)
+        assert "t3" not in worker._dask_compute_streams
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_stream_plans_pieces_within_segments() -> None:
+    from server.worker_stream import WorkerStream
+
+    stream = WorkerStream(None, "t", [5, 0, 23], "", None)  # type: ignore[arg-type]
+    assert stream.total_size == 28
+    assert stream.pieces(0, 10) == [(0, 0, 5), (2, 0, 10), (2, 10, 20), (2, 20, 23)]
+    assert stream.pieces(7, 10) == [(2, 2, 12), (2, 12, 22), (2, 22, 23)]
+    assert stream.pieces(28, 10) == []
+
+
+@pytest.mark.parametrize(
+    "futures, shape, key",
+    [
+        ([_Future(None, "a")], "single", "a"),  # type: ignore[arg-type]
+        (_Future(None, "a"), "plain", "a"),  # type: ignore[arg-type]
+        ([_Future(None, "a")], "tuple", None),  # type: ignore[arg-type]
+        ([_Future(None, "a"), _Future(None, "b")], "plain", None),  # type: ignore[arg-type]
+        ([_Future(None, "a")], "plain", None),  # type: ignore[arg-type]
+    ],
+)
+def test_only_one_futures_own_value_is_read_from_its_worker(futures, shape, key) -> None:
+    result = execution.ClusterResult(futures, shape, direct=True)
+    assert result.single_key == key
+    # Not pickled (a named call's JSON), or not direct: fetched here as before.
+    assert asyncio.run(result.open_stream("json", False)) is None
+    assert asyncio.run(result.open_stream("auto", True)) is None
+    assert asyncio.run(execution.ClusterResult(futures, shape).open_stream("pickle", False)) is None
