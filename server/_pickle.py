@@ -21,8 +21,15 @@ from server.errors import InvalidPayload
 PROTOCOL = 5
 
 
+#: Types whose pickle is the same from the standard pickler, which is many
+#: times quicker than cloudpickle's for the small values most jobs return.
+_PLAIN_TYPES = frozenset({str, bytes, int, float, bool, complex, type(None)})
+
+
 def dumps(obj: Any) -> bytes:
-    """Serialize ``obj`` with cloudpickle."""
+    """Serialize ``obj`` with cloudpickle (plain scalars with the standard pickler)."""
+    if type(obj) in _PLAIN_TYPES:
+        return pickle.dumps(obj, protocol=PROTOCOL)
     return cloudpickle.dumps(obj, protocol=PROTOCOL)
 
 

@@ -36,6 +36,7 @@ class Metrics:
         cluster: Callable[[], tuple[int, int, int] | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.jobs_submitted = Counter(
             "dask_compute_jobs_submitted_total", "Jobs accepted.", ["kind", "scheduler"], registry=r
@@ -81,24 +82,33 @@ class Metrics:
             gauge = Gauge(name, text, registry=r)
             gauge.set_function(lambda i=index: float((cluster() or (0, 0, 0))[i]))
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus-client's lookup
+        takes its lock and checks every label each time, on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def job_submitted(self, kind: str, scheduler: str) -> None:
         """Count an accepted job."""
-        self.jobs_submitted.labels(kind, scheduler).inc()
+        self._child(self.jobs_submitted, kind, scheduler).inc()
 
     def job_finished(self, state: str, scheduler: str, seconds: float | None) -> None:
         """Count a finished job and observe how long it ran."""
-        self.jobs_finished.labels(state, scheduler).inc()
+        self._child(self.jobs_finished, state, scheduler).inc()
         if seconds is not None:
-            self.job_duration.labels(scheduler).observe(seconds)
+            self._child(self.job_duration, scheduler).observe(seconds)
 
     def rpc(self, method: str, code: str, seconds: float, received: int, sent: int) -> None:
         """Count an answered RPC with its status code, latency and sizes."""
-        self.rpcs.labels(method, code).inc()
-        self.rpc_latency.labels(method).observe(seconds)
+        self._child(self.rpcs, method, code).inc()
+        self._child(self.rpc_latency, method).observe(seconds)
         if received:
-            self.bytes_in.labels(method).inc(received)
+            self._child(self.bytes_in, method).inc(received)
         if sent:
-            self.bytes_out.labels(method).inc(sent)
+            self._child(self.bytes_out, method).inc(sent)
 
     def serve(self, host: str, port: int) -> Any:
         """Serve ``/metrics`` over HTTP; returns the server (``.server_port`` has the port)."""
