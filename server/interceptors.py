@@ -64,6 +64,8 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
+        # Each method's wrapped handler, made once (the servicer's handlers do not change).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -74,7 +76,10 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or _service_of(method) in OPEN_SERVICES:
             return handler
-        return _wrap(handler, method, self._authenticate)
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, _wrap(handler, method, self._authenticate))
+        return known[1]
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
         authorization = None
