@@ -158,9 +158,9 @@ class ClientBase:
         self, spec: pb.JobSpec, timeout: float | None, what: str, job_name: str | None
     ) -> Op[Any]:
         # run() returns only the value: the server frees its copy once sent.
-        # A timeout is also the job's own limit, so its record says why it
-        # stopped even when this side is gone.
-        _convert.job_options(spec, job_name, timeout)
+        # Its timeout is the call's deadline: when it passes the server cancels
+        # the job, and its record says so ("the deadline of the Run call passed").
+        _convert.job_options(spec, job_name, None)
         call = Call("Run", pb.RunRequest(job=spec, release=True), timeout or MAX_RUN_WAIT)
         try:
             response = yield call

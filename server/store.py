@@ -441,6 +441,25 @@ class SqlJobTable:
         self._writer = _Writer(self.engine)
         # Idempotency keys stored before this server started (exclusive stores).
         self._earlier_keys: set[tuple[str, str]] | None = None
+        # On a store of this server's own, it numbers new records itself, when
+        # it accepts them: the order of listings is the order of acceptance,
+        # even for a record stored later (insert_later). Shared stores number
+        # them as they are written.
+        self._next_seq: int | None = None
+        if self.exclusive:
+            with self.engine.connect() as conn:
+                self._next_seq = (
+                    conn.execute(sa.select(sa.func.max(jobs_table.c.seq))).scalar() or 0
+                ) + 1
+
+    def _number(self, count: int) -> list[int] | None:
+        """The next ``count`` seqs, on a store of this server's own (else ``None``)."""
+        if self._next_seq is None:
+            return None
+        with self._lock:
+            first = self._next_seq
+            self._next_seq += count
+        return list(range(first, first + count))
 
     @property
     def exclusive(self) -> bool:
@@ -458,9 +477,11 @@ class SqlJobTable:
 
     def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
         values = _row_values(record)
-        values.pop("seq", None)
         values["instance_id"] = self.instance_id
         values["request"] = json.dumps(request) if request is not None else None
+        numbered = self._number(1)
+        if numbered is not None:
+            values["seq"] = numbered[0]
         with self.engine.begin() as conn:
             seq = conn.execute(_INSERT, values).inserted_primary_key[0]
         record = record.replace(seq=seq)
@@ -477,14 +498,20 @@ class SqlJobTable:
             A future of the records with their ``seq``, set once they are committed.
         """
         rows = []
-        for record, request in items:
+        numbered = self._number(len(items))
+        for index, (record, request) in enumerate(items):
             values = _row_values(record)
             values["instance_id"] = self.instance_id
             values["request"] = json.dumps(request) if request is not None else None
+            if numbered is not None:
+                values["seq"] = numbered[index]
             rows.append(values)
         future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
 
         def apply(conn: sa.Connection) -> list[int]:
+            if numbered is not None:
+                conn.execute(_INSERT, rows)  # one executemany
+                return numbered
             if len(rows) == 1:
                 return [conn.execute(_INSERT, rows[0]).inserted_primary_key[0]]
             # One executemany, then the seqs in one query: several times
@@ -532,14 +559,19 @@ class SqlJobTable:
             The records as kept (their ``seq`` is set once they are stored).
         """
         due = time.monotonic() + delay
+        numbered = self._number(len(items))
+        kept = [
+            record if numbered is None else record.replace(seq=numbered[index])
+            for index, (record, _) in enumerate(items)
+        ]
         with self._lock:
-            for record, request in items:
+            for record, (_, request) in zip(kept, items, strict=True):
                 self._cache[record.job_id] = record
                 text = json.dumps(request) if request is not None else None
                 self._unwritten[record.job_id] = (due, text)
-        for record, _ in items:
+        for record in kept:
             self._writer.put(self._record_write(record, False, due))
-        return [record for record, _ in items]
+        return kept
 
     def _record_write(self, record: JobRecord, compare_state: bool, due: float) -> _Write:
         """The write of a whole record over its row: inserted if it is not stored yet.
@@ -558,6 +590,8 @@ class SqlJobTable:
                 values = _row_values(record)
                 values["instance_id"] = self.instance_id
                 values["request"] = None if record.state.finished else unwritten[1]
+                if record.seq:
+                    values["seq"] = record.seq  # numbered when it was accepted
                 return conn.execute(_INSERT, values).inserted_primary_key[0]
             row = conn.execute(
                 sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
