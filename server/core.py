@@ -1017,7 +1017,7 @@ class ComputeCore:
     async def _objects_for(self, caller: Caller, ids: set[str], scheduler: str) -> dict[str, Any]:
         """What stands in for held objects in a job: the cluster's futures, or, for the
         local schedulers, the values themselves (fetched from the cluster)."""
-        held = {object_id: self.objects.get(caller.name, object_id) for object_id in ids}
+        held = await self._held_objects(caller, ids)
         if scheduler == "distributed":
             return {object_id: stored.future for object_id, stored in held.items()}
         if not self.cluster_ok:
@@ -1627,6 +1627,10 @@ class ComputeCore:
     ) -> tuple[objects.StoredObject, bool]:
         """Take an upload, check it, load it on the cluster and hold it.
 
+        With replicas (a shared job store) the object is also published on the
+        cluster for them (see :meth:`_keep_object`), and one that another
+        replica published counts as held (see :meth:`_held_objects`).
+
         Returns:
             The held object, and whether it was held already (then the bytes
             are not read).
@@ -1637,6 +1641,8 @@ class ComputeCore:
                 nothing is kept.
             InvalidPayload: The bytes could not be loaded.
             ResourceExhausted: Larger than ``max_object_bytes``.
+            Unavailable: The cluster does not answer, or (with replicas) the
+                object could not be published: nothing is kept.
         """
         if not caller.can("code"):
             raise PermissionDenied(
@@ -1646,7 +1652,7 @@ class ComputeCore:
         self._check_ready()
         object_id = objects.check_object_id(f"sha256:{sha256}")
         self.objects.check_upload(size)
-        existing = self.objects.has(caller.name, object_id)
+        existing = await self._existing_object(caller, object_id)
         if existing is not None:
             return existing, True
         if not self.cluster_ok:
@@ -1678,21 +1684,178 @@ class ComputeCore:
         del raw
         if future.status != "finished":
             raise objects.not_loadable(object_id, error or RuntimeError(future.status))
-        stored = self.objects.add(caller.name, object_id, size, future)
+        stored = await self._keep_object(caller, object_id, size, future)
         logger.info("object=%s event=stored size=%d owner=%s", object_id, size, caller.name)
         return stored, False
 
-    def get_object(self, object_id: str, caller: Caller = ANONYMOUS) -> objects.StoredObject:
-        """A held object of ``caller``'s.
+    async def _keep_object(
+        self, caller: Caller, object_id: str, size: int, future: Any
+    ) -> objects.StoredObject:
+        """Hold a freshly loaded object; with replicas, publish it on the cluster first.
+
+        It is published (as :func:`server.objects.dataset_name`, holding its
+        future and size) before it is held here, so every copy a replica holds
+        has had its dataset. If another replica published the same object of
+        the same caller meanwhile, that one is adopted and this one let go.
 
         Raises:
-            NotFound: Not held.
+            Unavailable: It could not be published: nothing is kept here.
         """
-        return self.objects.get(caller.name, object_id)
+        if not self._shared:
+            return self.objects.add(caller.name, object_id, size, future)
+        name = objects.dataset_name(caller.name, object_id)
+        try:
+            await asyncio.wait_for(
+                self._client.publish_dataset(**{name: {"future": future, "size": size}}),
+                SCHEDULER_TIMEOUT,
+            )
+        except KeyError:  # uploaded through another replica at the same time
+            return (await self._held_objects(caller, [object_id]))[object_id]
+        except Exception as exc:
+            raise Unavailable(
+                f"object {object_id} was loaded but could not be published for the other "
+                f"replicas ({type(exc).__name__}: {exc}); nothing was kept, upload it again"
+            ) from exc
+        self.objects.unpublishing.discard((caller.name, object_id))
+        return self.objects.add(caller.name, object_id, size, future)
 
-    def delete_object(self, object_id: str, caller: Caller = ANONYMOUS) -> bool:
-        """Free an object; returns whether it was held."""
-        return self.objects.delete(caller.name, object_id)
+    async def _existing_object(self, caller: Caller, object_id: str) -> objects.StoredObject | None:
+        """The object if held (with replicas: by any of them), else ``None``."""
+        try:
+            return (await self._held_objects(caller, [object_id]))[object_id]
+        except NotFound:
+            return None
+
+    async def _held_objects(
+        self, caller: Caller, ids: Iterable[str]
+    ) -> dict[str, objects.StoredObject]:
+        """The caller's objects ``ids``, each marked as used now.
+
+        Alone (a job store no other replica shares) these are the objects
+        this server holds. With replicas the rule is: **an object exists
+        while its dataset is published on the cluster**, and every use asks.
+        The scheduler is asked about all of ``ids`` at once: a copy held
+        here whose dataset is gone (deleted through any replica, or expired
+        on the replica it was uploaded through) is dropped and not served; a
+        published object not held here is adopted (held here from then on,
+        see :class:`server.objects.StoredObject`). So no replica serves an
+        object deleted through another once the deletion has answered.
+
+        Raises:
+            InvalidArgument: An id is malformed.
+            NotFound: One is not held (the first, by id, is named).
+            Unavailable: With replicas, the scheduler does not answer, so
+                whether the objects still exist is not known.
+        """
+        owner = caller.name
+        wanted = sorted({objects.check_object_id(object_id) for object_id in ids})
+        if not self._shared:
+            return {object_id: self.objects.get(owner, object_id) for object_id in wanted}
+        if self._client is None or not self.cluster_ok:
+            raise Unavailable(self._outage_message())
+        names = [objects.dataset_name(owner, object_id) for object_id in wanted]
+        client = self._client
+        try:
+            # One name per call: older distributed versions take no list of names.
+            published = await asyncio.wait_for(
+                asyncio.gather(*(client.get_dataset(name, default=None) for name in names)),
+                SCHEDULER_TIMEOUT,
+            )
+        except Exception as exc:
+            raise Unavailable(
+                f"could not ask the Dask scheduler whether the objects still exist "
+                f"({type(exc).__name__}: {exc}); retry"
+            ) from exc
+        held = {}
+        for object_id, data in zip(wanted, published, strict=True):
+            copy = self.objects.has(owner, object_id)
+            if data is None:
+                if copy is not None and self.objects.drop(copy):
+                    logger.info("object=%s event=gone owner=%s", object_id, owner)
+                raise self.objects.not_found(object_id)
+            if copy is None:
+                # Ours if it expired here and is still to be unpublished: keep it instead.
+                ours = (owner, object_id) in self.objects.unpublishing
+                self.objects.unpublishing.discard((owner, object_id))
+                copy = self.objects.add(
+                    owner, object_id, data["size"], data["future"], adopted=not ours
+                )
+                logger.info("object=%s event=adopted owner=%s", object_id, owner)
+            held[object_id] = copy
+        return held
+
+    async def get_object(self, object_id: str, caller: Caller = ANONYMOUS) -> objects.StoredObject:
+        """A held object of ``caller``'s (with replicas: see :meth:`_held_objects`).
+
+        Raises:
+            InvalidArgument: A malformed id.
+            NotFound: Not held.
+            Unavailable: With replicas, the scheduler does not answer.
+        """
+        return (await self._held_objects(caller, [object_id]))[object_id]
+
+    async def delete_object(self, object_id: str, caller: Caller = ANONYMOUS) -> bool:
+        """Free an object; returns whether it was held (with replicas: by any of them).
+
+        With replicas its dataset is unpublished before this returns, so every
+        replica finds it gone at its next use (see :meth:`_held_objects`); a
+        copy another replica holds is freed then, or at that replica's next
+        sweep (:meth:`_sweep_objects`).
+
+        Raises:
+            InvalidArgument: A malformed id.
+            Unavailable: With replicas, the scheduler does not answer: the
+                object may still be published, so delete it again.
+        """
+        held = self.objects.delete(caller.name, object_id)
+        if not self._shared:
+            return held
+        if self._client is None or not self.cluster_ok:
+            raise Unavailable(self._outage_message())
+        name = objects.dataset_name(caller.name, object_id)
+        try:
+            published = await asyncio.wait_for(
+                self._client.get_dataset(name, default=None), SCHEDULER_TIMEOUT
+            )
+            if published is not None:
+                await asyncio.wait_for(self._client.unpublish_dataset(name), SCHEDULER_TIMEOUT)
+        except Exception as exc:
+            raise Unavailable(
+                f"object {object_id} could not be unpublished for the other replicas "
+                f"({type(exc).__name__}: {exc}); delete it again"
+            ) from exc
+        self.objects.unpublishing.discard((caller.name, object_id))
+        return held or published is not None
+
+    async def _sweep_objects(self) -> None:
+        """With replicas, on each janitor round: unpublish the objects uploaded here
+        that expired here, and drop the copies held here whose dataset is gone, so
+        their memory on the cluster is freed even if nobody names them again.
+
+        Expiry is counted per replica, from uses through that replica: only
+        the expiry of an object on the replica it was uploaded through ends it
+        for all (uses through other replicas do not lengthen its life there).
+        What could not be unpublished is tried again at the next round.
+        """
+        if self._client is None or not self.cluster_ok:
+            return
+        expired = set(self.objects.unpublishing)
+        try:
+            if expired:
+                names = [objects.dataset_name(*key) for key in expired]
+                await asyncio.wait_for(self._client.unpublish_dataset(names), SCHEDULER_TIMEOUT)
+                self.objects.unpublishing -= expired
+            copies = self.objects.held()
+            if not copies:
+                return
+            published = set(await asyncio.wait_for(self._client.list_datasets(), SCHEDULER_TIMEOUT))
+        except OSError as exc:  # a timeout or a lost connection: the next round tries again
+            logger.warning("could not check the objects published for other replicas: %s", exc)
+            return
+        gone = [c for c in copies if objects.dataset_name(c.owner, c.object_id) not in published]
+        dropped = sum(self.objects.drop(copy) for copy in gone)
+        if dropped:
+            logger.info("dropped %d objects deleted or expired through other replicas", dropped)
 
     async def release(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[JobRecord, bool]:
         """Free a finished job's result now (on the cluster too); returns whether there was one."""
@@ -1719,11 +1882,21 @@ class ComputeCore:
             self.expire(time.time())
 
     def expire(self, now: float) -> None:
-        """Drop results older than ``result_ttl`` and records older than ``job_ttl``."""
+        """Drop objects unused for ``object_ttl`` (with replicas, see
+        :meth:`_sweep_objects`), results older than ``result_ttl`` and records
+        older than ``job_ttl``."""
         s = self.settings
         dropped = self.objects.expire(now)
         if dropped:
-            logger.info("expired %d objects unused for %gs", dropped, s.object_ttl)
+            logger.info("expired %d objects unused for %gs", len(dropped), s.object_ttl)
+        if self._shared:  # other replicas must see the ones uploaded here gone
+            self.objects.unpublishing.update(
+                (o.owner, o.object_id) for o in dropped if not o.adopted
+            )
+            if self.objects.unpublishing or self.objects.held():
+                task = asyncio.get_running_loop().create_task(self._sweep_objects())
+                self._storing.add(task)
+                task.add_done_callback(self._storing.discard)
         expired = self.jobs.expire_results(now - s.result_ttl)
         for job_id in expired:
             runtime = self._runtimes.get(job_id)

@@ -4,6 +4,12 @@ An object is identified by the SHA-256 of its bytes (checked on arrival). Its
 bytes are loaded on a worker, never in the server, and the loaded value stays
 there as a future held for the object until it is deleted or unused for the
 retention period. Objects belong to the caller that uploaded them.
+
+Replicas that share a job store share objects through the cluster: each
+uploaded object is also published as a Dask dataset named by
+:func:`dataset_name`, and the dataset is what says whether the object exists.
+:class:`server.core.ComputeCore` (its ``put_object`` and ``_held_objects``)
+spells out the rule.
 """
 
 from __future__ import annotations
@@ -22,19 +28,30 @@ from server.errors import InvalidArgument, InvalidPayload, NotFound, ResourceExh
 PERSISTENT_ID_PREFIX = "dask-compute-object:"
 #: How a named call's JSON arguments name an object: {"$object": "<object_id>"}.
 JSON_MARKER = "$object"
+#: The start of the name of each object published on the cluster for other replicas.
+DATASET_PREFIX = "dask-compute-object-"
+#: Hex digits of the owner's SHA-256 in a dataset's name.
+OWNER_DIGITS = 16
 
 _OBJECT_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclasses.dataclass
 class StoredObject:
-    """An object held on the cluster."""
+    """An object held on the cluster.
+
+    Attributes:
+        adopted: Taken from the dataset another replica published (see
+            :func:`dataset_name`), not uploaded through this one: this
+            replica's expiry of it drops only its own copy.
+    """
 
     object_id: str
     owner: str
     size: int
     future: Any
     last_used: float
+    adopted: bool = False
 
 
 def check_object_id(object_id: str) -> str:
@@ -48,6 +65,23 @@ def check_object_id(object_id: str) -> str:
             f"object id {object_id[:80]!r} is not of the form 'sha256:' and 64 hex digits"
         )
     return object_id
+
+
+def dataset_name(owner: str, object_id: str) -> str:
+    """The name of an object published on the cluster, for replicas sharing a job store.
+
+    ``dask-compute-object-<owner>-<64 hex digits>``: the owner as the first
+    :data:`OWNER_DIGITS` hex digits of the SHA-256 of its name (any caller
+    name, even a certificate's, becomes safe for a Dask key), then the
+    object's SHA-256. Two owners whose hashes began alike would share an
+    object only if they uploaded the very same bytes.
+
+    Raises:
+        InvalidArgument: ``object_id`` is not of the form "sha256:<64 hex digits>".
+    """
+    digest = check_object_id(object_id).removeprefix("sha256:")
+    owner_hash = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:OWNER_DIGITS]
+    return f"{DATASET_PREFIX}{owner_hash}-{digest}"
 
 
 def is_json_marker(value: Any) -> bool:
@@ -194,6 +228,9 @@ class ObjectStore:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self._objects: dict[tuple[str, str], StoredObject] = {}
+        #: With replicas: (owner, object id) of objects uploaded here that expired
+        #: here and whose datasets are still to be unpublished.
+        self.unpublishing: set[tuple[str, str]] = set()
 
     def check_upload(self, size: int) -> None:
         """Refuse an upload larger than the limit before any byte of it is taken."""
@@ -205,6 +242,14 @@ class ObjectStore:
                 "(max_object_bytes)"
             )
 
+    def not_found(self, object_id: str) -> NotFound:
+        """The error for an object that is not held."""
+        return NotFound(
+            f"no object {object_id} for this caller: it was never uploaded by this caller, "
+            f"was deleted, or expired after {self.ttl:g}s unused; upload it with PutObject "
+            "(the SDK's client.scatter) again"
+        )
+
     def get(self, owner: str, object_id: str) -> StoredObject:
         """The object, marked as used now.
 
@@ -213,10 +258,7 @@ class ObjectStore:
         """
         stored = self._objects.get((owner, check_object_id(object_id)))
         if stored is None:
-            raise NotFound(
-                f"no object {object_id}: upload it with PutObject (objects expire after "
-                f"{self.ttl:g}s unused)"
-            )
+            raise self.not_found(object_id)
         stored.last_used = time.time()
         return stored
 
@@ -227,9 +269,11 @@ class ObjectStore:
         except NotFound:
             return None
 
-    def add(self, owner: str, object_id: str, size: int, future: Any) -> StoredObject:
-        """Hold a loaded object."""
-        stored = StoredObject(object_id, owner, size, future, time.time())
+    def add(
+        self, owner: str, object_id: str, size: int, future: Any, adopted: bool = False
+    ) -> StoredObject:
+        """Hold a loaded object (``adopted``: see :class:`StoredObject`)."""
+        stored = StoredObject(object_id, owner, size, future, time.time(), adopted)
         self._objects[(owner, object_id)] = stored
         return stored
 
@@ -237,16 +281,27 @@ class ObjectStore:
         """Free an object; returns whether it was held."""
         return self._objects.pop((owner, check_object_id(object_id)), None) is not None
 
-    def expire(self, now: float) -> int:
-        """Free objects unused for the retention period; returns how many."""
+    def drop(self, stored: StoredObject) -> bool:
+        """Free this very copy, unless another has taken its place; returns whether it did."""
+        key = (stored.owner, stored.object_id)
+        if self._objects.get(key) is not stored:
+            return False
+        del self._objects[key]
+        return True
+
+    def held(self) -> list[StoredObject]:
+        """Every object held now."""
+        return list(self._objects.values())
+
+    def expire(self, now: float) -> list[StoredObject]:
+        """Free objects unused for the retention period; returns them."""
         old = [key for key, obj in self._objects.items() if obj.last_used < now - self.ttl]
-        for key in old:
-            del self._objects[key]
-        return len(old)
+        return [self._objects.pop(key) for key in old]
 
     def clear(self) -> None:
         """Free every object."""
         self._objects.clear()
+        self.unpublishing.clear()
 
 
 def not_loadable(object_id: str, exc: BaseException) -> InvalidPayload:

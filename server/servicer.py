@@ -329,12 +329,12 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     @_translate_errors
     async def GetObject(self, request: pb.GetObjectRequest, context: Any) -> Any:
-        stored = self.core.get_object(request.object_id, current_caller())
+        stored = await self.core.get_object(request.object_id, current_caller())
         return pb.GetObjectResponse(object=convert.object_ref(stored))
 
     @_translate_errors
     async def DeleteObject(self, request: pb.DeleteObjectRequest, context: Any) -> Any:
-        deleted = self.core.delete_object(request.object_id, current_caller())
+        deleted = await self.core.delete_object(request.object_id, current_caller())
         return pb.DeleteObjectResponse(deleted=deleted)
 
     @_translate_errors
