@@ -71,6 +71,8 @@ def result_format(number: int) -> str:
 
 def _json(message: Any, what: str) -> Any:
     """Plain JSON values of a ListValue or Struct."""
+    if not message.ListFields():  # empty: skip json_format's walk of the message
+        return [] if message.DESCRIPTOR.full_name == "google.protobuf.ListValue" else {}
     try:
         return json_format.MessageToDict(message)
     except ValueError as exc:  # NaN and Infinity have no JSON form

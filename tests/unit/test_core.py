@@ -229,18 +229,31 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     assert record.cancel_reason == "the caller of Run went away"
 
 
-async def test_a_run_starts_before_its_record_is_stored_and_is_stored_finished(core):
-    from server.core import WAITED_WRITE_DELAY
+async def test_a_run_starts_before_its_record_is_stored_and_is_stored_finished(core, monkeypatch):
+    import sqlalchemy as sa
 
-    # On the cluster: the threads pool may still hold earlier tests' abandoned sleeps.
-    record = await core.run(call("add", 1, 2, scheduler="distributed"))
-    assert record.state is JobState.SUCCEEDED
-    assert core.jobs._writer.pending(record.job_id), "not stored on the Run's path"
-    await asyncio.sleep(WAITED_WRITE_DELAY + 0.5)
-    assert not core.jobs._writer.pending(record.job_id)
+    import server.core
+
+    # A long delay, so that the test does not depend on how fast the job runs.
+    monkeypatch.setattr(server.core, "WAITED_WRITE_DELAY", 60.0)
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        for row in parameters if executemany else [parameters]:
+            statements.append((statement.split()[0], str(row)))
+
+    sa.event.listen(core.jobs.engine, "before_cursor_execute", seen)
+    try:
+        record = await core.run(call("add", 1, 2, scheduler="distributed"))
+        assert record.state is JobState.SUCCEEDED
+        assert core.jobs._writer.pending(record.job_id), "not stored on the Run's path"
+        core.list_jobs()  # a listing stores what is kept first
+        assert not core.jobs._writer.pending(record.job_id)
+        inserts = [row for verb, row in statements if verb == "INSERT" and record.job_id in row]
+        assert len(inserts) == 1 and "'succeeded'" in inserts[0], "stored once, finished"
+    finally:
+        sa.event.remove(core.jobs.engine, "before_cursor_execute", seen)
     with core.jobs.engine.connect() as conn:
-        import sqlalchemy as sa
-
         from server.store import jobs_table
 
         row = conn.execute(
