@@ -340,17 +340,21 @@ def _apply_batch(conn: sa.Connection, batch: list[_Write]) -> list[Any]:
     for index, write in enumerate(batch):
         if write.whole_record:
             latest[write.job_id] = index
-    order = sorted(
-        (i for i, w in enumerate(batch) if not w.whole_record or latest[w.job_id] == i),
-        key=lambda i: batch[i].rank,
-    )
+    kept = [i for i, w in enumerate(batch) if not w.whole_record or latest[w.job_id] == i]
+    plans = {i: batch[i].plan() if batch[i].plan is not None else None for i in kept}
+
+    def place(index: int) -> tuple[int, int]:
+        # By rank; within one, the writes of a statement together (a job has at
+        # most one record write left, and its result writes keep their order).
+        plan = plans[index]
+        return batch[index].rank, 0 if plan is None else id(plan[0])
+
     runs: list[tuple[Any, list[int], list[dict[str, Any]]]] = []
-    for index in order:
-        write = batch[index]
-        plan = write.plan() if write.plan is not None else None
+    for index in sorted(kept, key=place):
+        plan = plans[index]
         if plan is None:
             runs.append((None, [index], []))
-        elif runs and runs[-1][0] is plan[0] and batch[runs[-1][1][0]].rank == write.rank:
+        elif runs and runs[-1][0] is plan[0] and batch[runs[-1][1][0]].rank == batch[index].rank:
             runs[-1][1].append(index)
             runs[-1][2].append(plan[1])
         else:
@@ -358,8 +362,11 @@ def _apply_batch(conn: sa.Connection, batch: list[_Write]) -> list[Any]:
     for statement, indexes, params in runs:
         if statement is None:
             outcomes[indexes[0]] = batch[indexes[0]].apply(conn)
-        else:
-            conn.execute(statement, params)
+            continue
+        conn.execute(statement, params)
+        for index in indexes:
+            plan = plans[index]
+            outcomes[index] = plan[2] if len(plan) > 2 else None
     return outcomes
 
 
@@ -375,9 +382,10 @@ class _Write:
     whole_record: bool = False
     #: Where it goes in a batch: new rows (0), then records (1), then results (2).
     rank: int = 1
-    #: When the write is a statement whose outcome does not matter: a function
-    #: giving it and its parameters at write time (so that many such run as one).
-    plan: Callable[[], tuple[Any, dict[str, Any]] | None] | None = None
+    #: When the write is one statement whose outcome is known beforehand: a
+    #: function giving, at write time, the statement, its parameters and
+    #: optionally the outcome (else ``None``), so that many such run as one.
+    plan: Callable[[], tuple[Any, ...] | None] | None = None
 
 
 class StoreInUse(RuntimeError):
@@ -608,15 +616,25 @@ class SqlJobTable:
                 elif isinstance(outcome, JobRecord) and job_id in self._cache:
                     self._cache[job_id] = outcome  # another replica got there first
 
-        def plan() -> tuple[Any, dict[str, Any]] | None:
+        def plan() -> tuple[Any, ...] | None:
             # On this server's own store nobody else ends a job, so the
             # outcome of a stored record's write tells nothing: many go as one.
+            # A record not stored yet is inserted, with the seq it was given
+            # when accepted (its outcome, for `done`); a batch holds one
+            # record write per job, so no row is inserted twice.
             if not self.exclusive:
                 return None
             with self._lock:
-                if job_id in self._unwritten:
-                    return None
-            return _record_update(record, compare_state)
+                unwritten = self._unwritten.get(job_id)
+            if unwritten is None:
+                return _record_update(record, compare_state)
+            if not record.seq:
+                return None
+            values = _row_values(record)
+            values["instance_id"] = self.instance_id
+            values["request"] = None if record.state.finished else unwritten[1]
+            values["seq"] = record.seq
+            return _INSERT, values, record.seq
 
         return _Write(job_id, apply, done, due, whole_record=True, plan=plan)
 
