@@ -268,7 +268,7 @@ class ComputeCore:
             asyncio.create_task(self._watch_cluster(), name="cluster-watch"),
             *(
                 [asyncio.create_task(self._keep_lease(), name="replica-lease")]
-                if self.jobs.durable and not getattr(self.jobs, "exclusive", True)
+                if self._shared
                 else []
             ),
             asyncio.create_task(self._janitor(), name="janitor"),
@@ -363,7 +363,7 @@ class ComputeCore:
         for task in [*self._background, *self._storing]:
             task.cancel()
         await asyncio.gather(*pending, *self._background, *self._storing, return_exceptions=True)
-        if self.jobs.durable and not getattr(self.jobs, "exclusive", True):
+        if self._shared:
             try:
                 self.jobs.leave()  # no replica need wait out this one's lease
             except Exception as exc:
@@ -501,7 +501,7 @@ class ComputeCore:
             failures = 0
             self._snapshot = self._make_snapshot(identity)
             await self._tune_local_cluster()
-            if not getattr(self.jobs, "exclusive", True):
+            if self._shared:
                 try:
                     await self._sync_foreign_changes()
                 except Exception as exc:
@@ -767,12 +767,7 @@ class ComputeCore:
             try:
                 kept = self.jobs.insert_later(entries, WAITED_WRITE_DELAY)
             except Exception as exc:
-                for record, _ in entries:
-                    self._unreserve(record)
-                raise Unavailable(
-                    f"the job store could not keep the job ({type(exc).__name__}: {exc}); "
-                    "nothing was started: retry"
-                ) from exc
+                raise self._not_recorded(entries, exc) from exc
             self._launch(executors, kept, items)
             return kept
         # Once written, the jobs start whatever happens to the caller meanwhile
@@ -784,14 +779,7 @@ class ComputeCore:
         def start(written: asyncio.Future[list[JobRecord]]) -> None:
             error = written.exception()
             if error is not None:
-                for record, _ in entries:
-                    self._unreserve(record)
-                started.set_exception(
-                    Unavailable(
-                        f"the job store could not record the job ({type(error).__name__}: "
-                        f"{error}); nothing was started: retry"
-                    )
-                )
+                started.set_exception(self._not_recorded(entries, error))
                 return
             stored = written.result()
             self._launch(executors, stored, items)
@@ -813,6 +801,17 @@ class ComputeCore:
                 started.add_done_callback(cancel)
             raise
 
+    def _not_recorded(
+        self, entries: list[tuple[JobRecord, Any]], error: BaseException
+    ) -> Unavailable:
+        """Undo the reservations of jobs the store could not record; the error to answer."""
+        for record, _ in entries:
+            self._unreserve(record)
+        return Unavailable(
+            f"the job store could not record the job ({type(error).__name__}: {error}); "
+            "nothing was started: retry"
+        )
+
     def _launch(
         self,
         executors: Executors,
@@ -820,9 +819,7 @@ class ComputeCore:
         items: list[tuple[JobRequest, Caller, Work, str, str]],
     ) -> None:
         """Start accepted (reserved) jobs."""
-        for record, (request, _caller, work, target, scheduler) in zip(
-            records, items, strict=True
-        ):
+        for record, (request, _caller, work, target, scheduler) in zip(records, items, strict=True):
             self._start(executors, record, work, scheduler, self._time_limit(request), True)
             self.metrics.job_submitted(record.kind.value, scheduler)
             logger.info(
@@ -886,7 +883,7 @@ class ComputeCore:
         orphans: a dead replica's jobs are taken over when its lease runs out
         (see :meth:`_keep_lease`).
         """
-        if not getattr(self.jobs, "exclusive", True):
+        if self._shared:
             return
         orphans = self.jobs.unfinished()
         rerun = await self._settle_orphans(
@@ -1104,7 +1101,7 @@ class ComputeCore:
                 await self._publish(job_id, value)
             keep = self.jobs.durable and self.settings.stored_result_bytes
             keep = keep and not runtime.answered_once
-            if keep and not getattr(self.jobs, "exclusive", True):
+            if keep and self._shared:
                 # Shared with other replicas, which read small results from the
                 # store: it must be there before the job is seen to succeed.
                 try:
@@ -1224,7 +1221,7 @@ class ComputeCore:
         if record.state.finished:
             return record
         now = time.time()
-        if getattr(self.jobs, "exclusive", True):
+        if not self._shared:
             # This server alone writes the store: the end is written with the
             # next batch, off the event loop.
             record = self.jobs.update_soon(job_id, state=state, finish_time=now, **changes)

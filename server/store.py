@@ -469,6 +469,20 @@ class SqlJobTable:
             self._next_seq += count
         return list(range(first, first + count))
 
+    def _new_row(self, record: JobRecord, request: str | None, seq: int = 0) -> dict[str, Any]:
+        """The values of a new row for ``record``, with its kept ``request`` (JSON)
+        and the ``seq`` this server gave it (0: the database numbers it)."""
+        values = _row_values(record)
+        values["instance_id"] = self.instance_id
+        values["request"] = request
+        if seq:
+            values["seq"] = seq
+        return values
+
+    def _kept_row(self, record: JobRecord, unwritten: tuple[float, str | None]) -> dict[str, Any]:
+        """The new row of a record kept for later (its request only while it is unfinished)."""
+        return self._new_row(record, None if record.state.finished else unwritten[1], record.seq)
+
     @property
     def exclusive(self) -> bool:
         """Whether this server alone uses the store (SQLite), so every unfinished
@@ -484,12 +498,9 @@ class SqlJobTable:
             self._lock_file = None
 
     def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
-        values = _row_values(record)
-        values["instance_id"] = self.instance_id
-        values["request"] = json.dumps(request) if request is not None else None
         numbered = self._number(1)
-        if numbered is not None:
-            values["seq"] = numbered[0]
+        text = json.dumps(request) if request is not None else None
+        values = self._new_row(record, text, numbered[0] if numbered is not None else 0)
         with self.engine.begin() as conn:
             seq = conn.execute(_INSERT, values).inserted_primary_key[0]
         record = record.replace(seq=seq)
@@ -505,15 +516,15 @@ class SqlJobTable:
         Returns:
             A future of the records with their ``seq``, set once they are committed.
         """
-        rows = []
         numbered = self._number(len(items))
-        for index, (record, request) in enumerate(items):
-            values = _row_values(record)
-            values["instance_id"] = self.instance_id
-            values["request"] = json.dumps(request) if request is not None else None
-            if numbered is not None:
-                values["seq"] = numbered[index]
-            rows.append(values)
+        rows = [
+            self._new_row(
+                record,
+                json.dumps(request) if request is not None else None,
+                numbered[index] if numbered is not None else 0,
+            )
+            for index, (record, request) in enumerate(items)
+        ]
         future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
 
         def apply(conn: sa.Connection) -> list[int]:
@@ -564,7 +575,8 @@ class SqlJobTable:
         stops before it is stored is lost with the call that waited for it.
 
         Returns:
-            The records as kept (their ``seq`` is set once they are stored).
+            The records as kept: numbered now on a store of this server's own,
+            else once they are stored.
         """
         due = time.monotonic() + delay
         numbered = self._number(len(items))
@@ -595,11 +607,7 @@ class SqlJobTable:
             with self._lock:
                 unwritten = self._unwritten.get(job_id)
             if unwritten is not None:
-                values = _row_values(record)
-                values["instance_id"] = self.instance_id
-                values["request"] = None if record.state.finished else unwritten[1]
-                if record.seq:
-                    values["seq"] = record.seq  # numbered when it was accepted
+                values = self._kept_row(record, unwritten)
                 return conn.execute(_INSERT, values).inserted_primary_key[0]
             row = conn.execute(
                 sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
@@ -630,11 +638,7 @@ class SqlJobTable:
                 return _record_update(record, compare_state)
             if not record.seq:
                 return None
-            values = _row_values(record)
-            values["instance_id"] = self.instance_id
-            values["request"] = None if record.state.finished else unwritten[1]
-            values["seq"] = record.seq
-            return _INSERT, values, record.seq
+            return _INSERT, self._kept_row(record, unwritten), record.seq
 
         return _Write(job_id, apply, done, due, whole_record=True, plan=plan)
 
@@ -837,8 +841,10 @@ class SqlJobTable:
         ``stored`` is called (on the writer's thread) once it is committed.
         """
 
+        params = {"b_job_id": job_id, "v_result": blob}
+
         def apply(conn: sa.Connection) -> None:
-            conn.execute(_STORE_RESULT, {"b_job_id": job_id, "v_result": blob})
+            conn.execute(_STORE_RESULT, params)
 
         def done(outcome: Any) -> None:
             if stored is not None and not isinstance(outcome, BaseException):
@@ -853,7 +859,6 @@ class SqlJobTable:
                 # A record kept for later is stored now, before its result.
                 self._unwritten[job_id] = (0.0, unwritten[1])
                 self._writer.put(self._record_write(record, False, 0.0))
-        params = {"b_job_id": job_id, "v_result": blob}
         self._writer.put(_Write(job_id, apply, done, rank=2, plan=lambda: (_STORE_RESULT, params)))
 
     def adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:
