@@ -22,8 +22,9 @@ from client_sdk import ComputeClient, NotFound
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server.objects import dataset_name
-from tests.helpers import free_port, postgres_server, running_server
-from tests.integration.test_external_cluster import start_scheduler, start_worker, wait_for
+from tests.helpers import free_port, running_server
+from tests.integration.test_external_cluster import wait_for
+from tests.integration.test_replicas import shared_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,13 +39,9 @@ def replicas(tmp_path, extra_a=(), extra_b=()):
     tokens = tmp_path / "tokens"
     tokens.write_text(f"alice run,code {ALICE}\nbob run,code {BOB}\n")
     tokens.chmod(0o600)
-    port = free_port()
     metrics_b = free_port()
     with contextlib.ExitStack() as stack:
-        database = stack.enter_context(postgres_server())
-        stack.enter_context(start_scheduler(port, tmp_path))
-        for i in range(2):
-            stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
+        port, database = shared_cluster(stack, tmp_path)
         args = [
             "--scheduler-address", f"tcp://127.0.0.1:{port}", "--local-processes", "1",
             "--tokens-file", str(tokens), "--functions", "tests.functions",

@@ -26,6 +26,17 @@ def pickled_spec(func, *args):
     )
 
 
+def shared_cluster(stack, tmp_path, workers=2):
+    """Start, on ``stack``, a PostgreSQL job store and a real Dask scheduler with
+    ``workers`` workers; returns the scheduler's port and the store's URL."""
+    port = free_port()
+    database = stack.enter_context(postgres_server())
+    stack.enter_context(start_scheduler(port, tmp_path))
+    for i in range(workers):
+        stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
+    return port, database
+
+
 def sleep_job(seconds, scheduler=pb.SCHEDULER_DISTRIBUTED):
     spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=scheduler)
     spec.call.args.append(seconds)
@@ -33,12 +44,8 @@ def sleep_job(seconds, scheduler=pb.SCHEDULER_DISTRIBUTED):
 
 
 def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
-    port = free_port()
     with contextlib.ExitStack() as stack:
-        database = stack.enter_context(postgres_server())
-        stack.enter_context(start_scheduler(port, tmp_path))
-        for i in range(2):
-            stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
+        port, database = shared_cluster(stack, tmp_path)
         args = ["--scheduler-address", f"tcp://127.0.0.1:{port}", "--local-processes", "1"]
         env = {"DASK_COMPUTE_JOB_STORE": database}
         a = stack.enter_context(running_server(args, tmp_path / "a.log", env=env))
@@ -135,11 +142,8 @@ def test_a_killed_replica_s_jobs_are_taken_over_by_another(tmp_path):
     import pickle
     import signal
 
-    port = free_port()
     with contextlib.ExitStack() as stack:
-        database = stack.enter_context(postgres_server())
-        stack.enter_context(start_scheduler(port, tmp_path))
-        stack.enter_context(start_worker(port, tmp_path, "w0"))
+        port, database = shared_cluster(stack, tmp_path, workers=1)
         args = [
             "--scheduler-address", f"tcp://127.0.0.1:{port}", "--local-processes", "1",
             "--replica-lease", "3",
