@@ -92,23 +92,30 @@ class ResultStream:
 
     def closer(self) -> Callable[[], None]:
         """What to call once the stream is sent: nothing to do for bytes held here."""
-        return _nothing
+        return nothing
 
     def chunks(self, offset: int, size: int) -> Iterator[memoryview]:
         """Slices of at most ``size`` bytes of the stream from ``offset`` on, without copies."""
-        position = 0
-        for segment in self.segments:
-            end = position + segment.nbytes
-            start = max(offset, position)
-            while start < end:
-                stop = min(start + size, end)
-                yield segment[start - position : stop - position]
-                start = stop
-            position = end
+        for index, start, stop in spans(self.segment_sizes, offset, size):
+            yield self.segments[index][start:stop]
 
 
-def _nothing() -> None:
-    pass
+def spans(sizes: list[int], offset: int, size: int) -> Iterator[tuple[int, int, int]]:
+    """``(segment, start, stop)`` of the spans of at most ``size`` bytes that cover
+    segments of ``sizes``, sent back to back, from byte ``offset`` on; none
+    crosses from one segment into the next."""
+    position = 0
+    for index, length in enumerate(sizes):
+        start = max(offset - position, 0)
+        while start < length:
+            stop = min(start + size, length)
+            yield index, start, stop
+            start = stop
+        position += length
+
+
+def nothing() -> None:
+    """A stream's closer when closing it has nothing to do."""
 
 
 def is_pickle(fmt: str, is_function: bool) -> bool:
@@ -260,7 +267,7 @@ def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
     if fmt == "arrow":
         data = to_arrow(value)
         return EncodedResult("arrow", arrow=data, size_bytes=len(data))
-    if fmt == "json" or (fmt == "auto" and is_function):
+    if not is_pickle(fmt, is_function):
         try:
             data = to_json(value)
         except NotJSON as exc:

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from server import results
 from server.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -219,15 +220,7 @@ class WorkerStream:
 
     def pieces(self, offset: int, piece_bytes: int) -> list[tuple[int, int, int]]:
         """``(segment, start, stop)`` of the pieces from ``offset`` on, none across two segments."""
-        found, position = [], 0
-        for index, size in enumerate(self.segment_sizes):
-            start = max(offset - position, 0)
-            while start < size:
-                stop = min(start + piece_bytes, size)
-                found.append((index, start, stop))
-                start = stop
-            position += size
-        return found
+        return list(results.spans(self.segment_sizes, offset, piece_bytes))
 
     async def achunks(self, offset: int, size: int) -> AsyncIterator[memoryview]:
         """Slices of at most ``size`` bytes of the stream from ``offset`` on.
@@ -270,7 +263,7 @@ class WorkerStream:
         drop the stream (in the background).
         """
         if self._segments is not None:
-            return _nothing
+            return results.nothing
         worker, token, ahead = self._worker, self._token, self._ahead
 
         def close() -> None:
@@ -285,10 +278,6 @@ def _gone(exc: Exception) -> Unavailable:
         f"the worker holding the result stopped answering ({exc}); ask again from the "
         "last byte received"
     )
-
-
-def _nothing() -> None:
-    pass
 
 
 def _cancel(calls: collections.deque[asyncio.Future]) -> None:
