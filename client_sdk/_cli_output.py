@@ -61,6 +61,11 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
 
+def _clip(text: str, width: int = 40) -> str:
+    """``text``, cut to ``width`` characters with "..." when longer."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def job_table(jobs: Sequence[JobInfo]) -> str:
     """Jobs as a text table, one line each."""
     header = ("JOB ID", "STATE", "SCHEDULER", "KIND", "TARGET", "SUBMITTED", "DURATION", "NAME")
@@ -70,10 +75,10 @@ def job_table(jobs: Sequence[JobInfo]) -> str:
             j.state.value,
             j.scheduler,
             j.kind,
-            j.target if len(j.target) <= 40 else j.target[:37] + "...",
+            _clip(j.target),
             _when(j.submitted),
             _seconds(j.duration),
-            j.name if len(j.name) <= 40 else j.name[:37] + "...",
+            _clip(j.name),
         )
         for j in jobs
     ]
