@@ -229,6 +229,37 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     assert record.cancel_reason == "the caller of Run went away"
 
 
+async def _running(core, target="tests.helpers.slowinc"):
+    for _ in range(100):
+        running = [r for r in core.list_jobs([JobState.RUNNING])[0] if r.target == target]
+        if running:
+            return running[0]
+        await asyncio.sleep(0.05)
+    pytest.fail("the job never ran")
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "distributed"])
+async def test_a_run_whose_job_is_cancelled_answers_with_the_cancelled_record(core, scheduler):
+    # The job runs in the Run's own task; cancelling the job must end the job,
+    # not the call, which answers with the record.
+    task = asyncio.ensure_future(core.run(pickled(slowinc, 1, delay=10, scheduler=scheduler)))
+    running = await _running(core)
+    _, cancelled = await core.cancel_job(running.job_id, "enough")
+    assert cancelled
+    record = await asyncio.wait_for(task, 10)
+    assert record.job_id == running.job_id and record.state is JobState.CANCELLED
+    assert record.cancel_reason == "enough"
+    if hasattr(task, "cancelling"):  # Python 3.11+: the call's task is not left cancelled
+        assert task.cancelling() == 0
+    assert (await core.run(call("ping", scheduler=scheduler))).state is JobState.SUCCEEDED
+
+
+async def test_a_run_past_its_time_limit_answers_with_the_failed_record(core):
+    request = dataclasses.replace(pickled(slowinc, 1, delay=10, scheduler="threads"), timeout=0.3)
+    record = await asyncio.wait_for(core.run(request), 10)
+    assert record.state is JobState.FAILED and record.error.type == "TimeoutError"
+
+
 async def test_a_run_starts_before_its_record_is_stored_and_is_stored_finished(core, monkeypatch):
     import sqlalchemy as sa
 
@@ -386,11 +417,15 @@ async def test_close_cancels_unfinished_jobs():
     c = ComputeCore(settings, build_registry(settings))
     await c.start()
     record = await c.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
+    waited = asyncio.ensure_future(c.run(pickled(slowinc, 2, delay=30, scheduler="threads")))
     await asyncio.sleep(0.2)
     await c.close()
     final = c.jobs.get(record.job_id)
     assert final.state is JobState.CANCELLED
     assert final.cancel_reason == "the server shut down"
+    answered = await asyncio.wait_for(waited, 10)  # the Run answers: its job was cancelled
+    assert answered.state is JobState.CANCELLED
+    assert answered.cancel_reason == "the server shut down"
 
 
 ALICE = Caller("alice", frozenset({"run", "code"}))
