@@ -51,6 +51,50 @@ class Work:
     keys: Any = None
 
 
+async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
+
+    The thread hands the outcome straight to the event loop, rather than
+    through a pool future chained to an asyncio one; a trivial call comes
+    back about 20 µs sooner. Cancelling the awaiting task abandons the call
+    (and drops it if it has not started), as with ``run_in_executor``.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(error: BaseException | None, value: Any) -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+    def call() -> None:
+        try:
+            value = func(*args)
+        except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
+            outcome: tuple[BaseException | None, Any] = (exc, None)
+        else:
+            outcome = (None, value)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    def dropped(started: concurrent.futures.Future) -> None:
+        if started.cancelled() and not loop.is_closed():  # the pool shut down first
+            loop.call_soon_threadsafe(future.cancel)
+
+    started = pool.submit(call)
+    started.add_done_callback(dropped)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        started.cancel()
+        raise
+
+
 def _flatten(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return [leaf for item in obj for leaf in _flatten(item)]
@@ -327,8 +371,7 @@ class Executors:
 
     async def in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` in a driver thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._drivers, functools.partial(func, *args, **kwargs))
+        return await call_in(self._drivers, functools.partial(func, *args, **kwargs))
 
     async def run(
         self, work: Work, scheduler: str, key: str, progress: Progress | None = None
@@ -430,10 +473,7 @@ class Executors:
     async def _run_threads(self, work: Work, key: str, progress: Progress) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._threads, functools.partial(func, *args, **kwargs)
-            )
+            return await call_in(self._threads, functools.partial(func, *args, **kwargs))
         if work.collections is not None:
             result = await self.in_thread(
                 dask.compute,
