@@ -242,6 +242,11 @@ class _Writer:
                 self._queue.append(write)
                 self._cond.notify_all()
 
+    def deferred(self, job_id: str) -> bool:
+        """Whether a write of ``job_id`` waits for its time (not taken for writing yet)."""
+        with self._cond:
+            return job_id in self._deferred
+
     def pending(self, job_id: str) -> bool:
         """Whether a write of ``job_id`` is queued and not yet committed."""
         with self._cond:
@@ -606,8 +611,9 @@ class SqlJobTable:
                 return None
             with self._lock:
                 unwritten = self._unwritten.get(job_id)
+                latest = self._cache.get(job_id, record)
             if unwritten is not None:
-                values = self._kept_row(record, unwritten)
+                values = self._kept_row(latest, unwritten)
                 return conn.execute(_INSERT, values).inserted_primary_key[0]
             row = conn.execute(
                 sa.select(*_RECORD_SELECT).where(jobs_table.c.job_id == job_id)
@@ -634,11 +640,14 @@ class SqlJobTable:
                 return None
             with self._lock:
                 unwritten = self._unwritten.get(job_id)
+                latest = self._cache.get(job_id, record)
             if unwritten is None:
                 return _record_update(record, compare_state)
-            if not record.seq:
+            if not latest.seq:
                 return None
-            return _INSERT, self._kept_row(record, unwritten), record.seq
+            # Its record as it is now: changes made while it waited (see
+            # update_soon) go in with it.
+            return _INSERT, self._kept_row(latest, unwritten), latest.seq
 
         return _Write(job_id, apply, done, due, whole_record=True, plan=plan)
 
@@ -658,6 +667,10 @@ class SqlJobTable:
             record = self.get(job_id).replace(**changes)
             self._cache[job_id] = record
             unwritten = self._unwritten.get(job_id)
+        if unwritten is not None and self.exclusive and self._writer.deferred(job_id):
+            # A record kept for later whose write still waits: that write
+            # stores the record as it is when it is made, this change with it.
+            return record
         due = time.monotonic() + delay if delay > 0 else 0.0
         if unwritten is not None:
             due = max(due, unwritten[0])  # a record kept for later is stored when it is due

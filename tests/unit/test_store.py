@@ -190,12 +190,15 @@ def test_a_record_kept_for_later_is_stored_once_finished(table):
         [(record(request_id="k1"), None), (record(retryable=True), {"kind": "function"})], 0.3
     )
     assert table.get(kept.job_id) == kept, "this process sees it at once"
+    waiting = table._writer._deferred.get(kept.job_id) if isinstance(table, SqlJobTable) else None
     table.update_soon(kept.job_id, delay=0.25, state=JobState.RUNNING, start_time=1.5)
     table.update_soon(kept.job_id, state=JobState.SUCCEEDED, finish_time=2.0)
     table.store_result(kept.job_id, None)  # a released result: nothing to drop yet
     if isinstance(table, SqlJobTable):
         assert _stored(table, kept.job_id) is None, "not stored before it is due"
         assert table._writer.pending(kept.job_id)
+        if table.exclusive:
+            assert table._writer._deferred[kept.job_id] is waiting, "its changes ride on that write"
         deadline = _time.monotonic() + 10
         while table._writer.pending(other.job_id) and _time.monotonic() < deadline:
             _time.sleep(0.02)
