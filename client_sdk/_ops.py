@@ -168,8 +168,14 @@ class ClientBase:
             raise JobTimeout(
                 f"{what} did not finish within {call.timeout:g}s; the server cancelled it"
             ) from exc
-        info = _convert.job_info(response.job)
         result = response.result if response.HasField("result") else None
+        if (
+            response.job.state == pb.JOB_STATE_SUCCEEDED
+            and result is not None
+            and not result.streamed
+        ):
+            return _convert.value(result)  # the common case, without the record's conversion
+        info = _convert.job_info(response.job)
         value, error = yield from self._settled(info, result, release=True)
         if error is not None:
             raise error
