@@ -57,6 +57,31 @@ def sequential(call: Callable[[], Any], calls: int, warmup: int = 20) -> Latency
     return Latency(tuple(samples))
 
 
+def interleaved(
+    calls: dict[str, Callable[[], Any]], per_call: int, rounds: int = 5, warmup: int = 20
+) -> dict[str, Latency]:
+    """Time each of ``calls`` ``per_call`` times, in ``rounds`` alternating rounds.
+
+    Figures to be compared as a ratio are taken this way, under the same
+    conditions: whatever else the machine does in the meantime weighs on each
+    of them alike, where back-to-back runs would each get a different share.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    clock = time.perf_counter
+    for round_number in range(rounds):
+        share = per_call // rounds + (round_number < per_call % rounds)
+        for name, call in calls.items():
+            mine = samples[name]
+            for _ in range(share):
+                start = clock()
+                call()
+                mine.append(clock() - start)
+    return {name: Latency(tuple(times)) for name, times in samples.items()}
+
+
 def threaded(call: Callable[[], Any], callers: int, per_caller: int) -> Latency:
     """``callers`` threads each making ``per_caller`` calls at once; failures are counted."""
     samples: list[float] = []
