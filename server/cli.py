@@ -26,7 +26,7 @@ def _env(name: str) -> str:
 class _LogWriter(logging.Handler):
     """Writes log lines to a stream from a thread of its own, a batch at a time.
 
-    Every job logs a line when it is submitted, starts and ends. Written one
+    Every job logs a line when it starts and when it ends. Written one
     by one on the server's event loop, with a system call each, they took a
     tenth of its time; here a record is only appended to a list, and the
     thread formats and writes what gathered every :attr:`interval` seconds

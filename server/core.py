@@ -831,18 +831,10 @@ class ComputeCore:
         in_caller: bool = False,
     ) -> None:
         """Start accepted (reserved) jobs (``in_caller``: see :meth:`_start`)."""
-        for record, (request, _caller, work, target, scheduler) in zip(records, items, strict=True):
+        for record, (request, _caller, work, _target, scheduler) in zip(records, items, strict=True):
             limit = self._time_limit(request)
             self._start(executors, record, work, scheduler, limit, True, in_caller)
             self.metrics.job_submitted(record.kind.value, scheduler)
-            logger.info(
-                "job=%s event=submitted kind=%s target=%s scheduler=%s owner=%s",
-                record.job_id,
-                record.kind.value,
-                target,
-                scheduler,
-                record.owner,
-            )
 
     def _reserve(self, record: JobRecord) -> None:
         """Count a job as unfinished, and make its idempotency key known."""
@@ -1087,13 +1079,21 @@ class ComputeCore:
         # Written only if the job is still running a moment later: a short
         # job's end is its first write after it was accepted. (Other
         # replicas, which read the shared store, see it at once.)
-        self.jobs.update_soon(
+        record = self.jobs.update_soon(
             job_id,
             delay=0.0 if self._shared else RUNNING_WRITE_DELAY,
             state=JobState.RUNNING,
             start_time=time.time(),
         )
-        logger.info("job=%s event=started scheduler=%s", job_id, scheduler)
+        # A job starts as soon as it is accepted: one line says both.
+        logger.info(
+            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s",
+            job_id,
+            record.kind.value,
+            target,
+            scheduler,
+            record.owner,
+        )
         try:
             runtime = self._runtimes[job_id]
             running = _contain_exits(

@@ -54,4 +54,7 @@ def test_metrics_endpoint_counts_jobs_rpcs_and_the_cluster(tmp_path):
     assert sample(after, "dask_compute_received_bytes_total", method="Run") > 0
     assert sample(after, "dask_compute_sent_bytes_total", method="Run") > 0
     assert "dask_compute_jobs_pending 0.0" in after
-    assert "job=" in srv.log() and "event=finished state=succeeded scheduler=threads" in srv.log()
+    log = srv.log()
+    assert "job=" in log and "event=finished state=succeeded scheduler=threads" in log
+    started = "event=started kind=function target=ping scheduler=threads owner=anonymous"
+    assert log.count(started) == 3, "one line as each job is accepted and starts"
