@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import platform
@@ -203,6 +205,8 @@ class ComputeCore:
         self._runtimes: dict[str, _Runtime] = {}
         # Jobs with an idempotency key whose record is being written.
         self._inserting: dict[str, JobRecord] = {}
+        # Jobs whose end is being written to a shared store.
+        self._ending: set[str] = set()
         # Results being kept with their durable records.
         self._storing: set[asyncio.Task] = set()
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
@@ -831,7 +835,9 @@ class ComputeCore:
         in_caller: bool = False,
     ) -> None:
         """Start accepted (reserved) jobs (``in_caller``: see :meth:`_start`)."""
-        for record, (request, _caller, work, _target, scheduler) in zip(records, items, strict=True):
+        for record, (request, _caller, work, _target, scheduler) in zip(
+            records, items, strict=True
+        ):
             limit = self._time_limit(request)
             self._start(executors, record, work, scheduler, limit, True, in_caller)
             self.metrics.job_submitted(record.kind.value, scheduler)
@@ -1266,21 +1272,55 @@ class ComputeCore:
             runtime.result = _NO_RESULT
 
     def _finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
+        """End a job (unless it ended already); returns its record as changed here.
+
+        Those waiting for it are woken once its end is stored: at once on this
+        server's own store (written with the next batch, off the event loop);
+        on a shared store once the write is committed, also off the event
+        loop, since another replica may have ended the job first (a cancel)
+        and the stored record wins: until then the job reads as unfinished.
+        """
         record = self.jobs.get(job_id)
-        if record.state.finished:
+        if record.state.finished or job_id in self._ending:
             return record
         now = time.time()
         if not self._shared:
-            # This server alone writes the store: the end is written with the
-            # next batch, off the event loop.
             record = self.jobs.update_soon(job_id, state=state, finish_time=now, **changes)
-        else:
-            # Shared: another replica may have ended the job first (a cancel),
-            # and its word wins, so the write is made, and read back, now.
-            record = self.jobs.update(job_id, state=state, finish_time=now, **changes)
-            if record.state is not state:
-                logger.info("job=%s was %s by another replica first", job_id, record.state.value)
+            self._count_finished(record.owner)
+            self._ended(job_id, record, now)
+            return record
+        record, stored = self.jobs.update_stored(job_id, state=state, finish_time=now, **changes)
         self._count_finished(record.owner)
+        self._ending.add(job_id)
+        loop = asyncio.get_running_loop()
+
+        def written(outcome: concurrent.futures.Future[JobRecord]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._ended_when_stored, job_id, record, outcome, now)
+
+        stored.add_done_callback(written)
+        return record
+
+    def _ended_when_stored(
+        self,
+        job_id: str,
+        record: JobRecord,
+        outcome: concurrent.futures.Future[JobRecord],
+        now: float,
+    ) -> None:
+        self._ending.discard(job_id)
+        error = outcome.exception()
+        if error is not None:
+            logger.error("job=%s its end could not be stored: %s", job_id, error)
+        else:
+            stored = outcome.result()
+            if stored.state is not record.state:
+                logger.info("job=%s was %s by another replica first", job_id, stored.state.value)
+            record = stored
+        self._ended(job_id, record, now)
+
+    def _ended(self, job_id: str, record: JobRecord, now: float) -> None:
+        """Wake those waiting for a job that ended, and count and log its end."""
         runtime = self._runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()
@@ -1296,7 +1336,6 @@ class ComputeCore:
             duration or 0.0,
             f" error={record.error.type}" if record.error else "",
         )
-        return record
 
     def _cancel(self, job_id: str, reason: str) -> JobRecord:
         runtime = self._runtimes.get(job_id)
@@ -1444,9 +1483,10 @@ class ComputeCore:
             return self._cancel(job_id, reason), True
         # Another replica runs it: record the cancel in the shared store (that
         # replica sees it at its next look) and stop its task on the cluster now.
-        record = self.jobs.update(
+        _, stored = self.jobs.update_stored(
             job_id, state=JobState.CANCELLED, finish_time=time.time(), cancel_reason=reason
         )
+        record = await asyncio.wrap_future(stored)
         if record.state is not JobState.CANCELLED or record.cancel_reason != reason:
             return record, False  # it finished first
         if record.scheduler == "distributed" and record.kind is not JobKind.GRAPH:
@@ -1913,7 +1953,8 @@ class ComputeCore:
         if record.result_available:
             if self._shared:  # other replicas must see it gone once this answers
                 self.jobs.store_result(job_id, None)
-                record = self.jobs.update(job_id, result_available=False)
+                _, stored = self.jobs.update_stored(job_id, result_available=False)
+                record = await asyncio.wrap_future(stored)
             else:
                 record = self.jobs.update_soon(job_id, result_available=False)
                 self.jobs.store_result(job_id, None)

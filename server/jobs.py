@@ -135,6 +135,11 @@ class JobTable(Protocol):
     def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
         """Apply ``changes`` now and store them shortly (after ``delay``, unless superseded)."""
 
+    def update_stored(
+        self, job_id: str, **changes: Any
+    ) -> tuple[JobRecord, concurrent.futures.Future[JobRecord]]:
+        """Apply ``changes`` now; the new record, and a future of it as stored, once stored."""
+
     def list(
         self,
         states: Collection[JobState] = (),
@@ -271,6 +276,14 @@ class MemoryJobTable:
 
     def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
         return self.update(job_id, **changes)
+
+    def update_stored(
+        self, job_id: str, **changes: Any
+    ) -> tuple[JobRecord, concurrent.futures.Future[JobRecord]]:
+        record = self.update(job_id, **changes)
+        stored: concurrent.futures.Future[JobRecord] = concurrent.futures.Future()
+        stored.set_result(record)
+        return record, stored
 
     def list(
         self,

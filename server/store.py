@@ -681,6 +681,45 @@ class SqlJobTable:
         record = self._cache.get(job_id)
         return record if record is not None else self._read(job_id)
 
+    def update_stored(
+        self, job_id: str, **changes: Any
+    ) -> tuple[JobRecord, concurrent.futures.Future[JobRecord]]:
+        """Store ``changes`` with the next transaction; this process sees them once stored.
+
+        As :meth:`update`, but the write happens off the caller's thread
+        (batched with others), so a server on a shared store need not block
+        its event loop on the database. A change of state applies only to an
+        unfinished job: if another replica finished it first, the stored
+        record wins. Until the write is committed, :meth:`get` gives the
+        record as it was: nobody here is told of a change the store may refuse.
+
+        Returns:
+            The record as changed, and a future of the record as stored (the
+            other replica's, if its end won), set once the write is committed.
+        """
+        stored: concurrent.futures.Future[JobRecord] = concurrent.futures.Future()
+        record = self.get(job_id).replace(**changes)
+        write = self._record_write(record, "state" in changes, 0.0)
+        settle = write.done
+
+        def done(outcome: Any) -> None:
+            settle(outcome)  # the stored record, if it won, replaces this process's copy
+            with self._lock:
+                if isinstance(outcome, JobRecord):
+                    final = outcome
+                else:  # written (or failed: this process still sees what it did)
+                    current = self._cache.get(job_id)
+                    final = record if current is None else current.replace(**changes)
+                    self._cache[job_id] = final
+            if isinstance(outcome, BaseException):
+                stored.set_exception(outcome)
+            else:
+                stored.set_result(final)
+
+        write.done = done
+        self._writer.put(write)
+        return record, stored
+
     def update(self, job_id: str, **changes: Any) -> JobRecord:
         """Apply ``changes``; a change of state applies only to an unfinished job.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server.errors import InvalidArgument, JobNotFound
@@ -257,6 +259,43 @@ def test_a_change_of_state_loses_to_a_job_already_ended_elsewhere(table):
         # so it does not read its writes back; the stored record still wins).
         kept = table.get(rec.job_id)
         assert kept.state is JobState.CANCELLED and kept.cancel_reason == "elsewhere"
+
+
+@pytest.mark.parametrize("table", ["memory", "sqlite", "postgresql"], indirect=True)
+def test_update_stored_answers_at_once_and_tells_the_stored_word_once_written(table):
+    import sqlalchemy as sa
+
+    from server.store import jobs_table
+
+    ended = table.insert(record(state=JobState.RUNNING))
+    if isinstance(table, SqlJobTable):
+        with table._lock:  # the writer cannot take the write's outcome in yet
+            mine, stored = table.update_stored(
+                ended.job_id, state=JobState.SUCCEEDED, finish_time=3.0
+            )
+            time.sleep(0.2)
+            assert not stored.done() and table.get(ended.job_id).state is JobState.RUNNING
+    else:
+        mine, stored = table.update_stored(ended.job_id, state=JobState.SUCCEEDED, finish_time=3.0)
+    assert mine.state is JobState.SUCCEEDED and mine.finish_time == 3.0
+    final = stored.result(10)
+    assert final == mine and table.get(ended.job_id) == final, "seen here once stored"
+    if isinstance(table, SqlJobTable):
+        assert _stored(table, ended.job_id).finish_time == 3.0, "committed once it is set"
+    if isinstance(table, SqlJobTable) and not table.exclusive:
+        # (On a store of its own a server is the only writer: it reads nothing back.)
+        lost = table.insert(record(state=JobState.RUNNING))
+        with table.engine.begin() as conn:  # another replica cancels it first
+            conn.execute(
+                sa.update(jobs_table)
+                .where(jobs_table.c.job_id == lost.job_id)
+                .values(state="cancelled", cancel_reason="elsewhere", finish_time=9.0)
+            )
+        mine, stored = table.update_stored(lost.job_id, state=JobState.SUCCEEDED, finish_time=10.0)
+        assert mine.state is JobState.SUCCEEDED
+        final = stored.result(10)
+        assert final.state is JobState.CANCELLED and final.cancel_reason == "elsewhere"
+        assert table.get(lost.job_id) == final, "the stored record replaced this copy"
 
 
 def test_many_record_writes_go_as_one_statement(tmp_path):
