@@ -163,8 +163,10 @@ class _Runtime:
     keeping: bool = False
     fetched: Any = _NO_RESULT
     # Its caller waits for it and drops the result once answered (a Run with
-    # release): the result is never kept with the record.
+    # release): the result is never kept with the record, nor published.
     answered_once: bool = False
+    # Its result was published on the cluster for other replicas.
+    published: bool = False
     # A Run's job on this server's own store, not started yet: its caller's
     # task runs it (see ComputeCore.run).
     start: Coroutine[Any, Any, None] | None = None
@@ -613,12 +615,13 @@ class ComputeCore:
         """
         executors = self._check_ready()
         self._authorize(request, caller)
-        existing = self._existing(request, caller)
+        existing = await self._existing(request, caller)
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
         prepared = await self._validate(request, caller)
-        existing = self._existing(request, caller)  # the same key may have landed meanwhile
+        # The same key may have landed here meanwhile.
+        existing = await self._existing(request, caller, ask_store=False)
         if existing is not None:
             return existing
         self._check_limits(caller, 1)
@@ -644,7 +647,7 @@ class ComputeCore:
         for index, request in enumerate(requests):
             try:
                 self._authorize(request, caller)
-                existing = self._existing(request, caller)
+                existing = await self._existing(request, caller)
                 prepared.append(
                     existing if existing is not None else await self._validate(request, caller)
                 )
@@ -685,15 +688,25 @@ class ComputeCore:
                 f"{s.max_jobs_per_caller} (max_jobs_per_caller); wait for some to finish"
             )
 
-    def _existing(self, request: JobRequest, caller: Caller) -> JobRecord | None:
+    async def _existing(
+        self, request: JobRequest, caller: Caller, ask_store: bool = True
+    ) -> JobRecord | None:
+        """The job an earlier submission with this request's idempotency key made, if any.
+
+        ``ask_store``: a key unknown here is looked up in a durable store too.
+        """
         if not request.request_id:
             return None
         job_id = self._by_request_id.get((caller.name, request.request_id))
         if job_id is None:
             # A durable store remembers keys from before a restart (and, shared,
             # from other replicas); memory has nothing the map lacks.
-            if not self.jobs.durable:
+            if not self.jobs.durable or not ask_store:
                 return None
+            if self._shared:  # a query of the database, made off the event loop
+                return await self._pools().in_thread(
+                    self.jobs.find_request, caller.name, request.request_id
+                )
             return self.jobs.find_request(caller.name, request.request_id)
         writing = self._inserting.get(job_id)
         if writing is not None:
@@ -1150,10 +1163,11 @@ class ComputeCore:
     async def _succeeded(self, executors: Executors, job_id: str, value: Any) -> None:
         """Hold a finished job's result and mark it succeeded (unless it ended meanwhile)."""
         runtime = self._runtimes.get(job_id)
-        if runtime is not None and not self.jobs.get(job_id).state.finished:
+        ended = self.jobs.get(job_id).state.finished or job_id in self._ending
+        if runtime is not None and not ended:
             runtime.result = value
-            if self._shared and isinstance(value, ClusterResult):
-                await self._publish(job_id, value)
+            if self._shared and isinstance(value, ClusterResult) and not runtime.answered_once:
+                runtime.published = await self._publish(job_id, value)
             keep = self.jobs.durable and self.settings.stored_result_bytes
             keep = keep and not runtime.answered_once
             if keep and self._shared:
@@ -1176,11 +1190,11 @@ class ComputeCore:
         """Whether other replicas share the job store (and so may serve our results)."""
         return self.jobs.durable and not getattr(self.jobs, "exclusive", True)
 
-    async def _publish(self, job_id: str, result: ClusterResult) -> None:
+    async def _publish(self, job_id: str, result: ClusterResult) -> bool:
         """Publish a result on the cluster as a Dask dataset, so any replica can fetch it.
 
         It stays there, held by the scheduler, until released or expired,
-        even if this replica goes away.
+        even if this replica goes away. Returns whether it was published.
         """
         try:
             await asyncio.wait_for(
@@ -1189,16 +1203,22 @@ class ComputeCore:
             )
         except Exception as exc:  # served from here only
             logger.warning("job=%s result not published for other replicas: %s", job_id, exc)
+            return False
+        return True
 
     async def _unpublish(self, job_ids: Iterable[str]) -> None:
         """Drop the published results of ``job_ids`` (those never published are skipped)."""
         if not self._shared or self._client is None:
             return
         try:
-            names = set(await asyncio.wait_for(self._client.list_datasets(), SCHEDULER_TIMEOUT))
-            for job_id in job_ids:
-                if _dataset_name(job_id) in names:
-                    await self._client.unpublish_dataset(_dataset_name(job_id))
+            names = [_dataset_name(job_id) for job_id in job_ids]
+            if len(names) > 1:  # (expiry) those published, asked once
+                published = set(
+                    await asyncio.wait_for(self._client.list_datasets(), SCHEDULER_TIMEOUT)
+                )
+                names = [name for name in names if name in published]
+            for name in names:  # the scheduler ignores a name it does not hold
+                await self._client.unpublish_dataset(name)
         except Exception as exc:  # expiry comes round again
             logger.warning("could not drop published results: %s", exc)
 
@@ -1627,11 +1647,12 @@ class ComputeCore:
         handle = runtime.result if runtime is not None else _NO_RESULT
         if handle is not _NO_RESULT and self._shared:
             # Another replica may have released it: the shared record says.
-            record = self.jobs.refresh(job_id)
+            record = await self._pools().in_thread(self.jobs.refresh, job_id)
             if not record.result_available:
                 runtime.result, runtime.released, handle = _NO_RESULT, True, _NO_RESULT
         if handle is _NO_RESULT and record.result_available:
-            blob = self.jobs.stored_result(job_id)  # from before a restart, or another replica
+            # From before a restart, or another replica's.
+            blob = await self._pools().in_thread(self.jobs.stored_result, job_id)
             if blob is not None:
                 handle = await self._pools().in_thread(_pickle.load_payload, blob, "stored result")
             else:  # another replica's result, too large to store, published on the cluster
@@ -1958,7 +1979,8 @@ class ComputeCore:
             else:
                 record = self.jobs.update_soon(job_id, result_available=False)
                 self.jobs.store_result(job_id, None)
-        await self._unpublish([job_id])
+        if runtime is None or runtime.published:  # (a job of this replica's says whether)
+            await self._unpublish([job_id])
         return record, had
 
     async def _janitor(self) -> None:
