@@ -643,11 +643,21 @@ class ComputeCore:
             raise InvalidArgument("jobs is empty: submit at least one job")
         if len(requests) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} jobs per batch, got {len(requests)}")
+        # The keys unknown here, looked up in a durable store at once.
+        stored: dict[str, JobRecord] = {}
+        unknown = [
+            r.request_id
+            for r in requests
+            if r.request_id and (caller.name, r.request_id) not in self._by_request_id
+        ]
+        if unknown and self.jobs.durable:
+            stored = await self._ask_store(self.jobs.find_requests, caller.name, unknown)
         prepared: list[Any] = []
         for index, request in enumerate(requests):
             try:
                 self._authorize(request, caller)
-                existing = await self._existing(request, caller)
+                existing = await self._existing(request, caller, ask_store=False)
+                existing = existing or stored.get(request.request_id)
                 prepared.append(
                     existing if existing is not None else await self._validate(request, caller)
                 )
@@ -688,6 +698,13 @@ class ComputeCore:
                 f"{s.max_jobs_per_caller} (max_jobs_per_caller); wait for some to finish"
             )
 
+    async def _ask_store(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)``, a read of the job store: in a driver thread when the
+        store is shared (a database across the network), else here."""
+        if self._shared:
+            return await self._pools().in_thread(read, *args)
+        return read(*args)
+
     async def _existing(
         self, request: JobRequest, caller: Caller, ask_store: bool = True
     ) -> JobRecord | None:
@@ -703,11 +720,7 @@ class ComputeCore:
             # from other replicas); memory has nothing the map lacks.
             if not self.jobs.durable or not ask_store:
                 return None
-            if self._shared:  # a query of the database, made off the event loop
-                return await self._pools().in_thread(
-                    self.jobs.find_request, caller.name, request.request_id
-                )
-            return self.jobs.find_request(caller.name, request.request_id)
+            return await self._ask_store(self.jobs.find_request, caller.name, request.request_id)
         writing = self._inserting.get(job_id)
         if writing is not None:
             return writing  # its first submission is being written now
@@ -1647,7 +1660,7 @@ class ComputeCore:
         handle = runtime.result if runtime is not None else _NO_RESULT
         if handle is not _NO_RESULT and self._shared:
             # Another replica may have released it: the shared record says.
-            record = await self._pools().in_thread(self.jobs.refresh, job_id)
+            record = await self._ask_store(self.jobs.refresh, job_id)
             if not record.result_available:
                 runtime.result, runtime.released, handle = _NO_RESULT, True, _NO_RESULT
         if handle is _NO_RESULT and record.result_available:

@@ -167,6 +167,9 @@ class JobTable(Protocol):
     def find_request(self, owner: str, request_id: str) -> JobRecord | None:
         """The job ``owner`` submitted with idempotency key ``request_id``, if any."""
 
+    def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
+        """:meth:`find_request` for many keys at once: the jobs found, by key."""
+
     def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
         """The stored states of ``job_ids``, as other replicas may have set them."""
 
@@ -343,11 +346,16 @@ class MemoryJobTable:
         return expired
 
     def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        return self.find_requests(owner, [request_id]).get(request_id)
+
+    def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
+        wanted = set(request_ids)
+        found: dict[str, JobRecord] = {}
         with self._lock:
             for record in self._records.values():
-                if record.request_id == request_id and record.owner == owner:
-                    return record
-        return None
+                if record.request_id in wanted and record.owner == owner:
+                    found.setdefault(record.request_id, record)
+        return found
 
     def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
         return {i: self._records[i].state for i in job_ids if i in self._records}

@@ -835,8 +835,12 @@ class SqlJobTable:
             return [_record(row) for row in conn.execute(query)]
 
     def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        return self.find_requests(owner, [request_id]).get(request_id)
+
+    def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
         # No flush: records are stored before they are acknowledged, and
         # queued changes never touch the key; the copy here is overlaid.
+        wanted = list(dict.fromkeys(request_ids))
         if self.exclusive:
             # Only this server writes the store: a key it has not seen since
             # it started (the core remembers those) must be in the keys stored
@@ -849,14 +853,21 @@ class SqlJobTable:
                     self._earlier_keys = {
                         (row.owner, row.request_id) for row in conn.execute(query)
                     }
-            if (owner, request_id) not in self._earlier_keys:
-                return None
-        query = sa.select(*_RECORD_SELECT).where(
-            jobs_table.c.owner == owner, jobs_table.c.request_id == request_id
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(jobs_table.c.seq.desc()).limit(1)).first()
-        return None if row is None else (self._cache.get(row.job_id) or _record(row))
+            wanted = [key for key in wanted if (owner, key) in self._earlier_keys]
+        found: dict[str, JobRecord] = {}
+        for start in range(0, len(wanted), 500):
+            query = (
+                sa.select(*_RECORD_SELECT)
+                .where(
+                    jobs_table.c.owner == owner,
+                    jobs_table.c.request_id.in_(wanted[start : start + 500]),
+                )
+                .order_by(jobs_table.c.seq)  # a key's latest job last, and kept
+            )
+            with self.engine.connect() as conn:
+                for row in conn.execute(query):
+                    found[row.request_id] = self._cache.get(row.job_id) or _record(row)
+        return found
 
     def expire_results(self, before: float) -> list[str]:
         self._writer.flush()

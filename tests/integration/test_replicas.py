@@ -122,6 +122,13 @@ def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
         first = stub_a.Run(pb.RunRequest(job=keyed), timeout=30).job
         second = stub_b.Run(pb.RunRequest(job=keyed), timeout=30).job
         assert first.job_id == second.job_id
+        batch = [
+            pb.JobSpec(call=pb.FunctionCall(function="ping"), request_id=f"batch-{i}")
+            for i in range(3)
+        ]
+        through_a = stub_a.SubmitJobs(pb.SubmitJobsRequest(jobs=batch), timeout=30).jobs
+        through_b = stub_b.SubmitJobs(pb.SubmitJobsRequest(jobs=batch), timeout=30).jobs
+        assert [j.job_id for j in through_b] == [j.job_id for j in through_a]
 
         # A result too large to keep with the record is published on the
         # cluster: B streams it, and releasing it through B frees it for A too.

@@ -298,6 +298,20 @@ def test_update_stored_answers_at_once_and_tells_the_stored_word_once_written(ta
         assert table.get(lost.job_id) == final, "the stored record replaced this copy"
 
 
+def test_idempotency_keys_are_found_one_or_many_at_a_time(table):
+    first = table.insert(record(owner="alice", request_id="k1"))
+    other = table.insert(record(owner="alice", request_id="k2"))
+    table.insert(record(owner="bob", request_id="k3"))
+    keys = [f"many-{i}" for i in range(1200)]  # more than one query's worth
+    table.insert_many([(record(owner="alice", request_id=k), None) for k in keys]).result(30)
+    assert table.find_request("alice", "k1") == first
+    assert table.find_request("alice", "k3") is None, "another caller's key"
+    assert table.find_request("alice", "nope") is None
+    found = table.find_requests("alice", ["k1", "k2", "k3", "nope", "k1"])
+    assert found == {"k1": first, "k2": other}
+    assert set(table.find_requests("alice", keys)) == set(keys)
+
+
 def test_many_record_writes_go_as_one_statement(tmp_path):
     import sqlalchemy as sa
 
