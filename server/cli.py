@@ -7,95 +7,18 @@ variable, which wins over the default (:class:`server.config.Settings`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import sys
-import threading
-from typing import Any
 
 import click
 
+from server import logwriter
 from server.config import SCHEDULERS, Settings, SettingsError
 
 
 def _env(name: str) -> str:
     return Settings.env_var(name)
-
-
-class _LogWriter(logging.Handler):
-    """Writes log lines to a stream from a thread of its own, a batch at a time.
-
-    Every job logs a line when it starts and when it ends. Written one
-    by one on the server's event loop, with a system call each, they took a
-    tenth of its time; here a record is only appended to a list, and the
-    thread formats and writes what gathered every :attr:`interval` seconds
-    (at once for a warning or worse).
-    """
-
-    interval = 0.05
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self.stream = stream
-        self._records: collections.deque[logging.LogRecord] = collections.deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="dask-compute-log", daemon=True)
-        self._thread.start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._records.append(record)
-        if record.levelno >= logging.WARNING:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            self._write()
-        self._write()
-
-    def _write(self) -> None:
-        lines = []
-        while self._records:
-            record = self._records.popleft()
-            try:
-                lines.append(self.format(record))
-            except Exception:  # noqa: BLE001  (a bad record must not stop the others)
-                self.handleError(record)
-        if lines:
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # the stream is gone
-                pass
-
-    def close(self) -> None:
-        """Write what is queued and stop the thread."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        super().close()
-
-
-def _log_off_the_loop(level: str) -> _LogWriter:
-    """Send log lines to stderr from a thread of their own; returns its handler.
-
-    Records skip what the format does not show (the caller's frame, thread
-    and process), as the logging HOWTO's "Optimization" section suggests.
-    """
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    writer = _LogWriter(sys.stderr)
-    writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.setLevel(level)
-    root.addHandler(writer)
-    return writer
 
 
 @click.command("serve", context_settings={"max_content_width": 100})
@@ -280,7 +203,7 @@ def _log_off_the_loop(level: str) -> _LogWriter:
 )
 def serve(log_level: str, functions: tuple[str, ...], **flags: object) -> None:
     """Start the gRPC service on an embedded LocalCluster (or an existing scheduler)."""
-    log_writer = _log_off_the_loop(log_level.upper())
+    log_writer = logwriter.install(log_level.upper())
     try:
         _serve(log_level, functions, flags)
     finally:

@@ -61,6 +61,7 @@ from server.jobs import (
     MemoryJobTable,
     new_job_id,
 )
+from server.logwriter import log_event
 from server.metrics import Metrics
 from server.progress import Progress
 from server.registry import FunctionSpec, Registry
@@ -1118,7 +1119,8 @@ class ComputeCore:
             start_time=time.time(),
         )
         # A job starts as soon as it is accepted: one line says both.
-        logger.info(
+        log_event(
+            logger,
             "job=%s event=started kind=%s target=%s scheduler=%s owner=%s",
             job_id,
             record.kind.value,
@@ -1361,7 +1363,8 @@ class ComputeCore:
             waiter.set()
         duration = None if record.start_time is None else now - record.start_time
         self.metrics.job_finished(record.state.value, record.scheduler, duration)
-        logger.info(
+        log_event(
+            logger,
             "job=%s event=finished state=%s scheduler=%s duration=%.6f%s",
             job_id,
             record.state.value,
