@@ -210,6 +210,8 @@ class ComputeCore:
         self._inserting: dict[str, JobRecord] = {}
         # Jobs whose end is being written to a shared store.
         self._ending: set[str] = set()
+        # With replicas: when this one last recorded a use of each object.
+        self._object_uses: dict[tuple[str, str], float] = {}
         # Results being kept with their durable records.
         self._storing: set[asyncio.Task] = set()
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
@@ -1837,7 +1839,7 @@ class ComputeCore:
                 f"object {object_id} was loaded but could not be published for the other "
                 f"replicas ({type(exc).__name__}: {exc}); nothing was kept, upload it again"
             ) from exc
-        self.objects.unpublishing.discard((caller.name, object_id))
+        self._used_objects(caller.name, [object_id], force=True)
         return self.objects.add(caller.name, object_id, size, future)
 
     async def _existing_object(self, caller: Caller, object_id: str) -> objects.StoredObject | None:
@@ -1856,11 +1858,13 @@ class ComputeCore:
         this server holds. With replicas the rule is: **an object exists
         while its dataset is published on the cluster**, and every use asks.
         The scheduler is asked about all of ``ids`` at once: a copy held
-        here whose dataset is gone (deleted through any replica, or expired
-        on the replica it was uploaded through) is dropped and not served; a
+        here whose dataset is gone (deleted through any replica, or unused
+        through all of them for ``object_ttl``) is dropped and not served; a
         published object not held here is adopted (held here from then on,
         see :class:`server.objects.StoredObject`). So no replica serves an
-        object deleted through another once the deletion has answered.
+        object deleted through another once the deletion has answered. Each
+        use is recorded in the shared store, where any replica's janitor sees
+        how long an object has gone unused through all of them.
 
         Raises:
             InvalidArgument: An id is malformed.
@@ -1895,15 +1899,29 @@ class ComputeCore:
                     logger.info("object=%s event=gone owner=%s", object_id, owner)
                 raise self.objects.not_found(object_id)
             if copy is None:
-                # Ours if it expired here and is still to be unpublished: keep it instead.
-                ours = (owner, object_id) in self.objects.unpublishing
-                self.objects.unpublishing.discard((owner, object_id))
                 copy = self.objects.add(
-                    owner, object_id, data["size"], data["future"], adopted=not ours
+                    owner, object_id, data["size"], data["future"], adopted=True
                 )
                 logger.info("object=%s event=adopted owner=%s", object_id, owner)
             held[object_id] = copy
+        self._used_objects(owner, wanted)
         return held
+
+    def _used_objects(self, owner: str, ids: Iterable[str], force: bool = False) -> None:
+        """With replicas, record in the shared store that ``owner``'s objects ``ids``
+        were used now: at most once per object every tenth of ``object_ttl``
+        from this replica (or at once, ``force``), off the event loop."""
+        now = time.time()
+        every = self.objects.ttl / 10
+        due = [
+            object_id
+            for object_id in ids
+            if force or now - self._object_uses.get((owner, object_id), 0.0) >= every
+        ]
+        for object_id in due:
+            self._object_uses[(owner, object_id)] = now
+        if due:
+            self.jobs.use_objects([(owner, object_id) for object_id in due], now)
 
     async def get_object(self, object_id: str, caller: Caller = ANONYMOUS) -> objects.StoredObject:
         """A held object of ``caller``'s (with replicas: see :meth:`_held_objects`).
@@ -1945,27 +1963,38 @@ class ComputeCore:
                 f"object {object_id} could not be unpublished for the other replicas "
                 f"({type(exc).__name__}: {exc}); delete it again"
             ) from exc
-        self.objects.unpublishing.discard((caller.name, object_id))
+        self.jobs.forget_object(caller.name, object_id)
+        self._object_uses.pop((caller.name, object_id), None)
         return held or published is not None
 
-    async def _sweep_objects(self) -> None:
-        """With replicas, on each janitor round: unpublish the objects uploaded here
-        that expired here, and drop the copies held here whose dataset is gone, so
-        their memory on the cluster is freed even if nobody names them again.
-
-        Expiry is counted per replica, from uses through that replica: only
-        the expiry of an object on the replica it was uploaded through ends it
-        for all (uses through other replicas do not lengthen its life there).
-        What could not be unpublished is tried again at the next round.
+    async def _sweep_objects(self, now: float) -> None:
+        """With replicas, on each janitor round: unpublish the objects unused for
+        ``object_ttl`` through every replica, whichever uploaded them (the
+        shared store records each use; each such object is taken by one
+        replica's janitor), and drop the copies held here whose dataset is
+        gone, so their memory on the cluster is freed even if nobody names
+        them again. An object that could not be unpublished is taken again at
+        the next round.
         """
         if self._client is None or not self.cluster_ok:
             return
-        expired = set(self.objects.unpublishing)
+        ttl = self.objects.ttl
         try:
-            if expired:
-                names = [objects.dataset_name(*key) for key in expired]
-                await asyncio.wait_for(self._client.unpublish_dataset(names), SCHEDULER_TIMEOUT)
-                self.objects.unpublishing -= expired
+            stale = await self._ask_store(self.jobs.take_unused_objects, now - ttl)
+        except Exception as exc:  # the next round looks again
+            logger.warning("could not look for objects unused through every replica: %s", exc)
+            stale = []
+        try:
+            if stale:
+                names = [objects.dataset_name(*key) for key in stale]
+                try:
+                    await asyncio.wait_for(self._client.unpublish_dataset(names), SCHEDULER_TIMEOUT)
+                except BaseException:
+                    self.jobs.use_objects(stale, now - ttl - 1)  # still due: the next round
+                    raise
+                logger.info(
+                    "unpublished %d objects unused for %gs through every replica", len(stale), ttl
+                )
             copies = self.objects.held()
             if not copies:
                 return
@@ -2000,8 +2029,10 @@ class ComputeCore:
         return record, had
 
     async def _janitor(self) -> None:
+        # Often enough that an object outlives its last use by about its ttl.
+        interval = min(JANITOR_INTERVAL, max(1.0, self.settings.object_ttl / 2))
         while True:
-            await asyncio.sleep(JANITOR_INTERVAL)
+            await asyncio.sleep(interval)
             self.expire(time.time())
 
     def expire(self, now: float) -> None:
@@ -2012,14 +2043,13 @@ class ComputeCore:
         dropped = self.objects.expire(now)
         if dropped:
             logger.info("expired %d objects unused for %gs", len(dropped), s.object_ttl)
-        if self._shared:  # other replicas must see the ones uploaded here gone
-            self.objects.unpublishing.update(
-                (o.owner, o.object_id) for o in dropped if not o.adopted
-            )
-            if self.objects.unpublishing or self.objects.held():
-                task = asyncio.get_running_loop().create_task(self._sweep_objects())
-                self._storing.add(task)
-                task.add_done_callback(self._storing.discard)
+        if self._shared:  # (the copies held here only: the cluster's go by the shared uses)
+            self._object_uses = {
+                k: t for k, t in self._object_uses.items() if t >= now - s.object_ttl
+            }
+            task = asyncio.get_running_loop().create_task(self._sweep_objects(now))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
         expired = self.jobs.expire_results(now - s.result_ttl)
         for job_id in expired:
             runtime = self._runtimes.get(job_id)

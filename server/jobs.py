@@ -193,6 +193,15 @@ class JobTable(Protocol):
     def forget(self, job_id: str) -> None:
         """Drop any in-memory copy of a finished record."""
 
+    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
+        """Record that uploaded objects (owner, object id) were used at ``now``."""
+
+    def forget_object(self, owner: str, object_id: str) -> None:
+        """Drop the record of a deleted object's uses."""
+
+    def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
+        """Remove and return the objects last used before ``before``."""
+
     def close(self) -> None:
         """Release resources."""
 
@@ -380,6 +389,16 @@ class MemoryJobTable:
 
     def forget(self, job_id: str) -> None:
         pass
+
+    # Objects' uses matter to replicas sharing a store; memory is one server's.
+    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
+        pass
+
+    def forget_object(self, owner: str, object_id: str) -> None:
+        pass
+
+    def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
+        return []
 
     def close(self) -> None:
         pass

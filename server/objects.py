@@ -42,8 +42,10 @@ class StoredObject:
 
     Attributes:
         adopted: Taken from the dataset another replica published (see
-            :func:`dataset_name`), not uploaded through this one: this
-            replica's expiry of it drops only its own copy.
+            :func:`dataset_name`), not uploaded through this one. With
+            replicas, a replica's expiry of any object drops only its own
+            copy; the object itself ends when it has gone unused through all
+            of them (see ``ComputeCore._sweep_objects``).
     """
 
     object_id: str
@@ -228,9 +230,6 @@ class ObjectStore:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self._objects: dict[tuple[str, str], StoredObject] = {}
-        #: With replicas: (owner, object id) of objects uploaded here that expired
-        #: here and whose datasets are still to be unpublished.
-        self.unpublishing: set[tuple[str, str]] = set()
 
     def check_upload(self, size: int) -> None:
         """Refuse an upload larger than the limit before any byte of it is taken."""
@@ -301,7 +300,6 @@ class ObjectStore:
     def clear(self) -> None:
         """Free every object."""
         self._objects.clear()
-        self.unpublishing.clear()
 
 
 def not_loadable(object_id: str, exc: BaseException) -> InvalidPayload:

@@ -70,6 +70,16 @@ replicas_table = sa.Table(
     sa.Column("last_seen", sa.Float, nullable=False),
 )
 
+# Replicas sharing the store record here when each uploaded object was last
+# used, through any of them; see SqlJobTable.use_objects.
+object_uses_table = sa.Table(
+    "dask_compute_object_uses",
+    metadata,
+    sa.Column("owner", sa.String(256), primary_key=True),
+    sa.Column("object_id", sa.String(128), primary_key=True),
+    sa.Column("last_used", sa.Float, nullable=False),
+)
+
 _RECORD_COLUMNS = (
     "job_id", "state", "scheduler", "kind", "target", "name", "result_format", "submit_time",
     "start_time", "finish_time", "cancel_reason", "result_available", "owner", "request_id",
@@ -998,6 +1008,47 @@ class SqlJobTable:
             conn.execute(
                 replicas_table.delete().where(replicas_table.c.instance_id == self.instance_id)
             )
+
+    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
+        """Record that the objects ``keys`` (owner, object id) were used at ``now``.
+
+        Written with the next transaction, off the caller's thread; a later
+        use already recorded (by another replica) is kept.
+        """
+        rows = [{"owner": o, "object_id": i, "last_used": now} for o, i in keys]
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(object_uses_table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[object_uses_table.c.owner, object_uses_table.c.object_id],
+            set_={"last_used": statement.excluded.last_used},
+            where=object_uses_table.c.last_used < statement.excluded.last_used,
+        )
+
+        self._writer.put(_Write(None, lambda conn: conn.execute(statement, rows), rank=2))
+
+    def forget_object(self, owner: str, object_id: str) -> None:
+        """Drop the record of a deleted object's uses (with the next transaction)."""
+        statement = object_uses_table.delete().where(
+            object_uses_table.c.owner == owner, object_uses_table.c.object_id == object_id
+        )
+        self._writer.put(_Write(None, lambda conn: conn.execute(statement), rank=2))
+
+    def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
+        """The objects last used (through any replica) before ``before``, whose
+        records this removes: each is returned to exactly one caller."""
+        self._writer.flush()  # uses queued here count
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                object_uses_table.delete()
+                .where(object_uses_table.c.last_used < before)
+                .returning(object_uses_table.c.owner, object_uses_table.c.object_id)
+            )
+            return [(row.owner, row.object_id) for row in rows]
 
     def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import urllib.request
 
 import distributed
@@ -161,3 +162,41 @@ def test_an_object_expired_on_its_replica_is_gone_through_the_other(tmp_path):
             timeout=60,
             what="B to drop its copy",
         )
+
+
+def test_an_object_lives_while_used_through_any_replica_and_ends_unused_without_its_uploader(
+    tmp_path,
+):
+    # Both keep objects 3s unused; their janitors look every 1.5s.
+    ttl = ["--object-ttl", "3"]
+    with (
+        replicas(tmp_path, extra_a=ttl, extra_b=ttl) as (scheduler, a, b, _),
+        contextlib.ExitStack() as stack,
+    ):
+        alice_a = stack.enter_context(ComputeClient(a.target, token=ALICE, timeout=60))
+        alice_b = stack.enter_context(ComputeClient(b.target, token=ALICE, timeout=60))
+        dask_client = stack.enter_context(distributed.Client(scheduler, timeout=30))
+        dask_client.wait_for_workers(2, timeout=60)
+        ref = alice_a.scatter([1, 2, 3])
+        name = dataset_name("alice", ref.object_id)
+
+        # Used through B alone for well past the ttl: A lets its own copy go,
+        # but the object lives on, and A takes it up again.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert alice_b.submit(sum, ref).result(timeout=30) == 6
+            time.sleep(0.5)
+        assert "expired 1 objects unused for 3s" in a.log(), "A's own copy went"
+        assert name in datasets(dask_client), "its uses through B kept it published"
+        assert alice_a.submit(sum, ref).result(timeout=30) == 6
+
+        # The replica it was uploaded through stops; unused, it ends through B.
+        a.stop()
+        wait_for(
+            lambda: name not in datasets(dask_client),
+            timeout=30,
+            what="B's janitor to unpublish the object unused through every replica",
+        )
+        assert "unpublished 1 objects unused for 3s through every replica" in b.log()
+        with pytest.raises(NotFound, match="expired after"):
+            alice_b.submit(sum, ref).result(timeout=30)

@@ -77,9 +77,8 @@ def test_not_found_says_why_and_what_to_do():
     assert "upload it with PutObject" in message
 
 
-def test_clear_forgets_pending_unpublishing_too():
+def test_clear_forgets_every_object():
     store = ObjectStore(ttl=10, max_bytes=100)
     store.add("alice", OBJECT_ID, 5, future="f")
-    store.unpublishing.add(("alice", OBJECT_ID))
     store.clear()
-    assert store.held() == [] and store.unpublishing == set()
+    assert store.held() == [] and store.has("alice", OBJECT_ID) is None

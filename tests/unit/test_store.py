@@ -312,6 +312,19 @@ def test_idempotency_keys_are_found_one_or_many_at_a_time(table):
     assert set(table.find_requests("alice", keys)) == set(keys)
 
 
+@pytest.mark.parametrize("table", ["sqlite", "postgresql"], indirect=True)
+def test_object_uses_are_shared_and_each_unused_object_is_taken_once(table):
+    table.take_unused_objects(float("inf"))  # (a store left by an earlier test)
+    table.use_objects([("alice", "o1"), ("alice", "o2")], 10.0)
+    table.use_objects([("alice", "o1")], 20.0)
+    table.use_objects([("alice", "o1")], 15.0)  # another replica's older use, written late
+    table.use_objects([("bob", "o3")], 5.0)
+    table.forget_object("bob", "o3")  # deleted
+    assert table.take_unused_objects(18.0) == [("alice", "o2")]
+    assert table.take_unused_objects(18.0) == [], "each is taken by one caller"
+    assert table.take_unused_objects(21.0) == [("alice", "o1")], "its latest use counts"
+
+
 def test_many_record_writes_go_as_one_statement(tmp_path):
     import sqlalchemy as sa
 
