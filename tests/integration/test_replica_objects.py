@@ -54,6 +54,21 @@ def replicas(tmp_path, extra_a=(), extra_b=()):
         yield f"tcp://127.0.0.1:{port}", a, b, metrics_b
 
 
+@contextlib.contextmanager
+def alice_on_both(tmp_path, extra_a=(), extra_b=()):
+    """:func:`replicas`, with alice's client of each and a Dask client of the
+    cluster (its two workers up); yields (a, b, alice's A, alice's B, Dask client)."""
+    with (
+        replicas(tmp_path, extra_a, extra_b) as (scheduler, a, b, _),
+        contextlib.ExitStack() as stack,
+    ):
+        alice_a = stack.enter_context(ComputeClient(a.target, token=ALICE, timeout=60))
+        alice_b = stack.enter_context(ComputeClient(b.target, token=ALICE, timeout=60))
+        dask_client = stack.enter_context(distributed.Client(scheduler, timeout=30))
+        dask_client.wait_for_workers(2, timeout=60)
+        yield a, b, alice_a, alice_b, dask_client
+
+
 def datasets(dask_client):
     """The names of the datasets published on the cluster, asked of its scheduler."""
     return set(dask_client.list_datasets())
@@ -136,15 +151,9 @@ def test_an_object_uploaded_through_one_replica_is_used_and_deleted_through_the_
 
 
 def test_an_object_expired_on_its_replica_is_gone_through_the_other(tmp_path):
-    # A keeps objects for 1s unused; its janitor looks every 30s.
-    with (
-        replicas(tmp_path, extra_a=["--object-ttl", "1"]) as (scheduler, a, b, _),
-        contextlib.ExitStack() as stack,
-    ):
-        alice_a = stack.enter_context(ComputeClient(a.target, token=ALICE, timeout=60))
-        alice_b = stack.enter_context(ComputeClient(b.target, token=ALICE, timeout=60))
-        dask_client = stack.enter_context(distributed.Client(scheduler, timeout=30))
-        dask_client.wait_for_workers(2, timeout=60)
+    # A keeps objects for 1s unused; its janitor looks every second.
+    one_second = ["--object-ttl", "1"]
+    with alice_on_both(tmp_path, one_second) as (a, b, alice_a, alice_b, dask_client):
         ref = alice_a.scatter([1, 2, 3])
         assert alice_b.submit(sum, ref).result(timeout=60) == 6, "B adopted it"
         name = dataset_name("alice", ref.object_id)
@@ -169,14 +178,7 @@ def test_an_object_lives_while_used_through_any_replica_and_ends_unused_without_
 ):
     # Both keep objects 3s unused; their janitors look every 1.5s.
     ttl = ["--object-ttl", "3"]
-    with (
-        replicas(tmp_path, extra_a=ttl, extra_b=ttl) as (scheduler, a, b, _),
-        contextlib.ExitStack() as stack,
-    ):
-        alice_a = stack.enter_context(ComputeClient(a.target, token=ALICE, timeout=60))
-        alice_b = stack.enter_context(ComputeClient(b.target, token=ALICE, timeout=60))
-        dask_client = stack.enter_context(distributed.Client(scheduler, timeout=30))
-        dask_client.wait_for_workers(2, timeout=60)
+    with alice_on_both(tmp_path, ttl, ttl) as (a, b, alice_a, alice_b, dask_client):
         ref = alice_a.scatter([1, 2, 3])
         name = dataset_name("alice", ref.object_id)
 
