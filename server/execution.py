@@ -73,8 +73,15 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
+        except StopIteration as exc:
+            # A future refuses a StopIteration (it would end the awaiting
+            # coroutine as if returning): the job would never end. As for a
+            # generator (PEP 479), it becomes a RuntimeError.
+            error = RuntimeError(f"the job raised StopIteration{exc.args!r}")
+            error.__cause__ = exc
+            outcome: tuple[BaseException | None, Any] = (error, None)
         except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
-            outcome: tuple[BaseException | None, Any] = (exc, None)
+            outcome = (exc, None)
         else:
             outcome = (None, value)
         try:

@@ -23,6 +23,11 @@ def inc(x):
     return x + 1
 
 
+def stops():
+    """Raises StopIteration, as next() of an empty iterator does."""
+    return next(iter(()))
+
+
 def slowinc(x, delay=0.2):
     """x + 1 after ``delay`` seconds."""
     time.sleep(delay)

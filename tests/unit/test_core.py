@@ -30,7 +30,7 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs import JobKind, JobState
-from tests.helpers import CustomError, inc, slowinc
+from tests.helpers import CustomError, inc, slowinc, stops
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -227,6 +227,14 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     record = core.get_job(running[0].job_id)
     assert record.state is JobState.CANCELLED
     assert record.cancel_reason == "the caller of Run went away"
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+async def test_a_job_raising_stopiteration_fails_rather_than_hangs(core, scheduler):
+    # A future refuses a StopIteration: on the local schedulers such a job never ended.
+    record = await asyncio.wait_for(core.run(pickled(stops, scheduler=scheduler)), 30)
+    assert record.state is JobState.FAILED
+    assert record.error.type == "builtins.RuntimeError" and "StopIteration" in record.error.message
 
 
 async def _running(core, target="tests.helpers.slowinc"):
