@@ -6,6 +6,7 @@ Loading a payload runs the caller's code: only :mod:`server.core` calls
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pickle
 import traceback
@@ -174,7 +175,7 @@ def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:
     func, args, kwargs = pickle.loads(payload)
     try:
         result = func(*args, **kwargs)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:  # (the parent reports the latter)
         return False, dump_exception(exc), format_traceback(exc)
     return True, dumps(result), ""
 

@@ -51,6 +51,20 @@ class Work:
     keys: Any = None
 
 
+#: What a job may raise that must not reach an awaiting coroutine as itself: a
+#: future refuses a StopIteration (the job would never end), and a
+#: CancelledError would read as that coroutine's own cancellation.
+_MISLEADING = (StopIteration, asyncio.CancelledError)
+
+
+def _as_job_error(exc: BaseException) -> RuntimeError:
+    """The RuntimeError that stands for a job's :data:`_MISLEADING` exception
+    (as a generator's StopIteration becomes one, PEP 479)."""
+    error = RuntimeError(f"the job raised {type(exc).__name__}{exc.args!r}")
+    error.__cause__ = exc
+    return error
+
+
 async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
 
@@ -73,13 +87,8 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
-        except StopIteration as exc:
-            # A future refuses a StopIteration (it would end the awaiting
-            # coroutine as if returning): the job would never end. As for a
-            # generator (PEP 479), it becomes a RuntimeError.
-            error = RuntimeError(f"the job raised StopIteration{exc.args!r}")
-            error.__cause__ = exc
-            outcome: tuple[BaseException | None, Any] = (error, None)
+        except _MISLEADING as exc:
+            outcome: tuple[BaseException | None, Any] = (_as_job_error(exc), None)
         except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
             outcome = (exc, None)
         else:
@@ -426,7 +435,9 @@ class Executors:
             # Wait for the tasks without moving their data here: the result
             # stays on the cluster until someone fetches it.
             for future in _flatten(futures):
-                await future.exception()
+                error = await future.exception()
+                if future.status == "error" and isinstance(error, _MISLEADING):
+                    raise _as_job_error(error)
                 if future.status != "finished":
                     await future  # raises the task's error (with its traceback) or cancellation
         except asyncio.CancelledError:
@@ -520,6 +531,8 @@ class Executors:
             if ok:
                 return value
             if isinstance(value, BaseException):
+                if isinstance(value, _MISLEADING):
+                    value = _as_job_error(value)
                 value.__dask_compute_traceback__ = tb
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")

@@ -28,6 +28,13 @@ def stops():
     return next(iter(()))
 
 
+def cancels():
+    """Raises asyncio.CancelledError, as code that runs its own event loop may."""
+    import asyncio
+
+    raise asyncio.CancelledError("from the job")
+
+
 def slowinc(x, delay=0.2):
     """x + 1 after ``delay`` seconds."""
     time.sleep(delay)

@@ -30,7 +30,7 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs import JobKind, JobState
-from tests.helpers import CustomError, inc, slowinc, stops
+from tests.helpers import CustomError, cancels, inc, slowinc, stops
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -230,11 +230,17 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-async def test_a_job_raising_stopiteration_fails_rather_than_hangs(core, scheduler):
-    # A future refuses a StopIteration: on the local schedulers such a job never ended.
-    record = await asyncio.wait_for(core.run(pickled(stops, scheduler=scheduler)), 30)
-    assert record.state is JobState.FAILED
-    assert record.error.type == "builtins.RuntimeError" and "StopIteration" in record.error.message
+@pytest.mark.parametrize(
+    ("func", "raised"), [(stops, "StopIteration"), (cancels, "CancelledError")]
+)
+async def test_a_job_raising_stopiteration_or_cancellederror_fails_as_a_runtimeerror(
+    core, scheduler, func, raised
+):
+    # A future refuses a StopIteration (on the local schedulers such a job
+    # never ended), and a job's CancelledError read as its Run's cancellation.
+    record = await asyncio.wait_for(core.run(pickled(func, scheduler=scheduler)), 30)
+    assert record.state is JobState.FAILED, record.cancel_reason
+    assert record.error.type == "builtins.RuntimeError" and raised in record.error.message
 
 
 async def _running(core, target="tests.helpers.slowinc"):
