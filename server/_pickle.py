@@ -6,7 +6,6 @@ Loading a payload runs the caller's code: only :mod:`server.core` calls
 
 from __future__ import annotations
 
-import asyncio
 import io
 import pickle
 import traceback
@@ -48,8 +47,8 @@ class _ObjectUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         prefix = "dask-compute-object:"
-        if isinstance(pid, str) and pid.startswith(prefix) and pid[len(prefix):] in self._objects:
-            return self._objects[pid[len(prefix):]]
+        if isinstance(pid, str) and pid.startswith(prefix) and pid[len(prefix) :] in self._objects:
+            return self._objects[pid[len(prefix) :]]
         raise pickle.UnpicklingError(
             f"the payload refers to object {str(pid)[:100]!r}, which its request does not list"
         )
@@ -175,7 +174,9 @@ def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:
     func, args, kwargs = pickle.loads(payload)
     try:
         result = func(*args, **kwargs)
-    except (Exception, asyncio.CancelledError) as exc:  # (the parent reports the latter)
+    except (SystemExit, KeyboardInterrupt):
+        raise  # (the pool passes them on; the parent turns them into errors)
+    except BaseException as exc:  # noqa: BLE001  (the parent reports those that are not Exceptions)
         return False, dump_exception(exc), format_traceback(exc)
     return True, dumps(result), ""
 

@@ -1155,6 +1155,9 @@ class ComputeCore:
         except Exception as exc:
             self._finish(job_id, JobState.FAILED, error=_job_error(exc))
             return
+        except BaseException as exc:  # not ours to stop: the job ends, and it goes on up
+            self._finish(job_id, JobState.FAILED, error=_job_error(exc))
+            raise
         await self._succeeded(executors, job_id, value)
 
     async def _within(self, job_id: str, running: Awaitable[Any], time_limit: float) -> Any:

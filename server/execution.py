@@ -51,14 +51,22 @@ class Work:
     keys: Any = None
 
 
-#: What a job may raise that must not reach an awaiting coroutine as itself: a
-#: future refuses a StopIteration (the job would never end), and a
-#: CancelledError would read as that coroutine's own cancellation.
-_MISLEADING = (StopIteration, asyncio.CancelledError)
+def _misleading(exc: BaseException) -> bool:
+    """Whether a job's exception must not reach an awaiting coroutine as itself.
+
+    A future refuses a StopIteration (the job would never end); a
+    CancelledError would read as that coroutine's own cancellation; a
+    GeneratorExit or another BaseException would escape the job's handling
+    and leave it unfinished. (SystemExit and KeyboardInterrupt are turned
+    into errors where the job is awaited: ``server.core._contain_exits``.)
+    """
+    if isinstance(exc, StopIteration):
+        return True
+    return not isinstance(exc, (Exception, SystemExit, KeyboardInterrupt))
 
 
 def _as_job_error(exc: BaseException) -> RuntimeError:
-    """The RuntimeError that stands for a job's :data:`_MISLEADING` exception
+    """The RuntimeError that stands for a job's :func:`_misleading` exception
     (as a generator's StopIteration becomes one, PEP 479)."""
     error = RuntimeError(f"the job raised {type(exc).__name__}{exc.args!r}")
     error.__cause__ = exc
@@ -87,10 +95,11 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
-        except _MISLEADING as exc:
-            outcome: tuple[BaseException | None, Any] = (_as_job_error(exc), None)
         except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
-            outcome = (exc, None)
+            outcome: tuple[BaseException | None, Any] = (
+                _as_job_error(exc) if _misleading(exc) else exc,
+                None,
+            )
         else:
             outcome = (None, value)
         try:
@@ -436,7 +445,7 @@ class Executors:
             # stays on the cluster until someone fetches it.
             for future in _flatten(futures):
                 error = await future.exception()
-                if future.status == "error" and isinstance(error, _MISLEADING):
+                if future.status == "error" and error is not None and _misleading(error):
                     raise _as_job_error(error)
                 if future.status != "finished":
                     await future  # raises the task's error (with its traceback) or cancellation
@@ -531,7 +540,7 @@ class Executors:
             if ok:
                 return value
             if isinstance(value, BaseException):
-                if isinstance(value, _MISLEADING):
+                if _misleading(value):
                     value = _as_job_error(value)
                 value.__dask_compute_traceback__ = tb
                 raise value

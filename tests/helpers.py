@@ -35,6 +35,15 @@ def cancels():
     raise asyncio.CancelledError("from the job")
 
 
+class Abort(BaseException):
+    """A BaseException of the job's own, not an Exception."""
+
+
+def aborts(kind="own"):
+    """Raises a BaseException that is not an Exception: GeneratorExit, or :class:`Abort`."""
+    raise GeneratorExit("from the job") if kind == "generator" else Abort("from the job")
+
+
 def slowinc(x, delay=0.2):
     """x + 1 after ``delay`` seconds."""
     time.sleep(delay)

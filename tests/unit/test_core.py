@@ -30,7 +30,7 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs import JobKind, JobState
-from tests.helpers import CustomError, cancels, inc, slowinc, stops
+from tests.helpers import CustomError, aborts, cancels, inc, slowinc, stops
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -231,14 +231,21 @@ async def test_run_cancelled_by_its_caller_cancels_the_job(core):
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize(
-    ("func", "raised"), [(stops, "StopIteration"), (cancels, "CancelledError")]
+    ("func", "args", "raised"),
+    [
+        (stops, (), "StopIteration"),
+        (cancels, (), "CancelledError"),
+        (aborts, ("generator",), "GeneratorExit"),
+        (aborts, ("own",), "Abort"),
+    ],
 )
-async def test_a_job_raising_stopiteration_or_cancellederror_fails_as_a_runtimeerror(
-    core, scheduler, func, raised
+async def test_a_job_raising_what_no_coroutine_should_see_fails_as_a_runtimeerror(
+    core, scheduler, func, args, raised
 ):
     # A future refuses a StopIteration (on the local schedulers such a job
-    # never ended), and a job's CancelledError read as its Run's cancellation.
-    record = await asyncio.wait_for(core.run(pickled(func, scheduler=scheduler)), 30)
+    # never ended), a job's CancelledError read as its Run's cancellation, and
+    # other BaseExceptions escaped the job's handling, leaving it running.
+    record = await asyncio.wait_for(core.run(pickled(func, *args, scheduler=scheduler)), 30)
     assert record.state is JobState.FAILED, record.cancel_reason
     assert record.error.type == "builtins.RuntimeError" and raised in record.error.message
 
