@@ -54,6 +54,20 @@ async def core(tmp_path_factory):
     await c.close()
 
 
+def own_core(**overrides):
+    """A core of a test's own, not started: one in-process worker, records in memory."""
+    base = {
+        "n_workers": 1,
+        "threads_per_worker": 1,
+        "processes": False,
+        "dashboard_address": "",
+        "local_processes": 1,
+        "job_store": "memory",
+    }
+    settings = Settings(**{**base, **overrides})
+    return ComputeCore(settings, build_registry(settings))
+
+
 def call(function, *args, scheduler="", **kwargs):
     return JobRequest(
         kind=JobKind.FUNCTION,
@@ -402,15 +416,7 @@ async def test_lazy_function_errors_fail_the_job(core):
 
 
 async def test_drain_refuses_new_jobs_but_finishes_running_ones():
-    settings = Settings(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="",
-        local_processes=1,
-        job_store="memory",
-    )
-    c = ComputeCore(settings, build_registry(settings))
+    c = own_core()
     with pytest.raises(Unavailable, match="still starting"):
         await c.submit(call("ping"))
     await c.start()
@@ -427,15 +433,7 @@ async def test_drain_refuses_new_jobs_but_finishes_running_ones():
 
 
 async def test_close_cancels_unfinished_jobs():
-    settings = Settings(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="",
-        local_processes=1,
-        job_store="memory",
-    )
-    c = ComputeCore(settings, build_registry(settings))
+    c = own_core()
     await c.start()
     record = await c.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
     waited = asyncio.ensure_future(c.run(pickled(slowinc, 2, delay=30, scheduler="threads")))
@@ -520,18 +518,7 @@ async def test_request_ids_are_per_caller(core):
 
 
 async def test_limits_refuse_with_resource_exhausted_and_recover():
-    settings = Settings(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="",
-        local_processes=1,
-        local_threads=4,
-        max_pending_jobs=3,
-        max_jobs_per_caller=2,
-        job_store="memory",
-    )
-    c = ComputeCore(settings, build_registry(settings))
+    c = own_core(local_threads=4, max_pending_jobs=3, max_jobs_per_caller=2)
     await c.start()
     try:
         slow = pickled(slowinc, 1, delay=1, scheduler="threads")
