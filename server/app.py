@@ -166,7 +166,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     authenticator = Authenticator.from_settings(settings)
     tls.server_credentials(settings)
     registry = build_registry(settings)
-    core = ComputeCore(settings, registry)
+    core = ComputeCore(settings, registry, callers=authenticator.caller_named)
     await core.start()
     server, port, health_servicer = build_server(settings, core, authenticator)
     await set_serving(health_servicer, True)

@@ -429,6 +429,22 @@ class Authenticator:
         self._identities = read_tokens_file(self.tokens_file).without(self.removed)
         return self.describe()
 
+    def caller_named(self, name: str) -> Caller | None:
+        """The caller called ``name`` as the credentials in force define it now.
+
+        For a job accepted earlier and run again (after a restart, or adopted
+        from another replica): it runs with its owner's current permissions,
+        or not at all if the owner is no longer known (``None``). A name with
+        several tokens has the permissions of all of them.
+        """
+        identities = self._identities
+        if identities is None:
+            return self.anonymous if name == self.anonymous.name else None
+        permissions = [c.permissions for _, c in identities.tokens if c.name == name]
+        if permissions:
+            return Caller(name, frozenset().union(*permissions))
+        return identities.by_certificate(name) if self.mtls else None
+
     def authenticate(self, authorization: str | None, common_name: str | None = None) -> Caller:
         """The caller of a call.
 

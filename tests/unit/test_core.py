@@ -216,7 +216,7 @@ async def test_cancelled_distributed_job_leaves_the_cluster(core):
     record = await core.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
     await asyncio.sleep(0.3)
     await core.cancel_job(record.job_id)
-    client = core._client
+    client = core.cluster.client
     for _ in range(50):
         processing = await client.run_on_scheduler(
             lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]
@@ -298,10 +298,10 @@ async def test_a_run_past_its_time_limit_answers_with_the_failed_record(core):
 async def test_a_run_starts_before_its_record_is_stored_and_is_stored_finished(core, monkeypatch):
     import sqlalchemy as sa
 
-    import server.core
+    import server.runner
 
     # A long delay, so that the test does not depend on how fast the job runs.
-    monkeypatch.setattr(server.core, "WAITED_WRITE_DELAY", 60.0)
+    monkeypatch.setattr(server.runner, "WAITED_WRITE_DELAY", 60.0)
     statements = []
 
     def seen(conn, cursor, statement, parameters, context, executemany):
@@ -334,16 +334,16 @@ async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuc
     core, monkeypatch
 ):
     # With a store shared by replicas, a Run's record is stored before it starts.
-    monkeypatch.setattr(type(core.jobs), "exclusive", property(lambda self: False))
+    monkeypatch.setattr(core.replicas, "defers_waited_records", False)
     request = dataclasses.replace(
         pickled(slowinc, 1, delay=10, scheduler="threads"), request_id="abandoned-mid-write"
     )
     task = asyncio.ensure_future(core.run(request))
     for _ in range(10_000):  # until the record is being written
-        if core._inserting:
+        if core.admission.writing():
             break
         await asyncio.sleep(0)
-    assert core._inserting, "the Run never reached the write of its record"
+    assert core.admission.writing(), "the Run never reached the write of its record"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -358,24 +358,25 @@ async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuc
 
 
 async def test_a_small_cluster_result_kept_with_its_record_leaves_the_cluster(core):
-    from server.core import _NO_RESULT, STORE_RESULT_DELAY
+    from server.held_results import STORE_RESULT_DELAY
 
     record = await core.submit(pickled(inc, 41, scheduler="distributed"))
     await core.wait_job(record.job_id, 30)
-    held = core._runtimes[record.job_id].result
-    keys = set(held.keys)
+    assert core.held.holds(record.job_id)
+    from server.runner import task_key
+
+    keys = {task_key(record.target, record.job_id)}
     for _ in range(100):
         await asyncio.sleep(STORE_RESULT_DELAY)
-        if core._runtimes[record.job_id].result is _NO_RESULT:
+        if not core.held.holds(record.job_id):
             break
-    assert core._runtimes[record.job_id].result is _NO_RESULT, "the cluster still holds it"
-    del held
+    assert not core.held.holds(record.job_id), "the cluster still holds it"
     assert pickle.loads((await core.result(record.job_id, "pickle")).pickle) == 42
     for _ in range(100):  # the scheduler forgets the key once no future holds it
-        if not keys & set(await core._client.who_has()):
+        if not keys & set(await core.cluster.client.who_has()):
             break
         await asyncio.sleep(0.05)
-    assert not keys & set(await core._client.who_has()), "a worker's death would re-run it"
+    assert not keys & set(await core.cluster.client.who_has()), "a worker's death would re-run it"
 
 
 async def test_json_format_refused_for_non_json_result(core):

@@ -1,0 +1,372 @@
+"""Results of succeeded jobs: held, kept with their records, served, released.
+
+:class:`HeldResults` owns what the server holds of each succeeded job's
+result: the value itself (local schedulers) or a :class:`ClusterResult`
+handle to futures on the cluster, and whether it was released or published.
+A small result is also pickled into the job's durable record a moment after
+the job ends (so it outlives a restart and the cluster can let it go);
+results are served inline, or as a stream when large; release and expiry
+free them. How other replicas see a result (published on the cluster, or
+read from the shared store) is the replicas strategy's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dask.sizeof import sizeof
+
+from server import _pickle, results, worker_stream
+from server.cluster import SCHEDULER_TIMEOUT
+from server.errors import FailedPrecondition, NotFound
+from server.execution import ClusterResult, Executors, fetch_many, nbytes_many
+from server.jobs import JobKind, JobRecord, JobState, JobTable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds after a job ends before its small result is kept with its record.
+STORE_RESULT_DELAY = 0.05
+
+_NO_RESULT = object()
+
+
+@dataclasses.dataclass
+class _Held:
+    """What is held of one job's result."""
+
+    result: Any = _NO_RESULT
+    released: bool = False
+    # While its result waits to be kept with the record: the value, if a
+    # caller fetched it meanwhile (so it is not fetched from the cluster twice).
+    keeping: bool = False
+    fetched: Any = _NO_RESULT
+    # Its caller waits for it and drops the result once answered (a Run with
+    # release): the result is never kept with the record, nor published.
+    answered_once: bool = False
+    published: bool = False
+
+
+class HeldResults:
+    """See the module docstring.
+
+    Args:
+        store: The job records (and results kept with them).
+        replicas: The replicas strategy (publishing, shared reads).
+        pools: The core's pools (for encoding and pickling off the event loop).
+        get_job: The record of a job, if the caller may see it.
+        stored_result_bytes: Results up to this size (pickled) are kept with
+            their durable records.
+        inline_result_bytes: Results up to this size are answered inline.
+        result_ttl: Seconds results are kept (for messages).
+    """
+
+    def __init__(
+        self,
+        store: JobTable,
+        replicas: Any,
+        pools: Callable[[], Executors],
+        get_job: Callable[[str, Any], JobRecord],
+        stored_result_bytes: int,
+        inline_result_bytes: int,
+        result_ttl: float,
+    ) -> None:
+        self.store = store
+        self.replicas = replicas
+        self.pools = pools
+        self.get_job = get_job
+        self.stored_result_bytes = stored_result_bytes
+        self.inline_result_bytes = inline_result_bytes
+        self.result_ttl = result_ttl
+        self._held: dict[str, _Held] = {}
+        self._storing: set[asyncio.Task] = set()
+
+    def answer_once(self, job_id: str) -> None:
+        """The job's only reader drops its result once answered: never keep or publish it."""
+        self._held.setdefault(job_id, _Held()).answered_once = True
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this server holds the job's result (in memory or on the cluster)."""
+        held = self._held.get(job_id)
+        return held is not None and held.result is not _NO_RESULT
+
+    # -- keeping -----------------------------------------------------------
+
+    async def keep(self, job_id: str, value: Any) -> Callable[[], None] | None:
+        """Hold a job's result as it succeeds (before it is marked so).
+
+        Returns:
+            What to call once the job is marked succeeded: it keeps a small
+            result with the durable record a moment later (or ``None``).
+        """
+        held = self._held.setdefault(job_id, _Held())
+        held.result = value
+        if isinstance(value, ClusterResult) and not held.answered_once:
+            held.published = await self.replicas.publish_result(job_id, value)
+        keep = self.store.durable and self.stored_result_bytes and not held.answered_once
+        if not keep:
+            return None
+        if self.replicas.stores_results_first:
+            # Shared with other replicas, which read small results from the
+            # store: it must be there before the job is seen to succeed.
+            try:
+                await self._store_now(job_id, value)
+            except Exception as exc:
+                logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+            return None
+
+        def store_later() -> None:
+            held.keeping = True
+            task = asyncio.create_task(self._store_later(job_id, value))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+
+        return store_later
+
+    async def _store_later(self, job_id: str, value: Any) -> None:
+        """Keep a small result with the durable record, so it outlives a restart.
+
+        Done a moment after the job ends, off its path: a result released at
+        once (a ``Run`` answered inline) is never fetched or written.
+        """
+        try:
+            await asyncio.sleep(STORE_RESULT_DELAY)
+            held = self._held.get(job_id)
+            if held is None or held.result is not value:
+                return  # released or expired meanwhile
+            await self._store_now(job_id, value)
+        except Exception as exc:  # the result is still served from the cluster
+            logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+        finally:
+            held = self._held.get(job_id)
+            if held is not None:
+                held.keeping, held.fetched = False, _NO_RESULT
+
+    async def _store_now(self, job_id: str, handle: Any) -> None:
+        held = self._held.get(job_id)
+        value = handle
+        if isinstance(handle, ClusterResult):
+            if held is not None and held.fetched is not _NO_RESULT:
+                value = held.fetched  # a caller fetched it already
+            elif await self.estimate_size(handle) > self.stored_result_bytes:
+                return
+            else:
+                value = await handle.fetch()
+        try:
+            if results.small_for_inline(value):
+                blob = _pickle.dumps(value)
+            else:
+                blob = await self.pools().in_thread(_pickle.dumps, value)
+        except Exception:  # unpicklable results are served from memory only
+            logger.debug("result of job %s cannot be pickled; not stored", job_id)
+            return
+        if len(blob) > self.stored_result_bytes or held is None or held.result is not handle:
+            return
+        stored = None
+        if isinstance(handle, ClusterResult) and self.replicas.lets_go_when_stored:
+            # Once the blob is committed the store serves the result and the
+            # cluster lets it go, so a worker's death never re-runs a job
+            # that already succeeded only to rebuild a result held for it.
+            loop = asyncio.get_running_loop()
+
+            def stored() -> None:
+                loop.call_soon_threadsafe(self._let_go, job_id, handle)
+
+        self.store.store_result(job_id, blob, stored)  # unless released meanwhile
+
+    def _let_go(self, job_id: str, handle: Any) -> None:
+        """Drop the cluster's copy of a result now kept with its record."""
+        held = self._held.get(job_id)
+        if held is not None and held.result is handle:
+            held.result = _NO_RESULT
+
+    # -- serving -----------------------------------------------------------
+
+    async def result(self, job_id: str, fmt: str, caller: Any) -> results.EncodedResult:
+        """The result of a succeeded job, encoded as ``fmt`` (see ComputeCore.result)."""
+        record, handle = await self._handle(job_id, caller)
+        estimate = await self.estimate_size(handle)
+        if estimate > self.inline_result_bytes:
+            return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
+        value = await handle.fetch() if isinstance(handle, ClusterResult) else handle
+        self._lend(job_id, handle, value)
+        return await self._encode_inline(record, value, fmt)
+
+    def _lend(self, job_id: str, handle: Any, value: Any) -> None:
+        """Hand a fetched result to its job's pending store, which then need not fetch it."""
+        held = self._held.get(job_id)
+        if held is not None and held.keeping and held.result is handle:
+            held.fetched = value
+
+    async def results(
+        self, job_ids: list[str], fmt: str, caller: Any
+    ) -> list[results.EncodedResult | None]:
+        """The results of many succeeded jobs (see ComputeCore.results)."""
+        handles: list[tuple[JobRecord, Any] | None] = []
+        for job_id in job_ids:
+            try:
+                handles.append(await self._handle(job_id, caller))
+            except NotFound:
+                handles.append(None)
+        held = [h for h in handles if h is not None and isinstance(h[1], ClusterResult)]
+        sizes = await self._estimate_sizes([handle for _, handle in held])
+        limit = self.inline_result_bytes
+        small = [h for h, size in zip(held, sizes, strict=True) if size <= limit]
+        big = {id(h): size for h, size in zip(held, sizes, strict=True) if size > limit}
+        try:
+            fetched = await fetch_many([handle for _, handle in small])
+        except Exception:  # one lost result: fetch each alone, so the others still come
+            fetched = [await handle.fetch() for _, handle in small]
+        values = {id(h): value for h, value in zip(small, fetched, strict=True)}
+        for (record, handle), value in zip(small, fetched, strict=True):
+            self._lend(record.job_id, handle, value)
+        encoded: list[results.EncodedResult | None] = []
+        for entry in handles:
+            if entry is None:
+                encoded.append(None)
+            elif id(entry) in big:
+                encoded.append(
+                    results.EncodedResult("auto", size_bytes=big[id(entry)], streamed=True)
+                )
+            elif id(entry) in values:
+                encoded.append(await self._encode_inline(entry[0], values[id(entry)], fmt))
+            else:
+                encoded.append(await self.result(entry[0].job_id, fmt, caller))
+        return encoded
+
+    async def _encode_inline(
+        self, record: JobRecord, value: Any, fmt: str
+    ) -> results.EncodedResult:
+        """``value`` encoded for an answer, or a pointer to GetJobResult when too large."""
+        if fmt == "auto":
+            fmt = record.result_format
+        is_function = record.kind is JobKind.FUNCTION
+        if results.small_for_inline(value):
+            encoded = results.encode(value, fmt, is_function)
+        else:
+            encoded = await self.pools().in_thread(results.encode, value, fmt, is_function)
+        if encoded.size_bytes > self.inline_result_bytes:
+            return results.EncodedResult(
+                encoded.format, size_bytes=encoded.size_bytes, streamed=True
+            )
+        return encoded
+
+    async def _handle(self, job_id: str, caller: Any) -> tuple[JobRecord, Any]:
+        """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job."""
+        record = self.get_job(job_id, caller)
+        if record.state is not JobState.SUCCEEDED:
+            raise FailedPrecondition(
+                f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
+            )
+        held = self._held.get(job_id)
+        handle = held.result if held is not None else _NO_RESULT
+        if handle is not _NO_RESULT:
+            # Another replica may have released it: the shared record says.
+            record = await self.replicas.current(record)
+            if not record.result_available:
+                held.result, held.released, handle = _NO_RESULT, True, _NO_RESULT
+        if handle is _NO_RESULT and record.result_available:
+            # From before a restart, or another replica's.
+            blob = await self.pools().in_thread(self.store.stored_result, job_id)
+            if blob is not None:
+                handle = await self.pools().in_thread(_pickle.load_payload, blob, "stored result")
+            else:  # another replica's result, too large to store, published on the cluster
+                published = await self.replicas.published_result(job_id)
+                if published is not None:
+                    handle = published
+        if handle is _NO_RESULT:
+            if held is not None and held.released:
+                raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
+            raise NotFound(
+                f"the result of job {job_id} is gone: results are kept for "
+                f"{self.result_ttl:g}s after a job finishes"
+            )
+        return record, handle
+
+    async def _estimate_sizes(self, handles: list[ClusterResult]) -> list[int]:
+        """Sizes of results held on the cluster, with one question to the scheduler."""
+        try:
+            return await asyncio.wait_for(nbytes_many(handles), SCHEDULER_TIMEOUT)
+        except Exception:  # no estimate: encode them and see
+            return [0] * len(handles)
+
+    async def estimate_size(self, handle: Any) -> int:
+        """About how many bytes a result (a value or a cluster handle) takes."""
+        if isinstance(handle, ClusterResult):
+            try:
+                return await asyncio.wait_for(handle.nbytes(), SCHEDULER_TIMEOUT)
+            except Exception:  # no estimate: encode it and see
+                return 0
+        if results.small_for_inline(handle):
+            return 0
+        return await self.pools().in_thread(sizeof, handle)
+
+    async def open(
+        self, job_id: str, fmt: str, caller: Any, checksum: bool
+    ) -> results.ResultStream | worker_stream.WorkerStream:
+        """A succeeded job's result, encoded for streaming (see ComputeCore.open_result)."""
+        record, handle = await self._handle(job_id, caller)
+        if fmt == "auto":
+            fmt = record.result_format
+        is_function = record.kind is JobKind.FUNCTION
+        value = handle
+        if isinstance(handle, ClusterResult):
+            # A pickle read from its worker as it is sent (server.worker_stream);
+            # else the value, fetched here whole.
+            stream = await handle.open_stream(fmt, is_function)
+            if stream is not None:
+                if checksum:
+                    await stream.digest()
+                return stream
+            value = await handle.fetch(large=True)
+        return await self.pools().in_thread(
+            results.encode_stream, value, fmt, is_function, checksum
+        )
+
+    # -- freeing -----------------------------------------------------------
+
+    async def release(self, job_id: str, caller: Any) -> tuple[JobRecord, bool]:
+        """Free a finished job's result now (on the cluster too); returns whether there was one."""
+        record = self.get_job(job_id, caller)
+        held = self._held.get(job_id)
+        had = record.result_available
+        if held is not None:
+            had = had or held.result is not _NO_RESULT
+            held.result = _NO_RESULT
+            held.released = True
+        if record.result_available:
+            record = await self.replicas.record_release(job_id)
+        if held is None or held.published:  # (a job of this replica's says whether)
+            await self.replicas.unpublish([job_id])
+        return record, had
+
+    def expire(self, before: float) -> None:
+        """Drop the results of jobs that finished before ``before``."""
+        expired = self.store.expire_results(before)
+        for job_id in expired:
+            held = self._held.get(job_id)
+            if held is not None:
+                held.result = _NO_RESULT
+        if expired:
+            self.background(self.replicas.unpublish(expired))
+
+    def background(self, work: Any) -> None:
+        """Run ``work`` in a task that :meth:`close` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    def forget(self, job_ids: set[str]) -> None:
+        """Drop what is held for expired records."""
+        for job_id in job_ids:
+            self._held.pop(job_id, None)
+
+    async def close(self) -> None:
+        """Stop keeping results with records (what is queued is written by the store)."""
+        tasks = list(self._storing)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,74 @@
+"""The janitor: what expires, expires.
+
+Every round it drops uploaded objects unused for ``object_ttl`` (with
+replicas, those unused through every replica), results older than
+``result_ttl``, and records older than ``job_ttl`` or past ``max_jobs``,
+with what each part holds for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from server.config import Settings
+from server.held_results import HeldResults
+from server.jobs import JobTable
+from server.uploads import Uploads
+
+logger = logging.getLogger(__name__)
+
+#: How often expired results and records are dropped, in seconds.
+JANITOR_INTERVAL = 30.0
+
+
+class Janitor:
+    """See the module docstring.
+
+    Args:
+        settings: The ttls and ``max_jobs``.
+        store: The job records.
+        uploads: The uploaded objects (:class:`server.uploads.Uploads`).
+        held: The held results (:class:`server.held_results.HeldResults`).
+        forget: Called with the ids of records dropped, for the parts that
+            hold something for them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobTable,
+        uploads: Uploads,
+        held: HeldResults,
+        forget: Callable[[set[str]], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.uploads = uploads
+        self.held = held
+        self.forget = forget
+
+    async def run(self) -> None:
+        """Expire, round after round (often enough that an object outlives its
+        last use by about its ttl)."""
+        interval = min(JANITOR_INTERVAL, max(1.0, self.settings.object_ttl / 2))
+        while True:
+            await asyncio.sleep(interval)
+            self.expire(time.time())
+
+    def expire(self, now: float) -> None:
+        """One round, as of ``now`` (seconds since the epoch)."""
+        s = self.settings
+        self.uploads.expire(now)
+        self.held.background(self.uploads.sweep(now))
+        self.held.expire(now - s.result_ttl)
+        old = set(self.store.finished_before(now - s.job_ttl))
+        excess = len(self.store) - s.max_jobs
+        if excess > 0:
+            old.update(self.store.oldest_finished(excess))
+        if old:
+            self.store.delete(old)
+            self.forget(old)
+            logger.info("expired %d finished job records", len(old))

@@ -1,0 +1,93 @@
+"""Jobs left unfinished: after a restart, and those of a replica that stopped.
+
+:class:`Recovery` settles them. A retryable job whose request was kept runs
+again from the start, under the same id, if it passes the one gate
+(:meth:`server.admission.Admission.readmit`) with its owner's *current*
+permissions and the server's *current* policy: a pickled job whose owner
+lost ``code``, or a server restarted with ``--no-pickled-work``, is not
+loaded. Every other orphan ends FAILED with a reason that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from server.admission import Admission
+from server.execution import Executors
+from server.jobs import JobError, JobRecord, JobState, JobTable
+from server.requests import request_from_doc
+from server.runner import Runner
+
+logger = logging.getLogger(__name__)
+
+
+class Recovery:
+    """See the module docstring.
+
+    Args:
+        store: The job records (and the requests kept with retryable ones).
+        admission: The gate re-run jobs pass again.
+        runner: Starts the jobs that may run again.
+        pools: The core's pools.
+    """
+
+    def __init__(
+        self,
+        store: JobTable,
+        admission: Admission,
+        runner: Runner,
+        pools: Callable[[], Executors],
+    ) -> None:
+        self.store = store
+        self.admission = admission
+        self.runner = runner
+        self.pools = pools
+
+    async def after_restart(self) -> None:
+        """Settle the jobs an earlier run of this server left unfinished."""
+        orphans = self.store.unfinished()
+        rerun = await self.settle(orphans, "service restarted", "ServiceRestarted")
+        if orphans:
+            logger.warning(
+                "%d jobs were unfinished when the service last stopped: %d re-run, "
+                "%d marked failed (service restarted)",
+                len(orphans),
+                rerun,
+                len(orphans) - rerun,
+            )
+
+    async def settle(self, orphans: list[JobRecord], why: str, error_type: str) -> int:
+        """Re-run the orphans that may run again (under the same id); fail the others,
+        saying ``why`` (and why a retryable one could not run again).
+
+        Returns:
+            How many were re-run.
+        """
+        executors = self.pools()
+        rerun = 0
+        for record in orphans:
+            doc = self.store.request_of(record.job_id) if record.retryable else None
+            reason = why
+            if doc is not None:
+                try:
+                    admitted = await self.admission.readmit(record.owner, request_from_doc(doc))
+                except Exception as exc:  # e.g. the owner lost 'code', or the function is gone
+                    reason = f"{why}, and the job could not be re-run: {exc}"
+                    logger.warning("job=%s not re-run: %s", record.job_id, exc)
+                else:
+                    record = self.store.update(record.job_id, state=JobState.QUEUED, start_time=None)
+                    if not record.state.finished:
+                        self.admission.reserve(record)
+                        self.admission.recorded(record.job_id)
+                        self.runner.start(executors, record, admitted)
+                        rerun += 1
+                    continue
+            self.store.update(
+                record.job_id,
+                state=JobState.FAILED,
+                finish_time=time.time(),
+                error=JobError(type=error_type, message=reason),
+            )
+        return rerun

@@ -1,0 +1,280 @@
+"""Whether this server is alone with its job store, or one of several replicas sharing it.
+
+One interface, two strategies, chosen once (:func:`for_store`), so that no
+other part asks which mode it runs in:
+
+- :class:`Alone`: the store is this server's own (memory or SQLite). A
+  ``Run``'s record may be written together with its end, results are kept
+  with their records and then let go on the cluster, and jobs left
+  unfinished by an earlier run of the server are settled at start-up.
+- :class:`Shared`: other replicas read and write the same (PostgreSQL)
+  store. Every record is written before its job starts, a job's end is
+  committed before anyone is told (another replica may have cancelled it:
+  the stored record wins), results are published on the cluster as Dask
+  datasets for the other replicas, this replica keeps a lease in the store
+  and adopts the jobs of replicas whose lease ran out, and it notices the
+  cancels other replicas record for its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from server.cluster import SCHEDULER_TIMEOUT, SNAPSHOT_INTERVAL, Cluster
+from server.execution import ClusterResult, Executors
+from server.jobs import JobRecord, JobTable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a job runs before its RUNNING state is written (shorter jobs skip that write).
+RUNNING_WRITE_DELAY = 0.25
+
+#: Called on the event loop with a job's record once its end is stored.
+Ended = Callable[[JobRecord], None]
+
+
+class Alone:
+    """The store is this server's own; see the module docstring."""
+
+    defers_waited_records = True
+    running_write_delay = RUNNING_WRITE_DELAY
+    stores_results_first = False
+    lets_go_when_stored = True
+
+    def __init__(self, store: JobTable, cluster: Cluster, pools: Callable[[], Executors]) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.pools = pools
+
+    async def read(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)``, a read of the job store (on this server's own store: here)."""
+        return read(*args)
+
+    def ending(self, job_id: str) -> bool:
+        """Whether the job's end is being written."""
+        return False
+
+    def record_end(self, job_id: str, now: float, ended: Ended, **changes: Any) -> JobRecord:
+        """Write a job's end (``changes``, at ``now``); ``ended`` is told once it is stored."""
+        record = self.store.update_soon(job_id, finish_time=now, **changes)
+        ended(record)
+        return record
+
+    async def record_release(self, job_id: str) -> JobRecord:
+        """Record that a job's result is gone; returns the record."""
+        record = self.store.update_soon(job_id, result_available=False)
+        self.store.store_result(job_id, None)
+        return record
+
+    async def current(self, record: JobRecord) -> JobRecord:
+        """The record as it stands now (no other writer: as this server has it)."""
+        return record
+
+    async def publish_result(self, job_id: str, result: ClusterResult) -> bool:
+        """Publish a result for other replicas; returns whether it was."""
+        return False
+
+    async def unpublish(self, job_ids: Iterable[str]) -> None:
+        """Drop the published results of ``job_ids``."""
+
+    async def published_result(self, job_id: str) -> ClusterResult | None:
+        """The result another replica published for ``job_id``."""
+        return None
+
+    def background(self, recovery: Any) -> list[asyncio.Task]:
+        """The strategy's own loops, started with the core."""
+        return []
+
+    async def at_start(self, recovery: Any) -> None:
+        """Settle the jobs an earlier run of this server left unfinished."""
+        await recovery.after_restart()
+
+    async def on_look(self, runner: Any) -> None:
+        """After each look at the cluster."""
+
+    async def close(self) -> None:
+        """Leave the store (nothing to do alone)."""
+
+
+class Shared(Alone):
+    """Replicas share the store; see the module docstring.
+
+    Args:
+        lease: Seconds a replica may go unseen before another adopts its jobs.
+    """
+
+    defers_waited_records = False
+    running_write_delay = 0.0
+    stores_results_first = True
+    lets_go_when_stored = False
+
+    def __init__(
+        self, store: JobTable, cluster: Cluster, pools: Callable[[], Executors], lease: float
+    ) -> None:
+        super().__init__(store, cluster, pools)
+        self.lease = lease
+        # Jobs whose end is being written.
+        self._ending: set[str] = set()
+
+    async def read(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)`` in a driver thread: the store is a database across the network."""
+        return await self.pools().in_thread(read, *args)
+
+    def ending(self, job_id: str) -> bool:
+        return job_id in self._ending
+
+    def record_end(self, job_id: str, now: float, ended: Ended, **changes: Any) -> JobRecord:
+        """Write a job's end; ``ended`` is told the stored record once committed.
+
+        Until then the job reads as unfinished here: another replica may have
+        ended it first (a cancel), and the stored record wins.
+        """
+        record, stored = self.store.update_stored(job_id, finish_time=now, **changes)
+        self._ending.add(job_id)
+        loop = asyncio.get_running_loop()
+
+        def written(outcome: concurrent.futures.Future[JobRecord]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._stored, job_id, record, outcome, ended)
+
+        stored.add_done_callback(written)
+        return record
+
+    def _stored(
+        self,
+        job_id: str,
+        record: JobRecord,
+        outcome: concurrent.futures.Future[JobRecord],
+        ended: Ended,
+    ) -> None:
+        self._ending.discard(job_id)
+        error = outcome.exception()
+        if error is not None:
+            logger.error("job=%s its end could not be stored: %s", job_id, error)
+        else:
+            stored = outcome.result()
+            if stored.state is not record.state:
+                logger.info("job=%s was %s by another replica first", job_id, stored.state.value)
+            record = stored
+        ended(record)
+
+    async def record_release(self, job_id: str) -> JobRecord:
+        # Other replicas must see it gone once this answers.
+        self.store.store_result(job_id, None)
+        _, stored = self.store.update_stored(job_id, result_available=False)
+        return await asyncio.wrap_future(stored)
+
+    async def current(self, record: JobRecord) -> JobRecord:
+        """The stored record (another replica may have released its result)."""
+        return await self.read(self.store.refresh, record.job_id)
+
+    async def publish_result(self, job_id: str, result: ClusterResult) -> bool:
+        """Publish a result on the cluster as a Dask dataset, so any replica can fetch it.
+
+        It stays there, held by the scheduler, until released or expired,
+        even if this replica goes away.
+        """
+        try:
+            await asyncio.wait_for(
+                self.cluster.client.publish_dataset(**{dataset_name(job_id): result.published()}),
+                SCHEDULER_TIMEOUT,
+            )
+        except Exception as exc:  # served from here only
+            logger.warning("job=%s result not published for other replicas: %s", job_id, exc)
+            return False
+        return True
+
+    async def unpublish(self, job_ids: Iterable[str]) -> None:
+        """Drop the published results of ``job_ids`` (those never published are skipped)."""
+        client = self.cluster.client
+        if client is None:
+            return
+        try:
+            names = [dataset_name(job_id) for job_id in job_ids]
+            if len(names) > 1:  # (expiry) those published, asked once
+                published = set(await asyncio.wait_for(client.list_datasets(), SCHEDULER_TIMEOUT))
+                names = [name for name in names if name in published]
+            for name in names:  # the scheduler ignores a name it does not hold
+                await client.unpublish_dataset(name)
+        except Exception as exc:  # expiry comes round again
+            logger.warning("could not drop published results: %s", exc)
+
+    async def published_result(self, job_id: str) -> ClusterResult | None:
+        if self.cluster.client is None or not self.cluster.ok:
+            return None
+        try:
+            data = await asyncio.wait_for(
+                self.cluster.client.get_dataset(dataset_name(job_id)), SCHEDULER_TIMEOUT
+            )
+        except Exception:  # no such dataset (released, expired, or never published)
+            return None
+        return ClusterResult.from_published(data)
+
+    async def at_start(self, recovery: Any) -> None:
+        """Nothing: other replicas' running jobs are not orphans. A dead
+        replica's jobs are adopted when its lease runs out (:meth:`keep_lease`)."""
+
+    def background(self, recovery: Any) -> list[asyncio.Task]:
+        return [asyncio.create_task(self.keep_lease(recovery), name="replica-lease")]
+
+    async def keep_lease(self, recovery: Any) -> None:
+        """Renew this replica's lease, and take over dead replicas' jobs."""
+        lease = self.lease
+        while True:
+            try:
+                orphans = await asyncio.to_thread(self.store.adopt_orphans, lease, time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("could not renew this replica's lease in the job store: %s", exc)
+            else:
+                if orphans:
+                    why = f"its replica stopped answering for {lease:g}s"
+                    await recovery.settle(orphans, why, "ReplicaLost")
+                    logger.warning(
+                        "took over %d unfinished jobs of replicas unseen for %gs: %s",
+                        len(orphans),
+                        lease,
+                        ", ".join(r.job_id for r in orphans),
+                    )
+            await asyncio.sleep(min(SNAPSHOT_INTERVAL, lease / 3))
+
+    async def on_look(self, runner: Any) -> None:
+        """Notice jobs of ours that another replica cancelled in the shared store."""
+        mine = runner.running()
+        if not mine:
+            return
+        try:
+            states = await self.read(self.store.states_of, mine)
+        except Exception as exc:
+            logger.warning("could not read the shared job store: %s", exc)
+            return
+        for job_id, state in states.items():
+            if state.finished:
+                record = runner.finish(job_id, state)
+                runtime = runner.runtimes.get(job_id)
+                if runtime is not None:
+                    runtime.stop(record.cancel_reason or f"{state.value} through another replica")
+                logger.info("job %s was %s through another replica", job_id, state.value)
+
+    async def close(self) -> None:
+        try:
+            self.store.leave()  # no replica need wait out this one's lease
+        except Exception as exc:
+            logger.warning("could not leave the shared job store cleanly: %s", exc)
+
+
+def is_shared(store: JobTable) -> bool:
+    """Whether other replicas share ``store`` (the one place that asks)."""
+    return store.durable and not getattr(store, "exclusive", True)
+
+
+def dataset_name(job_id: str) -> str:
+    """The name of a job's result published on the cluster for other replicas."""
+    return f"dask-compute-result-{job_id}"

@@ -1,0 +1,422 @@
+"""Running admitted jobs: record them, start them, hold them to their time limit, end them.
+
+:class:`Runner` owns each job's :class:`JobRuntime` while this server runs it
+(its task, its progress, why it was cancelled) and every change of a job's
+state made here. A job is recorded before it starts, and its end is recorded
+before anyone waiting for it is woken (how each is written is the replicas
+strategy's business, :mod:`server.replicas`). What a job's code raised
+becomes its error by the rule in :mod:`server.job_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from server import job_errors
+from server.admission import Admission, Admitted
+from server.errors import Unavailable
+from server.execution import Executors
+from server.jobs import JobError, JobRecord, JobState, JobTable, new_job_id
+from server.logwriter import log_event
+from server.metrics import Metrics
+from server.progress import Progress
+from server.requests import request_doc
+
+logger = logging.getLogger(__name__)
+
+#: Seconds within which the record of a job whose caller waits (a Run) is stored:
+#: one that ends sooner is stored once, finished, with others.
+WAITED_WRITE_DELAY = 0.25
+
+
+@dataclasses.dataclass
+class JobRuntime:
+    """What the runner holds for a job it runs, besides its record."""
+
+    scheduler: str
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    cancel_reason: str = ""
+    # A Run's job on this server's own store, not started yet: its caller's
+    # task runs it (see Runner.run_in_caller).
+    start: Coroutine[Any, Any, None] | None = None
+    # While a Run's job runs in its caller's task: the reason to cancel it
+    # with when that caller goes away.
+    caller_gone: Callable[[], str] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether its task has not finished yet."""
+        return self.task is not None and not self.task.done()
+
+    def stop(self, reason: str) -> None:
+        """Cancel the job's task, for ``reason`` (not its caller's leaving)."""
+        if self.task is not None:
+            self.cancel_reason = self.cancel_reason or reason
+            self.task.cancel()
+
+
+class Runner:
+    """Records, starts and ends jobs; see the module docstring.
+
+    Args:
+        store: The job records.
+        admission: The gate's counts, updated as jobs are recorded and end.
+        replicas: How records are written and results kept (alone or shared).
+        pools: The pools of the core (raises Unavailable while starting or stopping).
+        metrics: Counted as jobs are submitted and end.
+        on_end: Called with a job's id once its end is recorded (waiters wake).
+        succeeded: Awaited with ``(job id, value)`` as a job's work returns,
+            before it is marked succeeded; returns a callable to run once it is.
+    """
+
+    def __init__(
+        self,
+        store: JobTable,
+        admission: Admission,
+        replicas: Any,
+        pools: Callable[[], Executors],
+        metrics: Metrics,
+        on_end: Callable[[str], None],
+        succeeded: Callable[[str, Any], Awaitable[Callable[[], None] | None]],
+    ) -> None:
+        self.store = store
+        self.admission = admission
+        self.replicas = replicas
+        self.pools = pools
+        self.metrics = metrics
+        self.on_end = on_end
+        self.succeeded = succeeded
+        self.runtimes: dict[str, JobRuntime] = {}
+
+    # -- accepting ---------------------------------------------------------
+
+    async def accept(
+        self,
+        admitted: list[Admitted],
+        abandoned: Callable[[], str] | None = None,
+        waited: bool = False,
+    ) -> list[JobRecord]:
+        """Record admitted jobs (one write for the batch), then start them.
+
+        ``abandoned`` gives the reason to cancel them with when the caller
+        stops waiting before they are recorded (a ``Run`` whose caller left).
+
+        A job is acknowledged only once its record is stored. While it is
+        being written it already counts against the limits and its
+        idempotency key answers a retry, so concurrent callers cannot slip
+        past either. ``waited`` jobs (a ``Run``: the caller is told only of
+        their end) may start before their record is written, where the
+        replicas strategy allows it; their caller runs them (see :meth:`run_in_caller`).
+
+        Raises:
+            Unavailable: The job store could not record them (nothing started).
+        """
+        executors = self.pools()
+        durable = self.store.durable
+        entries = []
+        for job in admitted:
+            request = job.request
+            record = JobRecord(
+                job_id=new_job_id(),
+                state=JobState.QUEUED,
+                scheduler=job.scheduler,
+                kind=request.kind,
+                target=job.target,
+                name=request.name,
+                result_format=request.result_format,
+                submit_time=time.time(),
+                owner=job.caller.name,
+                request_id=request.request_id,
+                retryable=request.retryable,
+            )
+            # A retryable job's request is kept until it ends, to re-run it after a restart.
+            entries.append((record, request_doc(request) if request.retryable and durable else None))
+            self.admission.reserve(record)
+        if waited and self.replicas.defers_waited_records:
+            try:
+                kept = self.store.insert_later(entries, WAITED_WRITE_DELAY)
+            except Exception as exc:
+                raise self._not_recorded(entries, exc) from exc
+            self._launch(executors, kept, admitted, in_caller=True)
+            return kept
+        # Once written, the jobs start whatever happens to the caller meanwhile
+        # (its RPC may be cancelled while the write is under way): a stored
+        # job that never started would stay queued for ever.
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[list[JobRecord]] = loop.create_future()
+
+        def start(written: asyncio.Future[list[JobRecord]]) -> None:
+            error = written.exception()
+            if error is not None:
+                started.set_exception(self._not_recorded(entries, error))
+                return
+            stored = written.result()
+            self._launch(executors, stored, admitted)
+            started.set_result(stored)
+
+        asyncio.wrap_future(self.store.insert_many(entries)).add_done_callback(start)
+        try:
+            return await asyncio.shield(started)
+        except asyncio.CancelledError:
+            if abandoned is not None:
+                # Nobody will wait for these jobs: cancel them once they start.
+                reason = abandoned()
+
+                def cancel(done: asyncio.Future[list[JobRecord]]) -> None:
+                    if not done.cancelled() and done.exception() is None:
+                        for record in done.result():
+                            self.cancel(record.job_id, reason)
+
+                started.add_done_callback(cancel)
+            raise
+
+    def _not_recorded(self, entries: list[tuple[JobRecord, Any]], error: BaseException) -> Unavailable:
+        """Undo the reservations of jobs the store could not record; the error to answer."""
+        for record, _ in entries:
+            self.admission.unreserve(record)
+        return Unavailable(
+            f"the job store could not record the job ({type(error).__name__}: {error}); "
+            "nothing was started: retry"
+        )
+
+    def _launch(
+        self,
+        executors: Executors,
+        records: list[JobRecord],
+        admitted: list[Admitted],
+        in_caller: bool = False,
+    ) -> None:
+        for record, job in zip(records, admitted, strict=True):
+            self.admission.recorded(record.job_id)
+            self.start(executors, record, job, in_caller)
+            self.metrics.job_submitted(record.kind.value, job.scheduler)
+
+    def start(
+        self, executors: Executors, record: JobRecord, job: Admitted, in_caller: bool = False
+    ) -> None:
+        """Start a recorded, reserved job in a task of its own, or, ``in_caller``,
+        leave it for :meth:`run_in_caller`."""
+        runtime = self.runtimes[record.job_id] = JobRuntime(scheduler=job.scheduler)
+        limit = self.admission.time_limit(job.request)
+        work = self._run_job(executors, record.job_id, job, limit)
+        if in_caller:
+            runtime.start = work
+        else:
+            runtime.task = asyncio.create_task(work)
+
+    async def run_in_caller(self, job_id: str, why_cancelled: Callable[[], str]) -> None:
+        """Run a Run's job in its caller's task, or wait for it to end.
+
+        Run in its caller's task rather than a task of its own (one task and
+        two turns of the event loop fewer per call), the task is the job's
+        while it runs: cancelling the job (CancelJob, a time limit, shutdown)
+        cancels the task, the job ends, and the call goes on to answer. The
+        caller's own cancellation (its RPC went away) cancels the job with
+        ``why_cancelled()`` and propagates.
+        """
+        runtime = self.runtimes.get(job_id)
+        if runtime is None:  # an earlier submission with this request_id, since forgotten
+            return
+        job, runtime.start = runtime.start, None
+        if job is None:
+            try:
+                await runtime.done.wait()
+            except asyncio.CancelledError:
+                self.cancel(job_id, why_cancelled())
+                raise
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        runtime.task, runtime.caller_gone = task, why_cancelled
+        try:
+            await job
+        finally:
+            runtime.task = runtime.caller_gone = None
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if runtime.cancel_reason and uncancel is not None and task.cancelling():
+            uncancel()  # the job's cancellation, handled: the call is not cancelled
+
+    # -- running -----------------------------------------------------------
+
+    async def _run_job(
+        self, executors: Executors, job_id: str, job: Admitted, time_limit: float | None
+    ) -> None:
+        # Written only if the job is still running a moment later: a short
+        # job's end is its first write after it was accepted. (Other
+        # replicas, which read the shared store, see it at once.)
+        record = self.store.update_soon(
+            job_id,
+            delay=self.replicas.running_write_delay,
+            state=JobState.RUNNING,
+            start_time=time.time(),
+        )
+        # A job starts as soon as it is accepted: one line says both.
+        log_event(
+            logger,
+            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s",
+            job_id,
+            record.kind.value,
+            job.target,
+            job.scheduler,
+            record.owner,
+        )
+        runtime = self.runtimes[job_id]
+        try:
+            running = job_errors.contain(
+                executors.run(job.work, job.scheduler, task_key(job.target, job_id), runtime.progress)
+            )
+            if time_limit is None:
+                # Awaited in this task: cancelling the task cancels the work.
+                value = await running
+            else:
+                value = await self._within(running, time_limit)
+        except asyncio.CancelledError:
+            reason = runtime.cancel_reason
+            if not reason and runtime.caller_gone is not None:
+                # Run in its caller's task, and that caller went away: the
+                # cancellation is the caller's, and goes on up.
+                self.finish(job_id, JobState.CANCELLED, cancel_reason=runtime.caller_gone())
+                raise
+            self.finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
+            return
+        except _TimedOut as exc:
+            error = JobError(type="TimeoutError", message=str(exc))
+            self.finish(job_id, JobState.FAILED, error=error)
+            return
+        except BaseException as exc:
+            self.finish(job_id, JobState.FAILED, error=job_errors.to_job_error(exc))
+            if not isinstance(exc, Exception):
+                raise  # not ours to stop: the job ends, and it goes on up
+            return
+        if self._ended(job_id):
+            return
+        then = await self.succeeded(job_id, value)
+        if self._ended(job_id):
+            return
+        self.finish(job_id, JobState.SUCCEEDED, result_available=True)
+        if then is not None:
+            then()
+
+    @staticmethod
+    async def _within(running: Awaitable[Any], time_limit: float) -> Any:
+        """``await running``, cancelled past ``time_limit`` seconds (then :class:`_TimedOut`)."""
+        execution = asyncio.ensure_future(running)
+        try:
+            done, _ = await asyncio.wait({execution}, timeout=time_limit)
+        except asyncio.CancelledError:
+            execution.cancel()
+            await asyncio.gather(execution, return_exceptions=True)
+            raise
+        if not done:
+            execution.cancel()
+            await asyncio.gather(execution, return_exceptions=True)
+            raise _TimedOut(
+                f"the job ran past its time limit of {time_limit:g}s and was cancelled"
+            )
+        return execution.result()
+
+    # -- ending ------------------------------------------------------------
+
+    def _ended(self, job_id: str) -> bool:
+        """Whether the job ended already (or its end is being written)."""
+        record = self.store.get(job_id)
+        return record.state.finished or self.replicas.ending(job_id)
+
+    def finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
+        """End a job (unless it ended already); returns its record as changed here.
+
+        Those waiting for it are woken once the replicas strategy has its end
+        stored (:meth:`server.replicas.Alone.record_end`).
+        """
+        if self._ended(job_id):
+            return self.store.get(job_id)
+        now = time.time()
+        record = self.replicas.record_end(
+            job_id, now, lambda stored: self._wake(job_id, stored, now), state=state, **changes
+        )
+        self.admission.finished(record.owner)
+        return record
+
+    def _wake(self, job_id: str, record: JobRecord, now: float) -> None:
+        """Wake those waiting for a job whose end is stored, and count and log its end."""
+        runtime = self.runtimes.get(job_id)
+        if runtime is not None:
+            runtime.done.set()
+        self.on_end(job_id)
+        duration = None if record.start_time is None else now - record.start_time
+        self.metrics.job_finished(record.state.value, record.scheduler, duration)
+        log_event(
+            logger,
+            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s",
+            job_id,
+            record.state.value,
+            record.scheduler,
+            duration or 0.0,
+            f" error={record.error.type}" if record.error else "",
+        )
+
+    def cancel(self, job_id: str, reason: str) -> JobRecord:
+        """Cancel a job this server runs."""
+        runtime = self.runtimes.get(job_id)
+        record = self.finish(job_id, JobState.CANCELLED, cancel_reason=reason)
+        if runtime is not None:
+            runtime.stop(reason)
+        return record
+
+    def running(self) -> list[str]:
+        """The ids of the jobs whose task has not finished."""
+        return [job_id for job_id, rt in self.runtimes.items() if rt.running]
+
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every unfinished job with ``reason``; returns how many."""
+        running = self.running()
+        for job_id in running:
+            self.cancel(job_id, reason)
+        if running:
+            logger.warning("cancelled %d unfinished jobs: %s", len(running), reason)
+        return len(running)
+
+    def fail_on_cluster(self, message: str) -> None:
+        """Fail the jobs running on the cluster (its scheduler was lost)."""
+        for job_id, runtime in list(self.runtimes.items()):
+            if runtime.scheduler == "distributed" and runtime.running:
+                error = JobError(type="SchedulerLost", message=message)
+                self.finish(job_id, JobState.FAILED, error=error)
+                runtime.stop(message)
+
+    def tasks(self) -> list[asyncio.Task]:
+        """Every job task this runner started (finished ones included)."""
+        return [rt.task for rt in self.runtimes.values() if rt.task is not None]
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every running job to finish.
+
+        Returns:
+            Whether no job is left running.
+        """
+        pending = [self.runtimes[job_id].task for job_id in self.running()]
+        if pending:
+            logger.info("waiting up to %gs for %d running jobs", timeout, len(pending))
+            await asyncio.wait(pending, timeout=timeout)  # type: ignore[arg-type]
+        return not self.running()
+
+    def forget(self, job_ids: set[str]) -> None:
+        """Drop the runtimes of expired records."""
+        for job_id in job_ids:
+            self.runtimes.pop(job_id, None)
+
+
+class _TimedOut(Exception):
+    """A job ran past its time limit (the message says which)."""
+
+
+def task_key(target: str, job_id: str) -> str:
+    """The key of a job's task on the cluster (every replica derives the same one)."""
+    return f"{target}-{job_id}"

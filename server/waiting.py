@@ -1,0 +1,168 @@
+"""Waiting for jobs to end, and how far along they are.
+
+:class:`Waiting` owns the waiters: a job this server runs wakes them the
+moment its end is recorded (:meth:`Waiting.wake`); a job another replica
+runs is followed in the shared store by one back-off poller
+(:class:`Backoff`), from 50 ms up to :data:`FOREIGN_POLL_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from server.cluster import SCHEDULER_TIMEOUT, Cluster
+from server.errors import InvalidArgument
+from server.jobs import JobRecord, JobState, JobTable
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause between looks at the shared store while waiting for another replica's job.
+FOREIGN_POLL_INTERVAL = 1.0
+#: Most jobs in one WaitJobs call.
+MAX_WAIT = 10_000
+
+
+class Backoff:
+    """Pauses that double from ``first`` up to ``longest`` seconds, within a deadline."""
+
+    def __init__(self, timeout: float | None, first: float = 0.05) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.deadline = None if timeout is None else self._loop.time() + timeout
+        self._delay = first
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None``: no deadline)."""
+        return None if self.deadline is None else self.deadline - self._loop.time()
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
+
+    def next(self) -> float:
+        """The next pause (never past the deadline)."""
+        pause = self._delay
+        self._delay = min(self._delay * 2, FOREIGN_POLL_INTERVAL)
+        remaining = self.remaining()
+        return pause if remaining is None else max(0.0, min(pause, remaining))
+
+
+class Waiting:
+    """See the module docstring.
+
+    Args:
+        store: The job records.
+        runtimes: The runner's runtimes of the jobs this server runs.
+        get_job: The record of a job, if the caller may see it.
+        cluster: For the progress of jobs on the cluster.
+    """
+
+    def __init__(
+        self,
+        store: JobTable,
+        runtimes: dict[str, Any],
+        get_job: Callable[[str, Any], JobRecord],
+        cluster: Cluster,
+    ) -> None:
+        self.store = store
+        self.runtimes = runtimes
+        self.get_job = get_job
+        self.cluster = cluster
+        # WaitJobs callers: the event each set is woken by, under each job it waits for.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def wake(self, job_id: str) -> None:
+        """Wake the WaitJobs callers waiting for ``job_id`` (its end is recorded)."""
+        for waiter in self._waiters.pop(job_id, ()):
+            waiter.set()
+
+    async def wait_job(
+        self, job_id: str, timeout: float | None, caller: Any
+    ) -> tuple[JobRecord, bool]:
+        """Wait until the job finishes or ``timeout`` seconds pass (see ComputeCore.wait_job)."""
+        record = self.get_job(job_id, caller)
+        if record.state.finished:
+            return record, False
+        runtime = self.runtimes.get(job_id)
+        if runtime is None:
+            return await self._poll(job_id, timeout)
+        try:
+            await asyncio.wait_for(runtime.done.wait(), timeout)
+        except asyncio.TimeoutError:
+            return self.store.get(job_id), True
+        return self.store.get(job_id), False
+
+    async def _poll(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
+        """Wait for a job that another replica runs, by watching the shared store."""
+        backoff = Backoff(timeout)
+        while True:
+            record = self.store.refresh(job_id)
+            if record.state.finished or not self.store.durable:
+                return record, not record.state.finished
+            if backoff.expired():
+                return record, True
+            await asyncio.sleep(backoff.next())
+
+    async def wait_jobs(
+        self, job_ids: list[str], timeout: float | None, caller: Any
+    ) -> tuple[list[JobRecord], bool]:
+        """Wait until at least one of the jobs finishes (see ComputeCore.wait_jobs)."""
+        if not job_ids or len(job_ids) > MAX_WAIT:
+            raise InvalidArgument(f"WaitJobs takes 1 to {MAX_WAIT} job ids, got {len(job_ids)}")
+        if len(set(job_ids)) != len(job_ids):
+            raise InvalidArgument("WaitJobs got the same job id more than once")
+        backoff = Backoff(timeout)
+        records = [self.get_job(job_id, caller) for job_id in job_ids]
+        wake = asyncio.Event()
+        while True:
+            finished = [r for r in records if r.state.finished]
+            if finished:
+                return finished, False
+            remaining = backoff.remaining()
+            if remaining is not None and remaining <= 0:
+                return [], True
+            # Jobs of another replica are followed in the shared store, not woken.
+            foreign = [r.job_id for r in records if r.job_id not in self.runtimes]
+            if foreign and self.store.durable:
+                remaining = backoff.next()
+            for record in records:
+                self._waiters.setdefault(record.job_id, set()).add(wake)
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                for record in records:
+                    waiters = self._waiters.get(record.job_id)
+                    if waiters is not None:
+                        waiters.discard(wake)
+                        if not waiters:
+                            del self._waiters[record.job_id]
+            wake.clear()
+            records = [
+                self.store.refresh(r.job_id)
+                if r.job_id not in self.runtimes
+                else self.store.get(r.job_id)
+                for r in records
+            ]
+
+    async def progress(self, job_id: str, caller: Any) -> tuple[int, int]:
+        """``(tasks done, tasks in all)`` of a job (see ComputeCore.progress)."""
+        record = self.get_job(job_id, caller)
+        runtime = self.runtimes.get(job_id)
+        if runtime is None:
+            return (1, 1) if record.state is JobState.SUCCEEDED else (0, 0)
+        progress = runtime.progress
+        if progress.roots and not record.state.finished and self.cluster.ok:
+            try:
+                await asyncio.wait_for(
+                    progress.refresh_from_scheduler(self.cluster.client), SCHEDULER_TIMEOUT
+                )
+            except Exception as exc:  # progress is advisory: keep the last counts
+                logger.debug("progress of job %s unavailable: %s", job_id, exc)
+        if record.state is JobState.SUCCEEDED and progress.total:
+            return progress.total, progress.total
+        return progress.done, progress.total
