@@ -24,26 +24,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
-import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 from server import objects, results, worker_stream
 from server.admission import Admission, Admitted
 from server.auth import ANONYMOUS, Authenticator, Caller
-from server.cluster import ClusterSnapshot, Cluster, WorkerSnapshot
+from server.cluster import Cluster, ClusterSnapshot, WorkerSnapshot
 from server.config import SCHEDULERS, Settings
 from server.errors import InvalidArgument, JobNotFound, NotFound, Unavailable
 from server.execution import Executors
 from server.held_results import HeldResults
 from server.janitor import Janitor
-from server.jobs import JobKind, JobRecord, JobState, JobTable, MemoryJobTable, new_job_id
+from server.jobs import JobRecord, JobState, JobTable, MemoryJobTable, new_job_id
 from server.metrics import Metrics
 from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
 from server.replicas import Alone, Shared, is_shared
 from server.requests import JobRequest, Preparer
-from server.runner import Runner, task_key
+from server.runner import Runner
 from server.uploads import SharedUploads, Uploads
 from server.waiting import Waiting
 
@@ -399,17 +398,7 @@ class ComputeCore:
         reason = reason or "cancelled by the caller"
         if job_id in self.runner.runtimes:
             return self.runner.cancel(job_id, reason), True
-        # Another replica runs it: record the cancel in the shared store (that
-        # replica sees it at its next look) and stop its task on the cluster now.
-        _, stored = self.jobs.update_stored(
-            job_id, state=JobState.CANCELLED, finish_time=time.time(), cancel_reason=reason
-        )
-        record = await asyncio.wrap_future(stored)
-        if record.state is not JobState.CANCELLED or record.cancel_reason != reason:
-            return record, False  # it finished first
-        if record.scheduler == "distributed" and record.kind is not JobKind.GRAPH:
-            await self.cluster.cancel_task(task_key(record.target, job_id), reason)
-        return record, True
+        return await self.replicas.cancel_elsewhere(record, reason)
 
     def list_jobs(
         self,

@@ -77,7 +77,9 @@ class Recovery:
                     reason = f"{why}, and the job could not be re-run: {exc}"
                     logger.warning("job=%s not re-run: %s", record.job_id, exc)
                 else:
-                    record = self.store.update(record.job_id, state=JobState.QUEUED, start_time=None)
+                    record = self.store.update(
+                        record.job_id, state=JobState.QUEUED, start_time=None
+                    )
                     if not record.state.finished:
                         self.admission.reserve(record)
                         self.admission.recorded(record.job_id)

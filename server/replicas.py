@@ -28,7 +28,8 @@ from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, SNAPSHOT_INTERVAL, Cluster
 from server.execution import ClusterResult, Executors
-from server.jobs import JobRecord, JobTable
+from server.jobs import JobKind, JobRecord, JobState, JobTable
+from server.runner import task_key
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,25 @@ class Alone:
     async def published_result(self, job_id: str) -> ClusterResult | None:
         """The result another replica published for ``job_id``."""
         return None
+
+    async def cancel_elsewhere(self, record: JobRecord, reason: str) -> tuple[JobRecord, bool]:
+        """Cancel an unfinished job this server does not run (another replica does).
+
+        The cancel is recorded in the store (that replica sees it at its next
+        look) and the job's task on the cluster is stopped now.
+
+        Returns:
+            The stored record, and whether this call cancelled it.
+        """
+        _, stored = self.store.update_stored(
+            record.job_id, state=JobState.CANCELLED, finish_time=time.time(), cancel_reason=reason
+        )
+        record = await asyncio.wrap_future(stored)
+        if record.state is not JobState.CANCELLED or record.cancel_reason != reason:
+            return record, False  # it finished first
+        if record.scheduler == "distributed" and record.kind is not JobKind.GRAPH:
+            await self.cluster.cancel_task(task_key(record.target, record.job_id), reason)
+        return record, True
 
     def background(self, recovery: Any) -> list[asyncio.Task]:
         """The strategy's own loops, started with the core."""

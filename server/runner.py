@@ -137,7 +137,8 @@ class Runner:
                 retryable=request.retryable,
             )
             # A retryable job's request is kept until it ends, to re-run it after a restart.
-            entries.append((record, request_doc(request) if request.retryable and durable else None))
+            kept = request_doc(request) if request.retryable and durable else None
+            entries.append((record, kept))
             self.admission.reserve(record)
         if waited and self.replicas.defers_waited_records:
             try:
@@ -177,7 +178,9 @@ class Runner:
                 started.add_done_callback(cancel)
             raise
 
-    def _not_recorded(self, entries: list[tuple[JobRecord, Any]], error: BaseException) -> Unavailable:
+    def _not_recorded(
+        self, entries: list[tuple[JobRecord, Any]], error: BaseException
+    ) -> Unavailable:
         """Undo the reservations of jobs the store could not record; the error to answer."""
         for record, _ in entries:
             self.admission.unreserve(record)
@@ -269,8 +272,9 @@ class Runner:
         )
         runtime = self.runtimes[job_id]
         try:
+            key = task_key(job.target, job_id)
             running = job_errors.contain(
-                executors.run(job.work, job.scheduler, task_key(job.target, job_id), runtime.progress)
+                executors.run(job.work, job.scheduler, key, runtime.progress)
             )
             if time_limit is None:
                 # Awaited in this task: cancelling the task cancels the work.

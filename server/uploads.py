@@ -50,7 +50,10 @@ class Uploads:
         segment_sizes: Sequence[int],
         chunks: AsyncIterator[bytes],
     ) -> tuple[objects.StoredObject, bool]:
-        """Take an upload, check it, load it on the cluster and hold it (see ComputeCore.put_object)."""
+        """Take an upload, check it, load it on the cluster and hold it.
+
+        See :meth:`server.core.ComputeCore.put_object`.
+        """
         self.authorize(caller)
         object_id = objects.check_object_id(f"sha256:{sha256}")
         self.held.check_upload(size)
