@@ -1,8 +1,10 @@
-"""Job records and the job table: plain Python, no gRPC, no Dask.
+"""Job records and the job table's interface: plain Python, no gRPC, no Dask, no SQL.
 
-The :class:`JobTable` interface is all the rest of the server knows of where
-records live, so that durable or shared storage can replace
-:class:`MemoryJobTable` without touching the core or the servicer.
+Owns what a job's record is (:class:`JobRecord`, :class:`NewJob`), the
+:class:`JobTable` interface (all the rest of the server knows of where records
+live, and which of its calls may wait on a database), paging, and
+:class:`MemoryJobTable`, the table of a server without a store. The durable
+table is :class:`server.store.SqlJobTable`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import enum
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.errors import InvalidArgument, JobNotFound
+
+if TYPE_CHECKING:
+    from server.store.registry import ReplicaRegistry
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -109,38 +114,113 @@ def new_job_id() -> str:
     return secrets.token_hex(16)
 
 
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A job to store: its record and, for a retryable job on a durable store,
+    its request (kept until the job ends, to re-run it after a restart)."""
+
+    record: JobRecord
+    request: dict[str, Any] | None = None
+
+
 class JobTable(Protocol):
-    """Where job records live."""
+    """Where job records live, and which calls may wait on the database.
 
-    def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
-        """Store a new record (and, for a retryable job, its request); returns it with ``seq``."""
+    Two kinds of method, so that nothing on the event loop waits on a database:
 
-    def insert_many(
-        self, items: list[tuple[JobRecord, dict[str, Any] | None]]
-    ) -> concurrent.futures.Future[list[JobRecord]]:
-        """Store new records (with their requests); a future of them with ``seq``, once stored."""
+    * Plain methods **never block**: they touch only this process's copies of
+      records and the store's write queue, so they are safe on the event loop.
+      A change they queue is written later, off the caller's thread, batched
+      with others ("group commit"); :meth:`committed` says when.
+    * Coroutines (``async def``) **may wait on the database**. A SQL table runs
+      them in threads of its own, never on the caller's event loop and never
+      in the caller's job pools; a table in memory returns at once.
 
-    def insert_later(
-        self, items: list[tuple[JobRecord, dict[str, Any] | None]], delay: float
-    ) -> list[JobRecord]:
-        """Keep new records at once and store them within ``delay`` seconds (for
-        jobs whose caller waits for their end); returns them as kept."""
+    Attributes:
+        durable: Records (and small results) outlive the process.
+        exclusive: This server alone uses the store (memory, SQLite), so it is
+            the only writer of its records; ``False`` for a store that
+            replicas share (PostgreSQL).
+        registry: The replicas sharing the store (leases, orphans, object
+            uses); ``None`` when the store is exclusive.
+    """
 
-    def get(self, job_id: str) -> JobRecord:
-        """The record of ``job_id``; raises :class:`JobNotFound`."""
+    durable: bool
+    exclusive: bool
+    registry: ReplicaRegistry | None
 
-    def update(self, job_id: str, **changes: Any) -> JobRecord:
-        """Apply ``changes`` to a record, store it at once, and return the new record."""
+    # -- never block ----------------------------------------------------------
+
+    def cached(self, job_id: str) -> JobRecord | None:
+        """This process's copy of a record it accepted, changed or read, else ``None``.
+
+        On a shared store a copy of another replica's job may be behind:
+        :meth:`refresh` reads it again.
+        """
+
+    def insert_many(self, entries: Sequence[NewJob]) -> concurrent.futures.Future[list[JobRecord]]:
+        """Store new records in one transaction; a future of them with their
+        ``seq``, set once committed (or carrying the error)."""
+
+    def insert_later(self, entries: Sequence[NewJob], delay: float) -> list[JobRecord]:
+        """Keep new records here at once and store them within ``delay`` seconds,
+        with a later batch (for jobs whose caller waits for their end).
+
+        A change that finishes a kept record makes it due at once, so a short
+        job's insert and end are one write, committed right away.
+
+        Returns:
+            The records as kept (numbered now on an exclusive store).
+        """
 
     def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
-        """Apply ``changes`` now and store them shortly (after ``delay``, unless superseded)."""
+        """Apply ``changes`` to the copy here now and queue their write (after
+        ``delay`` seconds, unless a later change of the job supersedes it).
+
+        Raises:
+            JobNotFound: This process holds no copy of the record.
+        """
 
     def update_stored(
         self, job_id: str, **changes: Any
     ) -> tuple[JobRecord, concurrent.futures.Future[JobRecord]]:
-        """Apply ``changes`` now; the new record, and a future of it as stored, once stored."""
+        """Queue ``changes`` for the next transaction; the copy here changes once stored.
 
-    def list(
+        A change of state applies only to an unfinished job: if another
+        replica ended it first, the stored record wins.
+
+        Returns:
+            The record as changed, and a future of the record as stored.
+
+        Raises:
+            JobNotFound: This process holds no copy of the record.
+        """
+
+    def committed(self, job_id: str) -> concurrent.futures.Future[None]:
+        """A future set once every write queued so far for ``job_id`` (an insert
+        kept for later included) is committed: already done when none is
+        queued. It carries the exception of a write that failed."""
+
+    def store_result(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
+    ) -> None:
+        """Queue keeping (or, with ``None``, dropping) a small pickled result
+        with the record; ``stored`` is called (on the store's thread) once kept."""
+
+    # -- may wait on the database ------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The copy here, else the stored record; raises :class:`JobNotFound`."""
+
+    async def refresh(self, job_id: str) -> JobRecord:
+        """The stored record, read again (a record with a write still queued
+        here is this process's copy); raises :class:`JobNotFound`."""
+
+    async def update(self, job_id: str, **changes: Any) -> JobRecord:
+        """Apply ``changes`` and write them now; the record as stored (a change
+        of state loses to a job already ended elsewhere)."""
+
+    async def list(
         self,
         states: Collection[JobState] = (),
         page_size: int = 0,
@@ -150,62 +230,46 @@ class JobTable(Protocol):
         """A page of records, newest first, and the token of the next page ("" at the end).
 
         ``owner`` keeps only that caller's jobs; ``None`` keeps everyone's.
+
+        Raises:
+            InvalidArgument: A bad page size or token.
         """
 
-    def delete(self, job_ids: Iterable[str]) -> None:
-        """Forget records."""
-
-    def finished_before(self, when: float) -> list[str]:
-        """Ids of finished jobs whose finish time is before ``when``."""
-
-    def oldest_finished(self, count: int) -> list[str]:
-        """Ids of the ``count`` oldest finished jobs."""
-
-    def unfinished(self) -> list[JobRecord]:
-        """Records still queued or running (after a restart: jobs it interrupted)."""
-
-    def find_request(self, owner: str, request_id: str) -> JobRecord | None:
-        """The job ``owner`` submitted with idempotency key ``request_id``, if any."""
-
-    def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
-        """:meth:`find_request` for many keys at once: the jobs found, by key."""
-
-    def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
+    async def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
         """The stored states of ``job_ids``, as other replicas may have set them."""
 
-    def refresh(self, job_id: str) -> JobRecord:
-        """The stored record, read again."""
+    async def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
+        """The jobs ``owner`` submitted with the idempotency keys ``request_ids``, by key."""
 
-    def expire_results(self, before: float) -> list[str]:
-        """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
+    async def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        """:meth:`find_requests` for one key."""
 
-    def request_of(self, job_id: str) -> dict[str, Any] | None:
+    async def unfinished(self) -> list[JobRecord]:
+        """Records still queued or running (after a restart: jobs it interrupted)."""
+
+    async def request_of(self, job_id: str) -> dict[str, Any] | None:
         """The stored request of an unfinished retryable job."""
 
-    def store_result(
-        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
-    ) -> None:
-        """Keep (or drop, with ``None``) a small pickled result; call ``stored`` once kept."""
-
-    def stored_result(self, job_id: str) -> bytes | None:
+    async def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""
 
-    def forget(self, job_id: str) -> None:
-        """Drop any in-memory copy of a finished record."""
+    async def expire_results(self, before: float) -> list[str]:
+        """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
-    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
-        """Record that uploaded objects (owner, object id) were used at ``now``."""
+    async def finished_before(self, when: float) -> list[str]:
+        """Ids of finished jobs whose finish time is before ``when``."""
 
-    def forget_object(self, owner: str, object_id: str) -> None:
-        """Drop the record of a deleted object's uses."""
+    async def oldest_finished(self, count: int) -> list[str]:
+        """Ids of the ``count`` oldest finished jobs."""
 
-    def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
-        """Remove and return the objects last used before ``before``."""
+    async def delete(self, job_ids: Iterable[str]) -> None:
+        """Forget records."""
 
-    def close(self) -> None:
-        """Release resources."""
+    async def count(self) -> int:
+        """How many records the table holds."""
 
-    def __len__(self) -> int: ...
+    async def close(self) -> None:
+        """Write what is queued, then release the store."""
 
 
 def page_bounds(page_size: int, page_token: str) -> tuple[int, int | None]:
@@ -239,19 +303,23 @@ def make_page_token(seq: int) -> str:
 class MemoryJobTable:
     """A job table in the server's memory (lost on restart).
 
-    Thread-safe, so executor threads may read it; every method is O(1) except
-    listing and expiry, which scan.
+    Thread-safe, so executor threads may read it. Nothing here waits: its
+    coroutines return at once, and every write is "committed" when made.
+    Every method is O(1) except listing and expiry, which scan.
     """
+
+    durable = False
+    exclusive = True
+    registry = None
 
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
         self._seq = 0
 
-    durable = False
-
-    def insert(self, record: JobRecord, request: dict[str, Any] | None = None) -> JobRecord:
+    def _insert(self, entry: NewJob) -> JobRecord:
         with self._lock:
+            record = entry.record
             if record.job_id in self._records:
                 raise ValueError(f"job {record.job_id} exists")
             self._seq += 1
@@ -259,45 +327,67 @@ class MemoryJobTable:
             self._records[record.job_id] = record
             return record
 
-    def insert_many(
-        self, items: list[tuple[JobRecord, dict[str, Any] | None]]
-    ) -> concurrent.futures.Future[list[JobRecord]]:
-        future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
-        try:
-            future.set_result([self.insert(record, request) for record, request in items])
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-    def insert_later(
-        self, items: list[tuple[JobRecord, dict[str, Any] | None]], delay: float
-    ) -> list[JobRecord]:
-        return [self.insert(record, request) for record, request in items]
-
-    def get(self, job_id: str) -> JobRecord:
+    def _get(self, job_id: str) -> JobRecord:
         try:
             return self._records[job_id]
         except KeyError:
             raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)") from None
 
-    def update(self, job_id: str, **changes: Any) -> JobRecord:
+    def _change(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
         with self._lock:
-            record = self.get(job_id).replace(**changes)
+            record = self._get(job_id).replace(**changes)
             self._records[job_id] = record
             return record
 
+    # -- never block ----------------------------------------------------------
+
+    def cached(self, job_id: str) -> JobRecord | None:
+        return self._records.get(job_id)
+
+    def insert_many(self, entries: Sequence[NewJob]) -> concurrent.futures.Future[list[JobRecord]]:
+        future: concurrent.futures.Future[list[JobRecord]] = concurrent.futures.Future()
+        try:
+            future.set_result([self._insert(entry) for entry in entries])
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def insert_later(self, entries: Sequence[NewJob], delay: float) -> list[JobRecord]:
+        return [self._insert(entry) for entry in entries]
+
     def update_soon(self, job_id: str, *, delay: float = 0.0, **changes: Any) -> JobRecord:
-        return self.update(job_id, **changes)
+        return self._change(job_id, changes)
 
     def update_stored(
         self, job_id: str, **changes: Any
     ) -> tuple[JobRecord, concurrent.futures.Future[JobRecord]]:
-        record = self.update(job_id, **changes)
+        record = self._change(job_id, changes)
         stored: concurrent.futures.Future[JobRecord] = concurrent.futures.Future()
         stored.set_result(record)
         return record, stored
 
-    def list(
+    def committed(self, job_id: str) -> concurrent.futures.Future[None]:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        done.set_result(None)
+        return done
+
+    def store_result(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
+    ) -> None:
+        pass  # nothing outlives the process: the result stays on the cluster
+
+    # -- "may wait": nothing does here ------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        return self._get(job_id)
+
+    async def refresh(self, job_id: str) -> JobRecord:
+        return self._get(job_id)
+
+    async def update(self, job_id: str, **changes: Any) -> JobRecord:
+        return self._change(job_id, changes)
+
+    async def list(
         self,
         states: Collection[JobState] = (),
         page_size: int = 0,
@@ -321,12 +411,42 @@ class MemoryJobTable:
             page.append(record)
         return page, ""
 
-    def delete(self, job_ids: Iterable[str]) -> None:
-        with self._lock:
-            for job_id in job_ids:
-                self._records.pop(job_id, None)
+    async def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
+        records = self._records
+        return {i: records[i].state for i in job_ids if i in records}
 
-    def finished_before(self, when: float) -> list[str]:
+    async def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
+        wanted = set(request_ids)
+        found: dict[str, JobRecord] = {}
+        with self._lock:
+            for record in self._records.values():
+                if record.request_id in wanted and record.owner == owner:
+                    found.setdefault(record.request_id, record)
+        return found
+
+    async def find_request(self, owner: str, request_id: str) -> JobRecord | None:
+        return (await self.find_requests(owner, [request_id])).get(request_id)
+
+    # Nothing outlives the process: no orphans, requests or stored results.
+    async def unfinished(self) -> list[JobRecord]:
+        return []
+
+    async def request_of(self, job_id: str) -> dict[str, Any] | None:
+        return None
+
+    async def stored_result(self, job_id: str) -> bytes | None:
+        return None
+
+    async def expire_results(self, before: float) -> list[str]:
+        expired = []
+        with self._lock:
+            for record in self._records.values():
+                if record.result_available and (record.finish_time or before) < before:
+                    self._records[record.job_id] = record.replace(result_available=False)
+                    expired.append(record.job_id)
+        return expired
+
+    async def finished_before(self, when: float) -> list[str]:
         with self._lock:
             return [
                 r.job_id
@@ -334,8 +454,7 @@ class MemoryJobTable:
                 if r.state.finished and r.finish_time is not None and r.finish_time < when
             ]
 
-    def oldest_finished(self, count: int) -> list[str]:
-        """Ids of the ``count`` oldest finished jobs."""
+    async def oldest_finished(self, count: int) -> list[str]:
         with self._lock:
             out = []
             for r in self._records.values():
@@ -345,63 +464,13 @@ class MemoryJobTable:
                     out.append(r.job_id)
             return out
 
-    def expire_results(self, before: float) -> list[str]:
-        expired = []
+    async def delete(self, job_ids: Iterable[str]) -> None:
         with self._lock:
-            for record in self._records.values():
-                if record.result_available and (record.finish_time or before) < before:
-                    self._records[record.job_id] = record.replace(result_available=False)
-                    expired.append(record.job_id)
-        return expired
+            for job_id in job_ids:
+                self._records.pop(job_id, None)
 
-    def find_request(self, owner: str, request_id: str) -> JobRecord | None:
-        return self.find_requests(owner, [request_id]).get(request_id)
-
-    def find_requests(self, owner: str, request_ids: Iterable[str]) -> dict[str, JobRecord]:
-        wanted = set(request_ids)
-        found: dict[str, JobRecord] = {}
-        with self._lock:
-            for record in self._records.values():
-                if record.request_id in wanted and record.owner == owner:
-                    found.setdefault(record.request_id, record)
-        return found
-
-    def states_of(self, job_ids: Collection[str]) -> dict[str, JobState]:
-        return {i: self._records[i].state for i in job_ids if i in self._records}
-
-    def refresh(self, job_id: str) -> JobRecord:
-        return self.get(job_id)
-
-    # Nothing outlives the process: no orphans, requests or stored results.
-    def unfinished(self) -> list[JobRecord]:
-        return []
-
-    def request_of(self, job_id: str) -> dict[str, Any] | None:
-        return None
-
-    def store_result(
-        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None = None
-    ) -> None:
-        pass
-
-    def stored_result(self, job_id: str) -> bytes | None:
-        return None
-
-    def forget(self, job_id: str) -> None:
-        pass
-
-    # Objects' uses matter to replicas sharing a store; memory is one server's.
-    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
-        pass
-
-    def forget_object(self, owner: str, object_id: str) -> None:
-        pass
-
-    def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-    def __len__(self) -> int:
+    async def count(self) -> int:
         return len(self._records)
+
+    async def close(self) -> None:
+        pass
