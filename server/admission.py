@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from server import results
 from server.auth import Caller
@@ -59,7 +58,6 @@ class Admission:
         outage_message: What to say when it does not.
         callers: The caller named ``owner`` with its current permissions, or
             ``None`` if the server no longer knows it.
-        read: Awaits a read of ``store`` without blocking the event loop.
     """
 
     def __init__(
@@ -70,7 +68,6 @@ class Admission:
         cluster_ok: Callable[[], bool],
         outage_message: Callable[[], str],
         callers: Callable[[str], Caller | None],
-        read: Callable[..., Awaitable[Any]],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -78,7 +75,6 @@ class Admission:
         self.cluster_ok = cluster_ok
         self.outage_message = outage_message
         self.callers = callers
-        self.read = read
         #: Unfinished jobs, in all and by owner, for the limits.
         self.pending = 0
         self.pending_by_owner: dict[str, int] = {}
@@ -133,7 +129,7 @@ class Admission:
             if r.request_id and (caller.name, r.request_id) not in self._by_request_id
         ]
         if unknown and self.store.durable:
-            stored = await self.read(self.store.find_requests, caller.name, unknown)
+            stored = await self.store.find_requests(caller.name, unknown)
         admitted: list[Admitted | JobRecord] = []
         for index, request in enumerate(requests):
             try:
@@ -241,12 +237,12 @@ class Admission:
             # from other replicas); memory has nothing the map lacks.
             if not self.store.durable or not ask_store:
                 return None
-            return await self.read(self.store.find_request, caller.name, request.request_id)
+            return await self.store.find_request(caller.name, request.request_id)
         writing = self._inserting.get(job_id)
         if writing is not None:
             return writing  # its first submission is being written now
         try:
-            return self.store.get(job_id)
+            return await self.store.get(job_id)
         except JobNotFound:  # expired: the key is free again
             self._by_request_id.pop((caller.name, request.request_id), None)
             return None

@@ -98,7 +98,6 @@ class ComputeCore:
             cluster_ok=lambda: self.cluster.ok,
             outage_message=self.cluster.outage_message,
             callers=callers or _policy_callers(s),
-            read=self.replicas.read,
         )
         #: Counters and gauges; the server exposes them on --metrics-port.
         self.metrics = Metrics(pending=lambda: self.admission.pending, cluster=self.cluster.totals)
@@ -200,7 +199,7 @@ class ComputeCore:
         await asyncio.gather(*self.runner.tasks(), *self._background, return_exceptions=True)
         await self.held.close()
         await self.replicas.close()
-        self.jobs.close()  # writes what is still queued
+        await self.jobs.close()  # writes what is still queued
         await self.cluster.close()
         if self._executors is not None:
             self._executors.close()
@@ -338,15 +337,16 @@ class ComputeCore:
         if release and record.job_id in self.runner.runtimes:
             self.held.answer_once(record.job_id)
         await self.runner.run_in_caller(record.job_id, why_cancelled)
-        return self.jobs.get(record.job_id)
+        return await self.get_job(record.job_id, caller)
 
-    def get_job(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
-        """The record of ``job_id``, if ``caller`` may see it.
+    async def get_job(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
+        """The record of ``job_id``, as stored, if ``caller`` may see it.
 
         Raises:
             JobNotFound: No such job, or another caller's (ids cannot be probed).
         """
-        record = self.jobs.get(_check_job_id(job_id))
+        record = self.jobs.cached(_check_job_id(job_id)) or await self.jobs.get(job_id)
+        record = self.replicas.as_stored(record)
         if not caller.is_admin and record.owner != caller.name:
             raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
         return record
@@ -392,15 +392,16 @@ class ComputeCore:
         Returns:
             The record after the cancel, and whether this call cancelled it.
         """
-        record = self.get_job(job_id, caller)
+        record = await self.get_job(job_id, caller)
         if record.state.finished:
             return record, False
         reason = reason or "cancelled by the caller"
         if job_id in self.runner.runtimes:
-            return self.runner.cancel(job_id, reason), True
+            did = await self.runner.cancel_and_wait(job_id, reason)
+            return await self.get_job(job_id, caller), did
         return await self.replicas.cancel_elsewhere(record, reason)
 
-    def list_jobs(
+    async def list_jobs(
         self,
         states: Collection[JobState] = (),
         page_size: int = 0,
@@ -409,7 +410,7 @@ class ComputeCore:
     ) -> tuple[list[JobRecord], str]:
         """A page of the job records ``caller`` may see, newest first, and the next page's token."""
         owner = None if caller.is_admin else caller.name
-        return self.jobs.list(states, page_size, page_token, owner=owner)
+        return await self.jobs.list(states, page_size, page_token, owner=owner)
 
     # -- results -----------------------------------------------------------
 
@@ -495,9 +496,9 @@ class ComputeCore:
         """Free an object; returns whether it was held (with replicas: by any of them)."""
         return await self.uploads.delete(object_id, caller)
 
-    def expire(self, now: float) -> None:
+    async def expire(self, now: float) -> None:
         """Drop what has expired as of ``now`` (see :class:`server.janitor.Janitor`)."""
-        self.janitor.expire(now)
+        await self.janitor.expire(now)
 
 
 def _policy_callers(settings: Settings) -> Callable[[str], Caller | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dask.sizeof import sizeof
@@ -69,7 +69,7 @@ class HeldResults:
         store: JobTable,
         replicas: Any,
         pools: Callable[[], Executors],
-        get_job: Callable[[str, Any], JobRecord],
+        get_job: Callable[[str, Any], Awaitable[JobRecord]],
         stored_result_bytes: int,
         inline_result_bytes: int,
         result_ttl: float,
@@ -256,7 +256,7 @@ class HeldResults:
 
     async def _handle(self, job_id: str, caller: Any) -> tuple[JobRecord, Any]:
         """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job."""
-        record = self.get_job(job_id, caller)
+        record = await self.get_job(job_id, caller)
         if record.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
                 f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
@@ -270,7 +270,7 @@ class HeldResults:
                 held.result, held.released, handle = _NO_RESULT, True, _NO_RESULT
         if handle is _NO_RESULT and record.result_available:
             # From before a restart, or another replica's.
-            blob = await self.pools().in_thread(self.store.stored_result, job_id)
+            blob = await self.store.stored_result(job_id)
             if blob is not None:
                 handle = await self.pools().in_thread(_pickle.load_payload, blob, "stored result")
             else:  # another replica's result, too large to store, published on the cluster
@@ -330,7 +330,7 @@ class HeldResults:
 
     async def release(self, job_id: str, caller: Any) -> tuple[JobRecord, bool]:
         """Free a finished job's result now (on the cluster too); returns whether there was one."""
-        record = self.get_job(job_id, caller)
+        record = await self.get_job(job_id, caller)
         held = self._held.get(job_id)
         had = record.result_available
         if held is not None:
@@ -343,9 +343,9 @@ class HeldResults:
             await self.replicas.unpublish([job_id])
         return record, had
 
-    def expire(self, before: float) -> None:
+    async def expire(self, before: float) -> None:
         """Drop the results of jobs that finished before ``before``."""
-        expired = self.store.expire_results(before)
+        expired = await self.store.expire_results(before)
         for job_id in expired:
             held = self._held.get(job_id)
             if held is not None:

@@ -56,19 +56,19 @@ class Janitor:
         interval = min(JANITOR_INTERVAL, max(1.0, self.settings.object_ttl / 2))
         while True:
             await asyncio.sleep(interval)
-            self.expire(time.time())
+            await self.expire(time.time())
 
-    def expire(self, now: float) -> None:
+    async def expire(self, now: float) -> None:
         """One round, as of ``now`` (seconds since the epoch)."""
         s = self.settings
         self.uploads.expire(now)
         self.held.background(self.uploads.sweep(now))
-        self.held.expire(now - s.result_ttl)
-        old = set(self.store.finished_before(now - s.job_ttl))
-        excess = len(self.store) - s.max_jobs
+        await self.held.expire(now - s.result_ttl)
+        old = set(await self.store.finished_before(now - s.job_ttl))
+        excess = await self.store.count() - s.max_jobs
         if excess > 0:
-            old.update(self.store.oldest_finished(excess))
+            old.update(await self.store.oldest_finished(excess))
         if old:
-            self.store.delete(old)
+            await self.store.delete(old)
             self.forget(old)
             logger.info("expired %d finished job records", len(old))

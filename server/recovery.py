@@ -47,7 +47,7 @@ class Recovery:
 
     async def after_restart(self) -> None:
         """Settle the jobs an earlier run of this server left unfinished."""
-        orphans = self.store.unfinished()
+        orphans = await self.store.unfinished()
         rerun = await self.settle(orphans, "service restarted", "ServiceRestarted")
         if orphans:
             logger.warning(
@@ -68,7 +68,7 @@ class Recovery:
         executors = self.pools()
         rerun = 0
         for record in orphans:
-            doc = self.store.request_of(record.job_id) if record.retryable else None
+            doc = await self.store.request_of(record.job_id) if record.retryable else None
             reason = why
             if doc is not None:
                 try:
@@ -77,7 +77,7 @@ class Recovery:
                     reason = f"{why}, and the job could not be re-run: {exc}"
                     logger.warning("job=%s not re-run: %s", record.job_id, exc)
                 else:
-                    record = self.store.update(
+                    record = await self.store.update(
                         record.job_id, state=JobState.QUEUED, start_time=None
                     )
                     if not record.state.finished:
@@ -86,7 +86,7 @@ class Recovery:
                         self.runner.start(executors, record, admitted)
                         rerun += 1
                     continue
-            self.store.update(
+            await self.store.update(
                 record.job_id,
                 state=JobState.FAILED,
                 finish_time=time.time(),

@@ -52,20 +52,56 @@ class Alone:
         self.store = store
         self.cluster = cluster
         self.pools = pools
-
-    async def read(self, read: Callable[..., Any], *args: Any) -> Any:
-        """``read(*args)``, a read of the job store (on this server's own store: here)."""
-        return read(*args)
+        # Jobs whose end is being written: their records as stored until it is.
+        self._ending: dict[str, JobRecord] = {}
 
     def ending(self, job_id: str) -> bool:
         """Whether the job's end is being written."""
-        return False
+        return job_id in self._ending
+
+    def as_stored(self, record: JobRecord) -> JobRecord:
+        """``record`` as the store holds it: while its end is being written, as it was.
+
+        Nobody is told of an end the store may not hold yet.
+        """
+        return self._ending.get(record.job_id, record)
 
     def record_end(self, job_id: str, now: float, ended: Ended, **changes: Any) -> JobRecord:
-        """Write a job's end (``changes``, at ``now``); ``ended`` is told once it is stored."""
+        """Write a job's end (``changes``, at ``now``); ``ended`` is told once it is committed.
+
+        The end rides on the store's next batch (with the job's insert, if that
+        was kept for later): group commit, so a burst of ends costs one
+        transaction, and nobody waits on the database on the event loop.
+        """
+        before = self.store.cached(job_id)
         record = self.store.update_soon(job_id, finish_time=now, **changes)
-        ended(record)
+        committed = self.store.committed(job_id)
+        if committed.done() and committed.exception() is None:  # (in memory: at once)
+            ended(record)
+            return record
+        if before is not None:
+            self._ending[job_id] = before
+        loop = asyncio.get_running_loop()
+
+        def written(outcome: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._committed, job_id, record, outcome, ended)
+
+        committed.add_done_callback(written)
         return record
+
+    def _committed(
+        self,
+        job_id: str,
+        record: JobRecord,
+        outcome: concurrent.futures.Future[None],
+        ended: Ended,
+    ) -> None:
+        self._ending.pop(job_id, None)
+        error = outcome.exception()
+        if error is not None:
+            logger.error("job=%s its end could not be stored: %s", job_id, error)
+        ended(record)
 
     async def record_release(self, job_id: str) -> JobRecord:
         """Record that a job's result is gone; returns the record."""
@@ -138,16 +174,9 @@ class Shared(Alone):
         self, store: JobTable, cluster: Cluster, pools: Callable[[], Executors], lease: float
     ) -> None:
         super().__init__(store, cluster, pools)
+        assert store.registry is not None, "a shared store has a replica registry"
+        self.registry = store.registry
         self.lease = lease
-        # Jobs whose end is being written.
-        self._ending: set[str] = set()
-
-    async def read(self, read: Callable[..., Any], *args: Any) -> Any:
-        """``read(*args)`` in a driver thread: the store is a database across the network."""
-        return await self.pools().in_thread(read, *args)
-
-    def ending(self, job_id: str) -> bool:
-        return job_id in self._ending
 
     def record_end(self, job_id: str, now: float, ended: Ended, **changes: Any) -> JobRecord:
         """Write a job's end; ``ended`` is told the stored record once committed.
@@ -156,7 +185,8 @@ class Shared(Alone):
         ended it first (a cancel), and the stored record wins.
         """
         record, stored = self.store.update_stored(job_id, finish_time=now, **changes)
-        self._ending.add(job_id)
+        # (update_stored leaves the copy here as it was until the write is committed.)
+        self._ending[job_id] = record
         loop = asyncio.get_running_loop()
 
         def written(outcome: concurrent.futures.Future[JobRecord]) -> None:
@@ -166,6 +196,9 @@ class Shared(Alone):
         stored.add_done_callback(written)
         return record
 
+    def as_stored(self, record: JobRecord) -> JobRecord:
+        return record  # (the copy here changes only once the write is committed)
+
     def _stored(
         self,
         job_id: str,
@@ -173,7 +206,7 @@ class Shared(Alone):
         outcome: concurrent.futures.Future[JobRecord],
         ended: Ended,
     ) -> None:
-        self._ending.discard(job_id)
+        self._ending.pop(job_id, None)
         error = outcome.exception()
         if error is not None:
             logger.error("job=%s its end could not be stored: %s", job_id, error)
@@ -192,7 +225,7 @@ class Shared(Alone):
 
     async def current(self, record: JobRecord) -> JobRecord:
         """The stored record (another replica may have released its result)."""
-        return await self.read(self.store.refresh, record.job_id)
+        return await self.store.refresh(record.job_id)
 
     async def publish_result(self, job_id: str, result: ClusterResult) -> bool:
         """Publish a result on the cluster as a Dask dataset, so any replica can fetch it.
@@ -248,7 +281,7 @@ class Shared(Alone):
         lease = self.lease
         while True:
             try:
-                orphans = await asyncio.to_thread(self.store.adopt_orphans, lease, time.time())
+                orphans = await self.registry.adopt_orphans(lease, time.time())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -271,7 +304,7 @@ class Shared(Alone):
         if not mine:
             return
         try:
-            states = await self.read(self.store.states_of, mine)
+            states = await self.store.states_of(mine)
         except Exception as exc:
             logger.warning("could not read the shared job store: %s", exc)
             return
@@ -285,14 +318,14 @@ class Shared(Alone):
 
     async def close(self) -> None:
         try:
-            self.store.leave()  # no replica need wait out this one's lease
+            await self.registry.leave()  # no replica need wait out this one's lease
         except Exception as exc:
             logger.warning("could not leave the shared job store cleanly: %s", exc)
 
 
 def is_shared(store: JobTable) -> bool:
     """Whether other replicas share ``store`` (the one place that asks)."""
-    return store.durable and not getattr(store, "exclusive", True)
+    return not store.exclusive
 
 
 def dataset_name(job_id: str) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 
 from server import job_errors
 from server.admission import Admission, Admitted
-from server.errors import Unavailable
+from server.errors import JobNotFound, Unavailable
 from server.execution import Executors
-from server.jobs import JobError, JobRecord, JobState, JobTable, new_job_id
+from server.jobs import JobError, JobRecord, JobState, JobTable, NewJob, new_job_id
 from server.logwriter import log_event
 from server.metrics import Metrics
 from server.progress import Progress
@@ -138,7 +138,7 @@ class Runner:
             )
             # A retryable job's request is kept until it ends, to re-run it after a restart.
             kept = request_doc(request) if request.retryable and durable else None
-            entries.append((record, kept))
+            entries.append(NewJob(record, kept))
             self.admission.reserve(record)
         if waited and self.replicas.defers_waited_records:
             try:
@@ -179,11 +179,11 @@ class Runner:
             raise
 
     def _not_recorded(
-        self, entries: list[tuple[JobRecord, Any]], error: BaseException
+        self, entries: list[NewJob], error: BaseException
     ) -> Unavailable:
         """Undo the reservations of jobs the store could not record; the error to answer."""
-        for record, _ in entries:
-            self.admission.unreserve(record)
+        for entry in entries:
+            self.admission.unreserve(entry.record)
         return Unavailable(
             f"the job store could not record the job ({type(error).__name__}: {error}); "
             "nothing was started: retry"
@@ -245,6 +245,8 @@ class Runner:
         uncancel = getattr(task, "uncancel", None)  # Python 3.11+
         if runtime.cancel_reason and uncancel is not None and task.cancelling():
             uncancel()  # the job's cancellation, handled: the call is not cancelled
+        # Its caller is told of its end only once the end is stored.
+        await runtime.done.wait()
 
     # -- running -----------------------------------------------------------
 
@@ -328,10 +330,16 @@ class Runner:
 
     # -- ending ------------------------------------------------------------
 
+    def record(self, job_id: str) -> JobRecord:
+        """The record of a job this server accepted or re-ran (never waits on the store)."""
+        record = self.store.cached(job_id)
+        if record is None:
+            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+        return record
+
     def _ended(self, job_id: str) -> bool:
         """Whether the job ended already (or its end is being written)."""
-        record = self.store.get(job_id)
-        return record.state.finished or self.replicas.ending(job_id)
+        return self.record(job_id).state.finished or self.replicas.ending(job_id)
 
     def finish(self, job_id: str, state: JobState, **changes: Any) -> JobRecord:
         """End a job (unless it ended already); returns its record as changed here.
@@ -340,7 +348,7 @@ class Runner:
         stored (:meth:`server.replicas.Alone.record_end`).
         """
         if self._ended(job_id):
-            return self.store.get(job_id)
+            return self.record(job_id)
         now = time.time()
         record = self.replicas.record_end(
             job_id, now, lambda stored: self._wake(job_id, stored, now), state=state, **changes
@@ -373,6 +381,19 @@ class Runner:
         if runtime is not None:
             runtime.stop(reason)
         return record
+
+    async def cancel_and_wait(self, job_id: str, reason: str) -> bool:
+        """Cancel a job this server runs, and wait until its end is stored.
+
+        Returns:
+            Whether this call ended it (``False``: it had ended already).
+        """
+        runtime = self.runtimes[job_id]
+        ended = self._ended(job_id)
+        if not ended:
+            self.cancel(job_id, reason)
+        await runtime.done.wait()
+        return not ended
 
     def running(self) -> list[str]:
         """The ids of the jobs whose task has not finished."""

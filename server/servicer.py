@@ -211,7 +211,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     @_translate_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:
         return pb.GetJobResponse(
-            job=convert.job(self.core.get_job(request.job_id, current_caller()))
+            job=convert.job(await self.core.get_job(request.job_id, current_caller()))
         )
 
     @_translate_errors
@@ -265,7 +265,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     @_translate_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> Any:
-        records, token = self.core.list_jobs(
+        records, token = await self.core.list_jobs(
             convert.states(request.states), request.page_size, request.page_token, current_caller()
         )
         return pb.ListJobsResponse(jobs=[convert.job(r) for r in records], next_page_token=token)
@@ -348,7 +348,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         last = None
         while True:
             done, total = await self.core.progress(request.job_id, caller)
-            record = self.core.get_job(request.job_id, caller)
+            record = await self.core.get_job(request.job_id, caller)
             now = (record.state, record.result_available, done, total)
             if now != last:
                 last = now

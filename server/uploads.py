@@ -162,6 +162,8 @@ class SharedUploads(Uploads):
 
     def __init__(self, cluster: Cluster, store: JobTable, ttl: float, max_bytes: int) -> None:
         super().__init__(cluster, store, ttl, max_bytes)
+        assert store.registry is not None, "a shared store has a replica registry"
+        self.registry = store.registry
         # When this replica last recorded a use of each object.
         self._uses: dict[tuple[str, str], float] = {}
 
@@ -257,7 +259,7 @@ class SharedUploads(Uploads):
         for object_id in due:
             self._uses[(owner, object_id)] = now
         if due:
-            self.store.use_objects([(owner, object_id) for object_id in due], now)
+            self.registry.use_objects([(owner, object_id) for object_id in due], now)
 
     async def delete(self, object_id: str, caller: Caller) -> bool:
         """Free an object; its dataset is unpublished before this returns, so every
@@ -284,7 +286,7 @@ class SharedUploads(Uploads):
                 f"object {object_id} could not be unpublished for the other replicas "
                 f"({type(exc).__name__}: {exc}); delete it again"
             ) from exc
-        self.store.forget_object(caller.name, object_id)
+        self.registry.forget_object(caller.name, object_id)
         self._uses.pop((caller.name, object_id), None)
         return held or published is not None
 
@@ -305,7 +307,7 @@ class SharedUploads(Uploads):
             return
         ttl = self.held.ttl
         try:
-            stale = await asyncio.to_thread(self.store.take_unused_objects, now - ttl)
+            stale = await self.registry.take_unused_objects(now - ttl)
         except Exception as exc:  # the next round looks again
             logger.warning("could not look for objects unused through every replica: %s", exc)
             stale = []
@@ -315,7 +317,7 @@ class SharedUploads(Uploads):
                 try:
                     await asyncio.wait_for(client.unpublish_dataset(names), SCHEDULER_TIMEOUT)
                 except BaseException:
-                    self.store.use_objects(stale, now - ttl - 1)  # still due: the next round
+                    self.registry.use_objects(stale, now - ttl - 1)  # still due: the next round
                     raise
                 logger.info(
                     "unpublished %d objects unused for %gs through every replica", len(stale), ttl

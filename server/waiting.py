@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
@@ -64,7 +64,7 @@ class Waiting:
         self,
         store: JobTable,
         runtimes: dict[str, Any],
-        get_job: Callable[[str, Any], JobRecord],
+        get_job: Callable[[str, Any], Awaitable[JobRecord]],
         cluster: Cluster,
     ) -> None:
         self.store = store
@@ -83,7 +83,7 @@ class Waiting:
         self, job_id: str, timeout: float | None, caller: Any
     ) -> tuple[JobRecord, bool]:
         """Wait until the job finishes or ``timeout`` seconds pass (see ComputeCore.wait_job)."""
-        record = self.get_job(job_id, caller)
+        record = await self.get_job(job_id, caller)
         if record.state.finished:
             return record, False
         runtime = self.runtimes.get(job_id)
@@ -92,14 +92,14 @@ class Waiting:
         try:
             await asyncio.wait_for(runtime.done.wait(), timeout)
         except asyncio.TimeoutError:
-            return self.store.get(job_id), True
-        return self.store.get(job_id), False
+            return await self.get_job(job_id, caller), True
+        return await self.get_job(job_id, caller), False
 
     async def _poll(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
         """Wait for a job that another replica runs, by watching the shared store."""
         backoff = Backoff(timeout)
         while True:
-            record = self.store.refresh(job_id)
+            record = await self.store.refresh(job_id)
             if record.state.finished or not self.store.durable:
                 return record, not record.state.finished
             if backoff.expired():
@@ -115,7 +115,7 @@ class Waiting:
         if len(set(job_ids)) != len(job_ids):
             raise InvalidArgument("WaitJobs got the same job id more than once")
         backoff = Backoff(timeout)
-        records = [self.get_job(job_id, caller) for job_id in job_ids]
+        records = [await self.get_job(job_id, caller) for job_id in job_ids]
         wake = asyncio.Event()
         while True:
             finished = [r for r in records if r.state.finished]
@@ -143,15 +143,15 @@ class Waiting:
                             del self._waiters[record.job_id]
             wake.clear()
             records = [
-                self.store.refresh(r.job_id)
+                await self.store.refresh(r.job_id)
                 if r.job_id not in self.runtimes
-                else self.store.get(r.job_id)
+                else await self.get_job(r.job_id, caller)
                 for r in records
             ]
 
     async def progress(self, job_id: str, caller: Any) -> tuple[int, int]:
         """``(tasks done, tasks in all)`` of a job (see ComputeCore.progress)."""
-        record = self.get_job(job_id, caller)
+        record = await self.get_job(job_id, caller)
         runtime = self.runtimes.get(job_id)
         if runtime is None:
             return (1, 1) if record.state is JobState.SUCCEEDED else (0, 0)
