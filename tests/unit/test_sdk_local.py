@@ -10,7 +10,8 @@ import dask.array as da
 import dask.bag as db
 import pytest
 
-from client_sdk import ComputeClient, JobState, _cli_output, _dask, _ops
+from client_sdk import ComputeClient, JobState, _cli_output, _dask
+from client_sdk._ops import jobs as job_ops
 from client_sdk.types import JobError, JobInfo
 from tests.helpers import inc
 
@@ -51,11 +52,11 @@ def test_unpack_finds_collections_and_puts_their_values_back() -> None:
 
 def test_map_batches_are_cut_by_count_and_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = iter([(i,) for i in range(5)])
-    batches = [_ops._next_batch(calls, inc, {}, "threads", 2) for _ in range(4)]
+    batches = [job_ops._next_batch(calls, inc, {}, "threads", 2) for _ in range(4)]
     assert [len(b) for b in batches] == [2, 2, 1, 0]
-    monkeypatch.setattr(_ops, "MAX_BATCH_BYTES", 1)
+    monkeypatch.setattr(job_ops, "MAX_BATCH_BYTES", 1)
     calls = iter([(i,) for i in range(3)])
-    assert len(_ops._next_batch(calls, inc, {}, None, 100)) == 1
+    assert len(job_ops._next_batch(calls, inc, {}, None, 100)) == 1
 
 
 def test_map_refuses_a_bad_batch_size_before_any_call() -> None:
