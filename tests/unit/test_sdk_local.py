@@ -10,8 +10,9 @@ import dask.array as da
 import dask.bag as db
 import pytest
 
-from client_sdk import ComputeClient, JobState, _cli_output, _dask
+from client_sdk import ComputeClient, JobState, _dask
 from client_sdk._ops import jobs as job_ops
+from client_sdk.cli import _output as cli_output
 from client_sdk.types import JobError, JobInfo
 from tests.helpers import inc
 
@@ -68,7 +69,7 @@ def test_map_refuses_a_bad_batch_size_before_any_call() -> None:
 
 def test_the_spinner_draws_on_a_terminal_and_clears_its_line() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=0)
+    progress = cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=0)
     progress.tick()
     progress.tick()
     progress.finish()
@@ -79,7 +80,7 @@ def test_the_spinner_draws_on_a_terminal_and_clears_its_line() -> None:
 
 def test_off_a_terminal_progress_is_a_plain_line_now_and_then() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=False, quiet_for=0, every=3600)
+    progress = cli_output.Progress("job 1", stream=stream, tty=False, quiet_for=0, every=3600)
     for _ in range(5):
         progress.tick()
     progress.finish()
@@ -89,7 +90,7 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then() -> None:
 
 def test_short_waits_show_nothing() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=60)
+    progress = cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=60)
     progress.tick()
     progress.finish()
     assert stream.getvalue() == ""
@@ -113,7 +114,7 @@ def test_job_table_and_details() -> None:
         "",
         False,
     )
-    table = _cli_output.job_table([job]).splitlines()
+    table = cli_output.job_table([job]).splitlines()
     assert table[0].split() == [
         "JOB",
         "ID",
@@ -127,9 +128,9 @@ def test_job_table_and_details() -> None:
     ]
     assert table[1].split()[:5] == ["abc", "failed", "threads", "function", "fail"]
     assert table[1].endswith("1.500s    weekly")
-    details = _cli_output.job_details(job)
+    details = cli_output.job_details(job)
     assert "error:      builtins.ValueError: boom" in details
-    assert _cli_output.plain(job)["error"] == {
+    assert cli_output.plain(job)["error"] == {
         "type": "builtins.ValueError",
         "message": "boom",
         "traceback": "tb",
