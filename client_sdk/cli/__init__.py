@@ -1,12 +1,14 @@
 """``dask-compute``: the command line of the Dask Compute Service.
 
-``dask-compute serve`` starts a server (it lives in the ``server`` package and
-is loaded only when asked for); every other command is a client of a running
-server at ``--target`` (or ``DASK_COMPUTE_TARGET``): ``health``, ``info`` and
-``functions`` (:mod:`._cluster`); ``run``, ``submit``, ``jobs``, ``status``,
-``wait``, ``watch`` and ``cancel`` (:mod:`._jobs`). ``--json`` prints
-machine-readable output on standard output; progress and errors go to
-standard error.
+The commands here are clients of a running server at ``--target`` (or
+``DASK_COMPUTE_TARGET``): ``health``, ``info`` and ``functions``
+(:mod:`._cluster`); ``run``, ``submit``, ``jobs``, ``status``, ``wait``,
+``watch`` and ``cancel`` (:mod:`._jobs`). Other installed packages add
+commands through the :data:`COMMANDS_GROUP` entry-point group; the server
+package registers ``serve`` there. So the SDK never names the server, and an
+install without it (or where it cannot be imported) lists no ``serve`` and
+works all the same. ``--json`` prints machine-readable output on standard
+output; progress and errors go to standard error.
 
 Exit codes: 0 success, 1 failure (the job failed, or a call did), 2 bad
 usage, 3 a wait ran out of time.
@@ -14,7 +16,8 @@ usage, 3 a wait ran out of time.
 
 from __future__ import annotations
 
-import importlib
+import functools
+import importlib.metadata
 import logging
 
 import click
@@ -23,20 +26,56 @@ from client_sdk.cli import _cluster, _jobs
 
 logger = logging.getLogger(__name__)
 
-_LAZY_COMMANDS = {"serve": "server.cli:serve"}
+#: The entry-point group in which installed packages register ``dask-compute`` commands.
+COMMANDS_GROUP = "dask_compute.commands"
+
+
+@functools.cache
+def _registered() -> dict[str, importlib.metadata.EntryPoint]:
+    """The commands installed packages register, by name, not loaded yet."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+
+
+@functools.cache
+def _load(name: str) -> click.Command | str:
+    """The registered command ``name``, or why it cannot be loaded here."""
+    entry_point = _registered()[name]
+    try:
+        command = entry_point.load()
+    except ImportError as exc:  # for example the server's command in a client-only install
+        logger.debug("command %r (%s) not loaded: %s", name, entry_point.value, exc)
+        return f"{entry_point.value} cannot be imported ({exc})"
+    if not isinstance(command, click.Command):
+        return f"{entry_point.value} is not a click command"
+    return command
 
 
 class _Group(click.Group):
-    """A group whose ``serve`` command is imported only when used."""
+    """The group of the SDK's own commands and of those registered in :data:`COMMANDS_GROUP`.
+
+    A registered command is imported when it is used or listed, never when
+    this module is imported; one that cannot be imported is left out.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
+        loadable = [name for name in _registered() if isinstance(_load(name), click.Command)]
+        return sorted({*super().list_commands(ctx), *loadable})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in _LAZY_COMMANDS:
-            module, _, attr = _LAZY_COMMANDS[name].partition(":")
-            return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name)
+        command = super().get_command(ctx, name)
+        if command is None and name in _registered():
+            loaded = _load(name)
+            command = loaded if isinstance(loaded, click.Command) else None
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else None
+        registered = name in _registered() and name not in self.commands
+        if registered and not isinstance(reason := _load(name), click.Command):
+            ctx.fail(f"No such command {name!r}: an installed package registers it, but {reason}.")
+        return super().resolve_command(ctx, args)
 
 
 _pem_file = click.Path(exists=True, dir_okay=False)
