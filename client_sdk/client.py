@@ -33,11 +33,6 @@ WATCH_WINDOW = 1000
 #: Threads of the client's pools: done-callbacks run one at a time, in order.
 _POOL_SIZES = {"callbacks": 1, "streams": 4}
 
-# Re-exported for the CLI and older imports.
-DEFAULT_TARGET = _channel.DEFAULT_TARGET
-DEFAULT_TIMEOUT = _channel.DEFAULT_TIMEOUT
-normalize_target = _channel.normalize_target
-
 
 class ComputeClient(ClientBase):
     """A blocking connection to a Dask Compute Service.

@@ -27,16 +27,16 @@ need nothing of the client and are plain functions of those modules.
 
 from __future__ import annotations
 
-from client_sdk._ops.base import Session
 from client_sdk._ops.jobs import Jobs
 from client_sdk._ops.objects import Objects
-from client_sdk._ops.paging import JobPages, Paging
+from client_sdk._ops.paging import Paging
 from client_sdk._ops.results import RESULT_STREAM_ATTEMPTS
 from client_sdk._ops.runs import Runs
 from client_sdk._ops.waiting import Waiting
 from client_sdk._ops.watching import Watching
 
-__all__ = ["RESULT_STREAM_ATTEMPTS", "ClientBase", "JobPages", "Session", "Watching"]
+# What the clients take from here; RESULT_STREAM_ATTEMPTS goes with Watching's rules.
+__all__ = ["RESULT_STREAM_ATTEMPTS", "ClientBase", "Watching"]
 
 
 class ClientBase(Runs, Jobs, Objects, Waiting, Paging):

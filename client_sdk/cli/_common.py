@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from client_sdk._channel import TLSConfig
+from client_sdk._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, TLSConfig
 from client_sdk.cli import _output as out
 from client_sdk.client import ComputeClient
 from client_sdk.errors import ComputeError, JobTimeout
@@ -40,7 +40,7 @@ class Timeout(click.ClickException):
 target_option = click.option(
     "--target",
     envvar="DASK_COMPUTE_TARGET",
-    default="127.0.0.1:50051",
+    default=DEFAULT_TARGET,
     show_default=True,
     help="Server address: host:port, grpc://host:port or grpcs://host:port (TLS). "
     "[env DASK_COMPUTE_TARGET]",
@@ -55,7 +55,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 timeout_option = click.option(
     "--timeout",
     type=float,
-    default=30.0,
+    default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Deadline of each call, in seconds.",
 )
@@ -93,7 +93,7 @@ def tls() -> Any:
     return ca or False
 
 
-def connect(target: str, token: str | None, timeout: float = 30.0) -> ComputeClient:
+def connect(target: str, token: str | None, timeout: float = DEFAULT_TIMEOUT) -> ComputeClient:
     """A client of ``target`` with the group's TLS options; a bad value is a usage error."""
     try:
         return ComputeClient(target, timeout=timeout, token=token, tls=tls())
