@@ -59,3 +59,14 @@ def test_the_sdk_never_names_the_server() -> None:
     assert _server_names(planted) == ["server.app", "server.cli:serve"], (
         "the check itself finds them"
     )
+
+
+def test_no_sdk_module_is_over_500_lines() -> None:
+    # One concern per module (the generated stubs aside).
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for path in (ROOT / "client_sdk").rglob("*.py")
+        if "_proto" not in path.parts
+    }
+    assert len(sizes) > 20, "the walk found the SDK's modules"
+    assert {path: n for path, n in sizes.items() if n > 500} == {}
