@@ -133,15 +133,6 @@ def parse_target(target: str | None) -> tuple[str, bool]:
     return target, tls
 
 
-def normalize_target(target: str | None) -> str:
-    """``host:port`` from a target given as ``host:port`` or ``grpc://host:port``.
-
-    Args:
-        target: The address; ``None`` reads ``DASK_COMPUTE_TARGET``.
-    """
-    return parse_target(target)[0]
-
-
 def credentials(tls: TLS) -> grpc.ChannelCredentials | None:
     """TLS channel credentials, or ``None`` for a plaintext channel.
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
-    from client_sdk._ops import JobPages
+    from client_sdk._ops.paging import JobPages
     from client_sdk.types import JobInfo
 
 logger = logging.getLogger(__name__)

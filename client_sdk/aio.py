@@ -22,7 +22,7 @@ from client_sdk._ops import ClientBase, Watching
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from client_sdk._sansio import Op, Step, Stream, advance, async_pages, coroutine
 from client_sdk.errors import ComputeError, JobTimeout
-from client_sdk.job import JobBase
+from client_sdk.job import JobBase, JobLink
 from client_sdk.types import JobInfo, JobState, JobUpdate, Progress
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class AsyncComputeClient(ClientBase):
         self._watchers: dict[asyncio.Task, AsyncJob] = {}
         self._group_watchers: dict[asyncio.Task, dict[str, AsyncJob]] = {}
         self._closed = False
+        # Done-callbacks run from the event loop, as asyncio's own do.
+        self._link = JobLink(self._drive, self.watch, _call_now)
 
     info = coroutine(ClientBase.info)
     functions = coroutine(ClientBase.functions)
@@ -177,7 +179,7 @@ class AsyncComputeClient(ClientBase):
     # -- watching jobs -----------------------------------------------------------
 
     def _new_job(self, info: JobInfo, owned: bool = True) -> AsyncJob:
-        job = AsyncJob(self, info, owned)
+        job = AsyncJob(self._link, info, owned)
         if info.state.finished and info.state is not JobState.SUCCEEDED:
             job._settle(info, None, _convert.job_exception(info))
         elif self._closed:
@@ -189,7 +191,7 @@ class AsyncComputeClient(ClientBase):
         return job
 
     def _new_jobs(self, infos: list[JobInfo]) -> list[AsyncJob]:
-        jobs = [AsyncJob(self, info) for info in infos]
+        jobs = [AsyncJob(self._link, info) for info in infos]
         pending: dict[str, AsyncJob] = {}
         for job, info in zip(jobs, infos, strict=True):
             if info.state.finished and info.state is not JobState.SUCCEEDED:
@@ -239,8 +241,8 @@ class AsyncJob(JobBase):
         job_id: The job's id on the service.
     """
 
-    def __init__(self, client: AsyncComputeClient, info: JobInfo, owned: bool = True) -> None:
-        super().__init__(client, info, owned)
+    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
+        super().__init__(link, info, owned)
         self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._download_lock = asyncio.Lock()
 
@@ -276,17 +278,17 @@ class AsyncJob(JobBase):
 
     async def progress(self) -> Progress:
         """The job's tasks done out of total now, as :meth:`client_sdk.Job.progress`."""
-        async for update in self._client.watch(self.job_id):
+        async for update in self._link.watch(self.job_id, None):
             return update.progress
         raise ComputeError(f"WatchJob: no report on job {self.job_id}")  # pragma: no cover
 
     def watch(self, timeout: float | None = None) -> AsyncIterator[JobUpdate]:
         """Follow the job (``async for``), as :meth:`AsyncComputeClient.watch`."""
-        return self._client.watch(self.job_id, timeout)
+        return self._link.watch(self.job_id, timeout)
 
     def add_done_callback(self, fn: Callable[[AsyncJob], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes, from the event loop."""
-        self._future.add_done_callback(lambda _: fn(self))
+        self._future.add_done_callback(lambda _: self._link.dispatch(fn, self))
 
     def __await__(self) -> Any:
         return self.result().__await__()
@@ -320,6 +322,10 @@ class AsyncJob(JobBase):
         # A job nobody awaits may fail: that is the caller's business, not
         # asyncio's "exception was never retrieved" log.
         self._future.exception()
+
+
+def _call_now(fn: Callable[[AsyncJob], object], job: AsyncJob) -> None:
+    fn(job)
 
 
 def _closed_error(job: AsyncJob) -> ComputeError:

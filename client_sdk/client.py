@@ -23,7 +23,7 @@ from client_sdk._ops import ClientBase, Watching
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from client_sdk._sansio import Op, Step, Stream, advance, blocking, pages
 from client_sdk.errors import ComputeError
-from client_sdk.job import Job
+from client_sdk.job import Job, JobLink
 from client_sdk.types import JobInfo, JobState, JobUpdate
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ logger = logging.getLogger(__name__)
 WATCH_WINDOW = 1000
 #: Threads of the client's pools: done-callbacks run one at a time, in order.
 _POOL_SIZES = {"callbacks": 1, "streams": 4}
-
-# Re-exported for the CLI and older imports.
-DEFAULT_TARGET = _channel.DEFAULT_TARGET
-DEFAULT_TIMEOUT = _channel.DEFAULT_TIMEOUT
-normalize_target = _channel.normalize_target
 
 
 class ComputeClient(ClientBase):
@@ -83,6 +78,7 @@ class ComputeClient(ClientBase):
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._default: DefaultScheduler | None = None
         self._closed = False
+        self._link = JobLink(self._drive, self.watch, self._dispatch_callback)
 
     info = blocking(ClientBase.info)
     functions = blocking(ClientBase.functions)
@@ -265,7 +261,7 @@ class ComputeClient(ClientBase):
     # -- watching jobs -----------------------------------------------------------
 
     def _new_job(self, info: JobInfo, owned: bool = True) -> Job:
-        job = Job(self, info, owned)
+        job = Job(self._link, info, owned)
         if info.state.finished and info.state is not JobState.SUCCEEDED:
             job._settle(info, None, _convert.job_exception(info))
             return job
@@ -281,7 +277,7 @@ class ComputeClient(ClientBase):
         return job
 
     def _new_jobs(self, infos: list[JobInfo]) -> list[Job]:
-        jobs = [Job(self, info) for info in infos]
+        jobs = [Job(self._link, info) for info in infos]
         pending: dict[str, Job] = {}
         for job, info in zip(jobs, infos, strict=True):
             if info.state.finished and info.state is not JobState.SUCCEEDED:

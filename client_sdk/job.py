@@ -12,18 +12,24 @@ A result small enough to come inside the WaitJob answer (1 MiB by default) is
 in hand when the job is done. A larger one stays on the server until the
 first ``result()`` downloads it (``GetJobResult``, resumed if cut off); a job
 this client submitted then releases it on the server.
+
+A job never reaches into its client: the client hands it a :class:`JobLink`
+(how to run an operation, how to watch, where to run done-callbacks), and
+the operations it runs on its own (its record, cancelling it, its result)
+are plain functions of :mod:`client_sdk._ops`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from client_sdk import _convert
-from client_sdk._ops import ClientBase
+from client_sdk._ops import jobs, results
 from client_sdk._results import StreamedResult
 from client_sdk._sansio import Op, blocking
 from client_sdk.errors import JobTimeout
@@ -34,15 +40,37 @@ logger = logging.getLogger(__name__)
 _MISSING = object()
 
 
+@dataclasses.dataclass(frozen=True)
+class JobLink:
+    """What a job needs of the client that made it; the client hands it over.
+
+    Attributes:
+        drive: Runs an operation through the client's calls and returns its
+            value (the asynchronous client: an awaitable of it).
+        watch: The client's ``watch(job_id, timeout)``.
+        dispatch: Runs a done-callback ``fn(job)`` where the client runs them
+            (the blocking client: on its callback thread, not gRPC's).
+    """
+
+    drive: Callable[[Op[Any]], Any]
+    watch: Callable[[str, float | None], Any]
+    dispatch: Callable[[Callable[[Any], object], Any], None]
+
+
 class JobBase:
     """What :class:`Job` and :class:`client_sdk.AsyncJob` share.
+
+    Args:
+        link: What the job needs of its client.
+        info: The job's record when the client learned of it.
+        owned: Submitted by this client: free a streamed result once read.
 
     Attributes:
         job_id: The job's id on the service.
     """
 
-    def __init__(self, client: Any, info: JobInfo, owned: bool = True) -> None:
-        self._client = client
+    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
+        self._link = link
         self.job_id = info.job_id
         self._info = info
         self._owned = owned
@@ -60,12 +88,12 @@ class JobBase:
         raise NotImplementedError
 
     def _drive(self, op: Op[Any]) -> Any:
-        return self._client._drive(op)
+        return self._link.drive(op)
 
     def info(self) -> Op[JobInfo]:
         """The job's full record (asks the server unless the job is done here)."""
         if not self.done():
-            self._info = yield from ClientBase.get_job(self._client, self.job_id)
+            self._info = yield from jobs.record(self.job_id)
         return self._info
 
     def status(self) -> Op[JobState]:
@@ -96,7 +124,7 @@ class JobBase:
             succeeded or failed).
         """
         if not self.done():
-            info = yield from self._client._cancel(self.job_id, reason)
+            info = yield from jobs.cancel_job(self.job_id, reason)
             if info.state is JobState.CANCELLED:
                 self._settle(info, None, _convert.job_exception(info))
         return self.cancelled()
@@ -106,12 +134,12 @@ class JobBase:
         if not isinstance(value, StreamedResult):
             return value
         if self._downloaded is _MISSING:
-            self._downloaded = yield from self._client._fetch(self.job_id, self._owned)
+            self._downloaded = yield from results.download(self.job_id, self._owned)
         return self._downloaded
 
     def release(self) -> Op[bool]:
         """Free the job's result on the server now; see :meth:`ComputeClient.release`."""
-        return (yield from ClientBase.release(self._client, self.job_id))
+        return (yield from results.release(self.job_id))
 
     def _settle(self, info: JobInfo, value: Any, error: BaseException | None) -> None:
         """Settle the job's future: its value, or ``error``."""
@@ -131,8 +159,8 @@ class Job(JobBase, concurrent.futures.Future):
         job_id: The job's id on the service.
     """
 
-    def __init__(self, client: Any, info: JobInfo, owned: bool = True) -> None:
-        JobBase.__init__(self, client, info, owned)
+    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
+        JobBase.__init__(self, link, info, owned)
         concurrent.futures.Future.__init__(self)
         self._settle_lock = threading.Lock()
         self._download_lock = threading.Lock()
@@ -185,7 +213,7 @@ class Job(JobBase, concurrent.futures.Future):
         a finished job reports all of its tasks done. See :meth:`watch` to
         follow it as it changes.
         """
-        updates = self._client.watch(self.job_id)
+        updates = self._link.watch(self.job_id, None)
         try:
             return next(updates).progress
         finally:
@@ -199,7 +227,7 @@ class Job(JobBase, concurrent.futures.Future):
             for update in job.watch():
                 print(f"{update.progress.tasks_done}/{update.progress.tasks_total}")
         """
-        return self._client.watch(self.job_id, timeout)
+        return self._link.watch(self.job_id, timeout)
 
     def add_done_callback(self, fn: Callable[[Job], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes (at once if it has).
@@ -211,7 +239,7 @@ class Job(JobBase, concurrent.futures.Future):
             concurrent.futures.Future.add_done_callback(self, fn)
         else:
             concurrent.futures.Future.add_done_callback(
-                self, lambda job: self._client._dispatch_callback(fn, job)
+                self, lambda job: self._link.dispatch(fn, job)
             )
 
     def _wait(self, timeout: float | None) -> None:

@@ -1,5 +1,9 @@
 """``dask-compute serve``: the server's command line.
 
+The server package adds it to ``dask-compute`` through the
+``dask_compute.commands`` entry point (``pyproject.toml``), so the SDK's
+command line never imports the server by name.
+
 Every flag has a ``DASK_COMPUTE_*`` environment variable; a flag wins over its
 variable, which wins over the default (:class:`server.config.Settings`).
 """

@@ -1,7 +1,12 @@
-"""Named functions from the ``dask_compute.functions`` entry-point group and from --functions."""
+"""Entry points: named functions (``dask_compute.functions`` and --functions) and the
+commands other packages add to ``dask-compute`` (``dask_compute.commands``)."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import subprocess
+import sys
 import textwrap
 
 import grpc
@@ -9,7 +14,7 @@ import pytest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import ROOT, running_server
+from tests.helpers import BIN, ROOT, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +76,63 @@ def test_unknown_functions_module_refuses_to_start(tmp_path):
     log = (tmp_path / "log").read_text()
     assert "Error: cannot load named functions: ModuleNotFoundError: No module named 'no_such_module_xyz'" in log
     assert "Traceback" not in log
+
+
+# An install without the server package: importing it fails as it would there.
+_NO_SERVER = """
+import sys
+
+class NoServer:
+    def find_spec(self, name, path=None, target=None):
+        if name == "server" or name.startswith("server."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoServer())
+from client_sdk.cli import main
+try:
+    main(sys.argv[1:], prog_name="dask-compute")
+finally:
+    loaded = [m for m in sys.modules if m == "server" or m.startswith("server.")]
+    assert not loaded, f"the server was imported: {loaded}"
+"""
+
+
+def _commands(help_text: str) -> list[str]:
+    listing = help_text.split("\nCommands:\n", 1)[1]
+    return [line.split()[0] for line in listing.splitlines() if line.startswith("  ")]
+
+
+def _dask_compute(*args: str, client_only: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", _NO_SERVER] if client_only else [str(BIN / "dask-compute")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DASK_COMPUTE_TARGET", None)
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def test_serve_is_the_command_the_server_package_registers() -> None:
+    registered = importlib.metadata.entry_points(group="dask_compute.commands")
+    assert {ep.name: ep.value for ep in registered} == {"serve": "server.cli:serve"}
+    listed = _dask_compute("--help")
+    assert listed.returncode == 0, listed.stderr
+    assert {"serve", "run", "info", "watch"} <= set(_commands(listed.stdout))
+    serve_help = _dask_compute("serve", "--help")
+    assert serve_help.returncode == 0, serve_help.stderr
+    assert serve_help.stdout.startswith("Usage: dask-compute serve [OPTIONS]")
+    assert "Start the gRPC service" in serve_help.stdout and "--n-workers" in serve_help.stdout
+
+
+def test_a_client_only_install_has_no_serve_and_still_works(server) -> None:
+    listed = _dask_compute("--help", client_only=True)
+    assert listed.returncode == 0, listed.stderr
+    commands = _commands(listed.stdout)
+    assert "serve" not in commands and {"run", "info", "watch", "health"} <= set(commands)
+    refused = _dask_compute("serve", "--port", "0", client_only=True)
+    assert refused.returncode == 2, refused.stderr
+    assert "No such command 'serve': an installed package registers it" in refused.stderr
+    assert "server.cli:serve cannot be imported" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    ran = _dask_compute("run", "add", "2", "3", "--target", server.target, client_only=True)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "5"), ran.stderr

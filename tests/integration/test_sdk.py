@@ -164,8 +164,8 @@ def test_a_retried_submission_runs_once(client: ComputeClient) -> None:
     # What makes gRPC's retries of Run, SubmitJob and SubmitJobs safe: every
     # spec carries a request_id, and the server runs a key at most once.
     from client_sdk import _convert
-    from client_sdk._ops import Call
     from client_sdk._proto.compute.v1 import compute_pb2 as pb
+    from client_sdk._sansio import Call
 
     spec = _convert.pickled_call_spec(inc, (1,), {}, "threads")
     first = client._invoke(Call("SubmitJob", pb.SubmitJobRequest(job=spec)))

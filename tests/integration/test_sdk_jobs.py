@@ -166,9 +166,9 @@ def test_many_jobs_beyond_the_watch_window(client: ComputeClient, monkeypatch) -
 
 def test_watching_outlasts_a_long_poll(server, monkeypatch) -> None:
     # Waits longer than one WaitJob are made of several, each with a deadline.
-    from client_sdk import _ops
+    from client_sdk._ops import waiting
 
-    monkeypatch.setattr(_ops, "LONG_POLL", 0.2)
+    monkeypatch.setattr(waiting, "LONG_POLL", 0.2)
     with ComputeClient(server.target, timeout=5) as short:
         job = short.submit(slowinc, 1, delay=1.0, scheduler="synchronous")
         assert short.wait(job.job_id).state is JobState.SUCCEEDED

@@ -1,7 +1,12 @@
 """The core knows nothing of gRPC; the SDK knows nothing of the server."""
 
+import ast
+import pathlib
+import re
 import subprocess
 import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _modules_after_import(module: str) -> set[str]:
@@ -19,3 +24,49 @@ def test_core_does_not_import_grpc():
 def test_sdk_does_not_import_the_server():
     loaded = _modules_after_import("client_sdk")
     assert not any(m == "server" or m.startswith("server.") for m in loaded)
+
+
+def _server_names(tree: ast.AST) -> list[str]:
+    """Imports of the server package, and strings naming one of its modules, in ``tree``."""
+    found = []
+    for node in ast.walk(tree):  # imports inside functions too
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if _is_server(alias.name)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found += [node.module] if _is_server(node.module or "") else []
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found += [node.value] if _SERVER_PATH.fullmatch(node.value) else []
+    return found
+
+
+_SERVER_PATH = re.compile(r"server(\.\w+)*(:\w+)?")
+
+
+def _is_server(module: str) -> bool:
+    return module == "server" or module.startswith("server.")
+
+
+def test_the_sdk_never_names_the_server() -> None:
+    # Not even lazily: `dask-compute serve` comes from the server's own entry point.
+    named = {}
+    for path in sorted((ROOT / "client_sdk").rglob("*.py")):
+        if "_proto" not in path.parts:
+            names = _server_names(ast.parse(path.read_text(), str(path)))
+            if names:
+                named[str(path.relative_to(ROOT))] = names
+    assert named == {}
+    planted = ast.parse("def f():\n    import server.app\n\nLAZY = {'serve': 'server.cli:serve'}\n")
+    assert _server_names(planted) == ["server.app", "server.cli:serve"], (
+        "the check itself finds them"
+    )
+
+
+def test_no_sdk_module_is_over_500_lines() -> None:
+    # One concern per module (the generated stubs aside).
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for path in (ROOT / "client_sdk").rglob("*.py")
+        if "_proto" not in path.parts
+    }
+    assert len(sizes) > 20, "the walk found the SDK's modules"
+    assert {path: n for path, n in sizes.items() if n > 500} == {}

@@ -10,7 +10,9 @@ import dask.array as da
 import dask.bag as db
 import pytest
 
-from client_sdk import ComputeClient, JobState, _cli_output, _dask, _ops
+from client_sdk import ComputeClient, JobState, _dask
+from client_sdk._ops import jobs as job_ops
+from client_sdk.cli import _output as cli_output
 from client_sdk.types import JobError, JobInfo
 from tests.helpers import inc
 
@@ -51,11 +53,11 @@ def test_unpack_finds_collections_and_puts_their_values_back() -> None:
 
 def test_map_batches_are_cut_by_count_and_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = iter([(i,) for i in range(5)])
-    batches = [_ops._next_batch(calls, inc, {}, "threads", 2) for _ in range(4)]
+    batches = [job_ops._next_batch(calls, inc, {}, "threads", 2) for _ in range(4)]
     assert [len(b) for b in batches] == [2, 2, 1, 0]
-    monkeypatch.setattr(_ops, "MAX_BATCH_BYTES", 1)
+    monkeypatch.setattr(job_ops, "MAX_BATCH_BYTES", 1)
     calls = iter([(i,) for i in range(3)])
-    assert len(_ops._next_batch(calls, inc, {}, None, 100)) == 1
+    assert len(job_ops._next_batch(calls, inc, {}, None, 100)) == 1
 
 
 def test_map_refuses_a_bad_batch_size_before_any_call() -> None:
@@ -67,7 +69,7 @@ def test_map_refuses_a_bad_batch_size_before_any_call() -> None:
 
 def test_the_spinner_draws_on_a_terminal_and_clears_its_line() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=0)
+    progress = cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=0)
     progress.tick()
     progress.tick()
     progress.finish()
@@ -78,7 +80,7 @@ def test_the_spinner_draws_on_a_terminal_and_clears_its_line() -> None:
 
 def test_off_a_terminal_progress_is_a_plain_line_now_and_then() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=False, quiet_for=0, every=3600)
+    progress = cli_output.Progress("job 1", stream=stream, tty=False, quiet_for=0, every=3600)
     for _ in range(5):
         progress.tick()
     progress.finish()
@@ -88,7 +90,7 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then() -> None:
 
 def test_short_waits_show_nothing() -> None:
     stream = io.StringIO()
-    progress = _cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=60)
+    progress = cli_output.Progress("job 1", stream=stream, tty=True, quiet_for=60)
     progress.tick()
     progress.finish()
     assert stream.getvalue() == ""
@@ -112,7 +114,7 @@ def test_job_table_and_details() -> None:
         "",
         False,
     )
-    table = _cli_output.job_table([job]).splitlines()
+    table = cli_output.job_table([job]).splitlines()
     assert table[0].split() == [
         "JOB",
         "ID",
@@ -126,9 +128,9 @@ def test_job_table_and_details() -> None:
     ]
     assert table[1].split()[:5] == ["abc", "failed", "threads", "function", "fail"]
     assert table[1].endswith("1.500s    weekly")
-    details = _cli_output.job_details(job)
+    details = cli_output.job_details(job)
     assert "error:      builtins.ValueError: boom" in details
-    assert _cli_output.plain(job)["error"] == {
+    assert cli_output.plain(job)["error"] == {
         "type": "builtins.ValueError",
         "message": "boom",
         "traceback": "tb",

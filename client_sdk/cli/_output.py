@@ -1,4 +1,4 @@
-"""How the command line prints: JSON, tables, job records, and progress while waiting or watching."""
+"""How the command line prints: JSON, tables, job records, progress while waiting or watching."""
 
 from __future__ import annotations
 
