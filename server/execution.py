@@ -2,13 +2,14 @@
 
 ``distributed`` runs on the long-lived cluster through the server's
 asynchronous :class:`distributed.Client` (the results it leaves there are
-:mod:`server.cluster_results`). ``threads`` and ``processes`` run
-Dask's local schedulers on pools started once and kept alive: a thread pool,
-and a process pool started with ``spawn`` (gRPC and ``fork`` do not mix,
+:mod:`server.cluster_results`). ``threads`` and ``processes`` run Dask's
+local schedulers on pools started once and kept alive: a thread pool, and a
+process pool started with ``spawn`` (gRPC and ``fork`` do not mix,
 grpc/grpc#13873). ``synchronous`` runs in a driver thread, for debugging.
 
 Nothing here blocks the event loop: local runs and graph building happen in
-executor threads.
+executor threads. What a job's code raises, on every scheduler, goes through
+the rule of :mod:`server.job_errors`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
-import pickle
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -29,7 +29,7 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 
-from server import _pickle
+from server import _pickle, job_errors
 from server.cluster_results import (
     DIRECT_GATHER_TIMEOUT,
     ClusterResult,
@@ -74,28 +74,6 @@ class Work:
     keys: Any = None
 
 
-def _misleading(exc: BaseException) -> bool:
-    """Whether a job's exception must not reach an awaiting coroutine as itself.
-
-    A future refuses a StopIteration (the job would never end); a
-    CancelledError would read as that coroutine's own cancellation; a
-    GeneratorExit or another BaseException would escape the job's handling
-    and leave it unfinished. (SystemExit and KeyboardInterrupt are turned
-    into errors where the job is awaited: ``server.core._contain_exits``.)
-    """
-    if isinstance(exc, StopIteration):
-        return True
-    return not isinstance(exc, (Exception, SystemExit, KeyboardInterrupt))
-
-
-def _as_job_error(exc: BaseException) -> RuntimeError:
-    """The RuntimeError that stands for a job's :func:`_misleading` exception
-    (as a generator's StopIteration becomes one, PEP 479)."""
-    error = RuntimeError(f"the job raised {type(exc).__name__}{exc.args!r}")
-    error.__cause__ = exc
-    return error
-
-
 async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
 
@@ -103,6 +81,9 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     through a pool future chained to an asyncio one; a trivial call comes
     back about 20 µs sooner. Cancelling the awaiting task abandons the call
     (and drops it if it has not started), as with ``run_in_executor``.
+
+    ``func`` may run a job's code: what it raises reaches the awaiting task
+    through :func:`server.job_errors.job_exception` (an ordinary exception).
     """
     loop = asyncio.get_running_loop()
     future = loop.create_future()
@@ -118,11 +99,8 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
-        except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
-            outcome: tuple[BaseException | None, Any] = (
-                _as_job_error(exc) if _misleading(exc) else exc,
-                None,
-            )
+        except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
+            outcome: tuple[BaseException | None, Any] = (job_errors.job_exception(exc), None)
         else:
             outcome = (None, value)
         try:
@@ -175,21 +153,6 @@ def namespace_graph(graph: Any, keys: Any, prefix: str) -> tuple[dict, Any]:
         return subs.get(value, value)
 
     return renamed, rename_keys(keys)
-
-
-def _exits_as_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func``, with SystemExit and KeyboardInterrupt turned into RuntimeError."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            raise RuntimeError(
-                f"the job raised {type(exc).__name__}{exc.args!r}, reported as this error "
-                "instead of stopping the server"
-            ) from exc
-
-    return call
 
 
 class RemoteError(Exception):
@@ -288,7 +251,7 @@ class Executors:
         if work.call is not None:
             func, args, kwargs = work.call
             if self._in_process_workers:
-                func = _exits_as_errors(func)
+                func = functools.partial(job_errors.run_user_code, func)
             futures = await self._submit_coalesced(func, args, kwargs, key)
         elif work.collections is not None:
             futures = client.compute(list(work.collections))
@@ -306,8 +269,10 @@ class Executors:
             # stays on the cluster until someone fetches it.
             for future in flatten(futures):
                 error = await future.exception()
-                if future.status == "error" and error is not None and _misleading(error):
-                    raise _as_job_error(error)
+                if future.status == "error" and error is not None:
+                    converted = job_errors.job_exception(error)
+                    if converted is not error:
+                        raise converted
                 if future.status != "finished":
                     await future  # raises the task's error (with its traceback) or cancellation
         except asyncio.CancelledError:
@@ -396,14 +361,13 @@ class Executors:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
             loop = asyncio.get_running_loop()
-            ok, data, tb = await loop.run_in_executor(pool, _pickle.call_in_child, payload)
-            value = await self.in_thread(pickle.loads, data) if data else None
+            ok, data, tb = await loop.run_in_executor(pool, job_errors.call_in_child, payload)
+            value = await self.in_thread(_pickle.loads, data) if data else None
             if ok:
                 return value
             if isinstance(value, BaseException):
-                if _misleading(value):
-                    value = _as_job_error(value)
-                value.__dask_compute_traceback__ = tb
+                value = job_errors.job_exception(value)  # already so, unless unpickling made it odd
+                setattr(value, job_errors.TRACEBACK_ATTRIBUTE, tb)
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
