@@ -137,7 +137,9 @@ async def test_a_call_is_counted_with_the_code_it_is_answered_with(raised, code,
     assert context.trailing == (("instance", "i"),)
     if escapes is grpc.aio.AbortError:
         assert context.aborted[0].name == code
-        assert context.aborted[2][0] == ("instance", "i"), "the service's metadata, then the error's"
+        assert context.aborted[2][0] == ("instance", "i"), (
+            "the service's metadata, then the error's"
+        )
 
 
 @pytest.mark.asyncio
