@@ -1,7 +1,11 @@
 """Every use of cloudpickle on the server side, in one place.
 
 Loading a payload runs the caller's code: only :mod:`server.core` calls
-:func:`load_payload`, after the caller was allowed to send code.
+:func:`load_payload`, after the caller was allowed to send code. Whatever
+loading raises is refused as :class:`server.errors.InvalidPayload`, by the
+rule of :mod:`server.job_errors` (:func:`server.job_errors.load_error`),
+which also runs pickled calls in pool processes
+(:func:`server.job_errors.call_in_child`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import cloudpickle
 import dask
 
+from server import job_errors
 from server.errors import InvalidPayload
 
 #: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
@@ -31,6 +36,11 @@ def dumps(obj: Any) -> bytes:
     if type(obj) in _PLAIN_TYPES:
         return pickle.dumps(obj, protocol=PROTOCOL)
     return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    """Load what :func:`dumps` made (the standard unpickler reads cloudpickle's output)."""
+    return pickle.loads(data)
 
 
 def dumps_out_of_band(obj: Any, buffer_callback: Any) -> bytes:
@@ -63,7 +73,8 @@ def load_payload(payload: bytes, what: str, objects: Mapping[str, Any] | None = 
     Raises:
         InvalidPayload: The bytes are not a pickle this server can load; the
             message says why (a module missing on the server, a truncated
-            payload, an error raised while loading).
+            payload, anything raised while loading, SystemExit included: see
+            :func:`server.job_errors.load_error`).
     """
     if not payload:
         raise InvalidPayload(f"{what}: payload is empty")
@@ -78,16 +89,8 @@ def load_payload(payload: bytes, what: str, objects: Mapping[str, Any] | None = 
             if "persistent" not in str(exc):
                 raise
             return _ObjectUnpickler(payload, {}).load()
-    except ModuleNotFoundError as exc:
-        raise InvalidPayload(
-            f"{what}: cannot load the payload: module {exc.name!r} is not installed on the "
-            "server (install it there, or pickle the code by value with "
-            "cloudpickle.register_pickle_by_value)"
-        ) from exc
-    except Exception as exc:
-        raise InvalidPayload(
-            f"{what}: cannot load the payload: {type(exc).__name__}: {_short(exc)}"
-        ) from exc
+    except BaseException as exc:  # loading ran the caller's code: SystemExit too
+        raise job_errors.load_error(exc, what) from exc
 
 
 def load_call(payload: bytes, objects: Mapping[str, Any] | None = None) -> tuple[Any, tuple, dict]:
@@ -164,23 +167,6 @@ def dump_exception(exc: BaseException) -> bytes:
         exc.__traceback__ = tb
 
 
-def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:
-    """Run a pickled ``(callable, args, kwargs)`` in a pool process.
-
-    Returns ``(ok, pickled result or exception, traceback text)`` so the
-    remote traceback survives the trip back and a result the standard pickle
-    cannot carry (a lambda, a local class) still can.
-    """
-    func, args, kwargs = pickle.loads(payload)
-    try:
-        result = func(*args, **kwargs)
-    except (SystemExit, KeyboardInterrupt):
-        raise  # (the pool passes them on; the parent turns them into errors)
-    except BaseException as exc:  # noqa: BLE001  (the parent reports those that are not Exceptions)
-        return False, dump_exception(exc), format_traceback(exc)
-    return True, dumps(result), ""
-
-
 def warm_up() -> int:
     """A no-op for pool processes, so they start (and import Dask) before the first job."""
     import os
@@ -194,8 +180,3 @@ def _shape(obj: Any) -> str:
     if isinstance(obj, tuple):
         return f"a tuple of {len(obj)}"
     return type(obj).__name__
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

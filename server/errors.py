@@ -1,7 +1,10 @@
 """Errors the core raises, each naming the gRPC status code it maps to.
 
-The code is stored as a string so that the core needs no ``grpc`` import; the
-servicer turns it into a status in one place (:mod:`server.servicer`).
+The code is stored as a string so that the core needs no ``grpc`` import;
+:mod:`server.status` turns it into a status in one place, for the servicer
+and for the calls the caller interceptor refuses. Raise these for what the
+caller is to be told: anything else is answered ``INTERNAL`` with a fixed
+message (its traceback logged on the server).
 
 Exception tree::
 

@@ -1,13 +1,15 @@
-"""Running work on each Dask scheduler.
+"""Running work on each Dask scheduler: the pools, and the cluster's client.
 
 ``distributed`` runs on the long-lived cluster through the server's
-asynchronous :class:`distributed.Client`. ``threads`` and ``processes`` run
-Dask's local schedulers on pools started once and kept alive: a thread pool,
-and a process pool started with ``spawn`` (gRPC and ``fork`` do not mix,
+asynchronous :class:`distributed.Client` (the results it leaves there are
+:mod:`server.cluster_results`). ``threads`` and ``processes`` run Dask's
+local schedulers on pools started once and kept alive: a thread pool, and a
+process pool started with ``spawn`` (gRPC and ``fork`` do not mix,
 grpc/grpc#13873). ``synchronous`` runs in a driver thread, for debugging.
 
 Nothing here blocks the event loop: local runs and graph building happen in
-executor threads.
+executor threads. What a job's code raises, on every scheduler, goes through
+the rule of :mod:`server.job_errors`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
-import pickle
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -28,8 +29,30 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 
-from server import _pickle, results, worker_stream
+from server import _pickle, job_errors
+from server.cluster_results import (
+    DIRECT_GATHER_TIMEOUT,
+    ClusterResult,
+    fetch_many,
+    flatten,
+    nbytes_many,
+)
 from server.progress import Progress, flatten_keys
+
+# Where core.py finds them today: the results held on the cluster live in
+# server.cluster_results, and are re-exported here until it imports them there.
+__all__ = [
+    "DIRECT_GATHER_TIMEOUT",
+    "ClusterResult",
+    "Executors",
+    "PoolProcessDied",
+    "RemoteError",
+    "Work",
+    "call_in",
+    "fetch_many",
+    "namespace_graph",
+    "nbytes_many",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,28 +74,6 @@ class Work:
     keys: Any = None
 
 
-def _misleading(exc: BaseException) -> bool:
-    """Whether a job's exception must not reach an awaiting coroutine as itself.
-
-    A future refuses a StopIteration (the job would never end); a
-    CancelledError would read as that coroutine's own cancellation; a
-    GeneratorExit or another BaseException would escape the job's handling
-    and leave it unfinished. (SystemExit and KeyboardInterrupt are turned
-    into errors where the job is awaited: ``server.core._contain_exits``.)
-    """
-    if isinstance(exc, StopIteration):
-        return True
-    return not isinstance(exc, (Exception, SystemExit, KeyboardInterrupt))
-
-
-def _as_job_error(exc: BaseException) -> RuntimeError:
-    """The RuntimeError that stands for a job's :func:`_misleading` exception
-    (as a generator's StopIteration becomes one, PEP 479)."""
-    error = RuntimeError(f"the job raised {type(exc).__name__}{exc.args!r}")
-    error.__cause__ = exc
-    return error
-
-
 async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
 
@@ -80,6 +81,9 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     through a pool future chained to an asyncio one; a trivial call comes
     back about 20 µs sooner. Cancelling the awaiting task abandons the call
     (and drops it if it has not started), as with ``run_in_executor``.
+
+    ``func`` may run a job's code: what it raises reaches the awaiting task
+    through :func:`server.job_errors.job_exception` (an ordinary exception).
     """
     loop = asyncio.get_running_loop()
     future = loop.create_future()
@@ -95,11 +99,8 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
-        except BaseException as exc:  # noqa: BLE001  (SystemExit too: the awaiting task sorts it out)
-            outcome: tuple[BaseException | None, Any] = (
-                _as_job_error(exc) if _misleading(exc) else exc,
-                None,
-            )
+        except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
+            outcome: tuple[BaseException | None, Any] = (job_errors.job_exception(exc), None)
         else:
             outcome = (None, value)
         try:
@@ -118,12 +119,6 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     except asyncio.CancelledError:
         started.cancel()
         raise
-
-
-def _flatten(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [leaf for item in obj for leaf in _flatten(item)]
-    return [obj]
 
 
 def _apply(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -158,177 +153,6 @@ def namespace_graph(graph: Any, keys: Any, prefix: str) -> tuple[dict, Any]:
         return subs.get(value, value)
 
     return renamed, rename_keys(keys)
-
-
-def _exits_as_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func``, with SystemExit and KeyboardInterrupt turned into RuntimeError."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            raise RuntimeError(
-                f"the job raised {type(exc).__name__}{exc.args!r}, reported as this error "
-                "instead of stopping the server"
-            ) from exc
-
-    return call
-
-
-_SCALAR_TYPES = (int, float, bool, complex, type(None))
-
-
-class ClusterResult:
-    """A finished job's result that stays on the cluster: the futures held for it.
-
-    Dropping this object releases the result on the cluster.
-
-    Args:
-        futures: The job's futures, nested in lists and tuples.
-        shape: How :meth:`shape` returns their values ("single", "tuple" or "plain").
-        direct: Fetch the values from the workers themselves rather than
-            through the scheduler (see :class:`Executors`).
-    """
-
-    def __init__(self, futures: Any, shape: str, direct: bool = False) -> None:
-        self._futures = futures
-        self._shape = shape
-        self.direct = direct
-
-    def published(self) -> dict[str, Any]:
-        """What :meth:`from_published` rebuilds it from (a Dask dataset of its futures)."""
-        return {"futures": self._futures, "shape": self._shape}
-
-    @classmethod
-    def from_published(cls, data: dict[str, Any], direct: bool = False) -> ClusterResult:
-        """A result another replica published on the cluster, held here too."""
-        return cls(data["futures"], data["shape"], direct)
-
-    @property
-    def keys(self) -> list:
-        """The keys of the result's futures."""
-        return [f.key for f in _flatten(self._futures)]
-
-    async def nbytes(self) -> int:
-        """The result's size as the scheduler estimates it (Dask's ``sizeof``).
-
-        Results whose type the client already knows to be a small scalar need
-        no question to the scheduler.
-        """
-        futures = _flatten(self._futures)
-        if all(getattr(f, "type", None) in _SCALAR_TYPES for f in futures):
-            return 0
-        client = futures[0].client
-        sizes = await client.nbytes(self.keys, summary=False)
-        return sum(sizes.values())
-
-    async def fetch(self, large: bool = False) -> Any:
-        """Move the result here and return it, shaped as ``dask.compute`` would.
-
-        ``large``: see :func:`fetch_many`.
-        """
-        return (await fetch_many([self], large))[0]
-
-    @property
-    def single_key(self) -> Any:
-        """The key of the one future whose value is the result itself, or ``None``.
-
-        ``None`` when the result gathers several futures (or wraps one in a tuple or list).
-        """
-        futures = self._futures
-        if self._shape == "single" and isinstance(futures, (list, tuple)) and len(futures) == 1:
-            futures = futures[0]
-        elif self._shape != "plain":
-            return None
-        if isinstance(futures, (list, tuple)):
-            return None
-        return futures.key
-
-    async def open_stream(self, fmt: str, is_function: bool) -> Any:
-        """The result's pickle stream, read from the worker that holds it as it is sent.
-
-        ``None`` when the result is not read that way: not fetched directly
-        from the workers, not one future's value, not sent pickled
-        (``fmt``, see :func:`server.results.is_pickle`), or no worker could
-        encode it. The caller then fetches it with :meth:`fetch`. See
-        :mod:`server.worker_stream`.
-        """
-        key = self.single_key
-        if not self.direct or key is None or not results.is_pickle(fmt, is_function):
-            return None
-        client = _flatten(self._futures)[0].client
-        return await worker_stream.open_on_worker(client, key)
-
-    def shape(self, value: Any) -> Any:
-        """The futures' values, shaped as ``dask.compute`` would return them."""
-        if self._shape == "single":
-            return value[0]
-        if self._shape == "tuple":
-            return tuple(value)
-        return value
-
-
-async def nbytes_many(results: list[ClusterResult]) -> list[int]:
-    """The sizes of many results held on the cluster, with one question to the scheduler."""
-    sizes = [0] * len(results)
-    asking = [
-        (index, result)
-        for index, result in enumerate(results)
-        if not all(getattr(f, "type", None) in _SCALAR_TYPES for f in _flatten(result._futures))
-    ]
-    if not asking:
-        return sizes
-    client = _flatten(asking[0][1]._futures)[0].client
-    known = await client.nbytes([key for _, r in asking for key in r.keys], summary=False)
-    for index, result in asking:
-        sizes[index] = sum(known.get(key, 0) for key in result.keys)
-    return sizes
-
-
-async def fetch_many(results: list[ClusterResult], large: bool = False) -> list[Any]:
-    """Move many results here with one ``gather`` (as Dask's client does for many futures).
-
-    ``large`` results marked ``direct`` come straight from the workers that
-    hold them: through the scheduler, the bytes cross one more connection, and
-    a scheduler inside this process (a LocalCluster's) holds a second copy of
-    them here while it passes them on (twice the memory, twice the time).
-    Small results, the common case, go through the scheduler, as Dask's
-    client sends them by default. A direct gather that makes no progress for
-    :data:`DIRECT_GATHER_TIMEOUT` seconds is abandoned for the scheduler's way.
-    """
-    if not results:
-        return []
-    flat = [_flatten(result._futures) for result in results]
-    futures = [f for group in flat for f in group]
-    client = futures[0].client
-    values = None
-    if large and all(result.direct for result in results):
-        try:
-            values = await asyncio.wait_for(
-                client.gather(futures, direct=True), DIRECT_GATHER_TIMEOUT
-            )
-        except asyncio.TimeoutError:
-            logger.warning(
-                "fetching %d results straight from the workers took over %gs; "
-                "fetching them through the scheduler",
-                len(results),
-                DIRECT_GATHER_TIMEOUT,
-            )
-    if values is None:
-        values = await client.gather(futures)
-    remaining = iter(values)
-    return [result.shape(_refill(result._futures, remaining)) for result in results]
-
-
-def _refill(template: Any, values: Any) -> Any:
-    """``template``'s nesting of lists and tuples, its futures replaced from ``values``."""
-    if isinstance(template, (list, tuple)):
-        return type(template)([_refill(item, values) for item in template])
-    return next(values)
-
-
-#: Seconds a direct gather of large results may take before the scheduler's way is tried.
-DIRECT_GATHER_TIMEOUT = 120.0
 
 
 class RemoteError(Exception):
@@ -427,7 +251,7 @@ class Executors:
         if work.call is not None:
             func, args, kwargs = work.call
             if self._in_process_workers:
-                func = _exits_as_errors(func)
+                func = functools.partial(job_errors.run_user_code, func)
             futures = await self._submit_coalesced(func, args, kwargs, key)
         elif work.collections is not None:
             futures = client.compute(list(work.collections))
@@ -443,14 +267,16 @@ class Executors:
                     logger.debug("no first look at the job's tasks: %s", exc)
             # Wait for the tasks without moving their data here: the result
             # stays on the cluster until someone fetches it.
-            for future in _flatten(futures):
+            for future in flatten(futures):
                 error = await future.exception()
-                if future.status == "error" and error is not None and _misleading(error):
-                    raise _as_job_error(error)
+                if future.status == "error" and error is not None:
+                    converted = job_errors.job_exception(error)
+                    if converted is not error:
+                        raise converted
                 if future.status != "finished":
                     await future  # raises the task's error (with its traceback) or cancellation
         except asyncio.CancelledError:
-            await client.cancel(_flatten(futures), force=True)
+            await client.cancel(flatten(futures), force=True)
             raise
         if work.collections is not None:
             shape = "single" if work.single else "tuple"
@@ -535,14 +361,13 @@ class Executors:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
             loop = asyncio.get_running_loop()
-            ok, data, tb = await loop.run_in_executor(pool, _pickle.call_in_child, payload)
-            value = await self.in_thread(pickle.loads, data) if data else None
+            ok, data, tb = await loop.run_in_executor(pool, job_errors.call_in_child, payload)
+            value = await self.in_thread(_pickle.loads, data) if data else None
             if ok:
                 return value
             if isinstance(value, BaseException):
-                if _misleading(value):
-                    value = _as_job_error(value)
-                value.__dask_compute_traceback__ = tb
+                value = job_errors.job_exception(value)  # already so, unless unpickling made it odd
+                setattr(value, job_errors.TRACEBACK_ATTRIBUTE, tb)
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:

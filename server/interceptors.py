@@ -5,17 +5,25 @@ the health and reflection services (probes and ``grpcurl list`` need no
 token). The wrapped handler runs in the call's own task, so
 
 1. it authenticates the call (bearer token metadata, or the verified client
-   certificate under mutual TLS) and answers ``UNAUTHENTICATED`` with what to
-   send when that fails;
+   certificate under mutual TLS), and refuses it with
+   :class:`server.errors.Unauthenticated` saying what to send when that fails;
 2. it parses the request itself, so that bytes that are not a valid message
    (corrupt, truncated, non-UTF-8 strings, nesting past protobuf's depth
-   limit) answer ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN`` (or, in
-   a request stream, ``INTERNAL``) with a logged traceback. Streamed requests
-   are parsed as the servicer iterates them, so a servicer method must read
-   its request iterator, never ``context.read()`` (which would give bytes);
+   limit) are refused with :class:`server.errors.InvalidArgument` rather
+   than answered grpc's ``UNKNOWN`` (or, in a request stream, ``INTERNAL``)
+   with a logged traceback. Streamed requests are parsed as the servicer
+   iterates them, so a servicer method must read its request iterator, never
+   ``context.read()`` (which would give bytes);
 3. it runs the servicer method with the caller set (:func:`server.auth.caller_scope`,
    or :func:`server.auth.set_caller` for handlers that yield), where
    :func:`server.auth.current_caller` gives it.
+
+A refusal is an exception of :mod:`server.errors`, answered by
+:mod:`server.status` like any error of the servicer: through the servicer's
+own :class:`server.status.Answers` when it has one (:func:`answers_of`), so
+the refused call carries the service's metadata and is counted in the RPC
+metrics with its real code; otherwise (a service without one) through
+:func:`server.status.status_of` alone.
 
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
@@ -28,14 +36,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn
 
 import grpc
 
+from server import status
 from server.auth import Authenticator, Caller, caller_scope, set_caller
-from server.errors import InvalidArgument, Unauthenticated
-from server.servicer import ERROR_KEY
+from server.errors import InvalidArgument, ServiceError, Unauthenticated
 from server.tls import peer_common_name
 
 logger = logging.getLogger(__name__)
@@ -54,6 +62,21 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
+def answers_of(handler: grpc.RpcMethodHandler) -> status.Answers | None:
+    """The :class:`server.status.Answers` of the servicer whose method ``handler`` runs.
+
+    A servicer that answers through one keeps it as ``answers``
+    (:class:`server.servicer.ComputeServicer` does); grpc's generated code
+    registers the servicer's bound methods, which name their servicer.
+    ``None`` for handlers of any other kind.
+    """
+    behaviour = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+    answers = getattr(getattr(behaviour, "__self__", None), "answers", None)
+    return answers if isinstance(answers, status.Answers) else None
+
+
 class CallerInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every call to a non-open service and parses its request.
 
@@ -69,7 +92,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
@@ -78,56 +101,67 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            known = self._wrapped[method] = (handler, _wrap(handler, method, self._authenticate))
+            gate = _Gate(self.authenticator, method, answers_of(handler))
+            known = self._wrapped[method] = (handler, _wrap(handler, gate))
         return known[1]
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+
+class _Gate:
+    """What one method's wrapped handler checks before it runs the servicer's."""
+
+    def __init__(
+        self, authenticator: Authenticator, method: str, answers: status.Answers | None
+    ) -> None:
+        self.authenticator = authenticator
+        self.method = method
+        self.name = method.rsplit("/", 1)[-1]  # as the servicer's metrics name it
+        self.answers = answers
+
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """Who makes the call.
+
+        Raises:
+            Unauthenticated: No valid credential, or more than one.
+        """
         authorization = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 if authorization is not None:
-                    await _abort_unauthenticated(
-                        context, method, "more than one authorization metadata entry"
-                    )
+                    raise Unauthenticated("more than one authorization metadata entry")
                 authorization = value if isinstance(value, str) else value.decode("latin-1")
         common_name = peer_common_name(context) if self.authenticator.mtls else None
+        return self.authenticator.authenticate(authorization, common_name)
+
+    def parse(self, deserializer: Callable[[bytes], Any] | None, raw: bytes) -> Any:
+        """The request message in ``raw``.
+
+        Raises:
+            InvalidArgument: ``raw`` is not a valid message for the method.
+        """
+        if deserializer is None:
+            return raw
         try:
-            return self.authenticator.authenticate(authorization, common_name)
-        except Unauthenticated as exc:
-            await _abort_unauthenticated(context, method, str(exc))
-            raise  # not reached: abort raises
+            return deserializer(raw)
+        except Exception as exc:  # DecodeError, or whatever a parser raises
+            raise InvalidArgument(
+                f"the request is not a valid message for {self.method}: {exc}"
+            ) from exc
 
+    async def refuse(
+        self, context: grpc.aio.ServicerContext, exc: Exception, received: int = 0
+    ) -> NoReturn:
+        """Answer a refused call through the mapping (and the servicer's metrics).
 
-async def _abort_unauthenticated(
-    context: grpc.aio.ServicerContext, method: str, message: str
-) -> None:
-    # Logged without the credential, at INFO: a flood of bad calls must not
-    # flood the log at a level operators alert on.
-    logger.info("refused %s from %s: %s", method, context.peer(), message)
-    await context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        message,
-        trailing_metadata=((ERROR_KEY, Unauthenticated.__name__),),
-    )
-
-
-async def _parse(
-    deserializer: Callable[[bytes], Any] | None,
-    raw: bytes,
-    context: grpc.aio.ServicerContext,
-    method: str,
-) -> Any:
-    if deserializer is None:
-        return raw
-    try:
-        return deserializer(raw)
-    except Exception as exc:  # noqa: BLE001  (DecodeError, or whatever a parser raises)
-        logger.info("refused %s from %s: unparsable request (%s)", method, context.peer(), exc)
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"the request is not a valid message for {method}: {exc}",
-            trailing_metadata=((ERROR_KEY, "InvalidArgument"),),
-        )
+        Raises:
+            grpc.aio.AbortError: Always.
+        """
+        if isinstance(exc, ServiceError):
+            # Logged without the credential, at INFO: a flood of bad calls must not
+            # flood the log at a level operators alert on.
+            logger.info("refused %s from %s: %s", self.method, context.peer(), exc)
+        if self.answers is not None:
+            await self.answers.refuse(self.name, context, exc, received)
+        await status.abort(context, status.status_of(exc, self.method))
 
 
 async def _parsed_stream(
@@ -158,20 +192,28 @@ async def _result(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler,
-    method: str,
-    authenticate: Callable[[grpc.aio.ServicerContext, str], Awaitable[Caller]],
-) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
     serializer = handler.response_serializer
     deserializer = handler.request_deserializer
+    method = gate.method
+
+    async def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Caller, Any]:
+        try:
+            return gate.caller(context), gate.parse(deserializer, raw)
+        except Exception as exc:  # noqa: BLE001  (answered through the one mapping)
+            await gate.refuse(context, exc, len(raw))
+
+    async def admit_stream(context: grpc.aio.ServicerContext) -> Caller:
+        try:
+            return gate.caller(context)
+        except Exception as exc:  # noqa: BLE001  (answered through the one mapping)
+            await gate.refuse(context, exc)
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            caller = await authenticate(context, method)
-            request = await _parse(deserializer, raw, context, method)
+            caller, request = await admit(raw, context)
             with caller_scope(caller):
                 return await _result(inner_uu(request, context))
 
@@ -181,7 +223,7 @@ def _wrap(
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            with caller_scope(await authenticate(context, method)):
+            with caller_scope(await admit_stream(context)):
                 parsed = _parsed_stream(deserializer, requests, method)
                 return await _result(inner_su(parsed, context))
 
@@ -193,8 +235,7 @@ def _wrap(
         inner_us = handler.unary_stream
 
         async def prepare_us(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            caller = await authenticate(context, method)
-            request = await _parse(deserializer, raw, context, method)
+            caller, request = await admit(raw, context)
             set_caller(caller)
             return request
 
@@ -215,7 +256,7 @@ def _wrap(
     if inspect.isasyncgenfunction(inner_ss):
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            set_caller(await authenticate(context, method))
+            set_caller(await admit_stream(context))
             parsed = _parsed_stream(deserializer, requests, method)
             async for response in inner_ss(parsed, context):
                 yield response
@@ -223,7 +264,7 @@ def _wrap(
     else:
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            set_caller(await authenticate(context, method))
+            set_caller(await admit_stream(context))
             return await _result(inner_ss(_parsed_stream(deserializer, requests, method), context))
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, None, serializer)

@@ -1,9 +1,11 @@
 """The gRPC servicer: translates requests for :class:`server.core.ComputeCore` and back.
 
 Each RPC converts its request, calls one core method and converts the result.
-:func:`_translate_errors` maps :mod:`server.errors` to status codes in one place;
-anything unexpected is logged with its traceback and answered ``INTERNAL``
-with a fixed message, never with the exception's text.
+:func:`_translate_errors` answers each call through the servicer's
+:class:`server.status.Answers`, the one place that chooses status codes and
+counts calls: :mod:`server.errors` map to their codes; anything unexpected
+is logged with its traceback and answered ``INTERNAL`` with a fixed message,
+never with the exception's text.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,13 +24,14 @@ from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server import convert
 from server.auth import current_caller
 from server.core import ComputeCore
-from server.errors import InvalidArgument, ServiceError
+from server.errors import InvalidArgument
 from server.jobs import JobState
+from server.status import ERROR_KEY, Answers
+
+__all__ = ["ERROR_KEY", "INSTANCE_KEY", "ComputeServicer"]
 
 logger = logging.getLogger(__name__)
 
-#: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
-ERROR_KEY = "dask-compute-error"
 #: Trailing metadata key carrying the server instance's id (new on every start).
 #: Trailing, not initial: it then rides with the status, with no extra write.
 INSTANCE_KEY = "dask-compute-instance"
@@ -42,78 +44,7 @@ WATCH_INTERVAL = 0.25
 #: Most bytes of inline results in one WaitJobs answer; finished jobs past it come next call.
 WAIT_JOBS_RESULT_BYTES = 16 * 1024 * 1024
 
-#: Longest status message sent, in UTF-8 bytes. Messages may quote the caller's
-#: input, and clients refuse status metadata past 8 to 16 KiB (percent-encoding
-#: can triple a message's size).
-MAX_DETAILS_BYTES = 2000
-
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def _details(message: str) -> str:
-    data = message.encode("utf-8", "replace")
-    if len(data) <= MAX_DETAILS_BYTES:
-        return message
-    return data[:MAX_DETAILS_BYTES].decode("utf-8", "ignore") + "... (truncated)"
-
-
-async def _abort(
-    context: grpc.aio.ServicerContext, method: str, exc: Exception, metadata: tuple
-) -> str:
-    """Answer a failed call with the status code of ``exc``; returns the code's name."""
-    if isinstance(exc, ServiceError):
-        # The error's class name lets clients tell, say, a missing function
-        # from a missing job without parsing the message.
-        await context.abort(
-            getattr(grpc.StatusCode, exc.status),
-            _details(str(exc)),
-            trailing_metadata=(*metadata, (ERROR_KEY, type(exc).__name__)),
-        )
-    incident = uuid.uuid4().hex[:12]
-    logger.error("%s failed unexpectedly (incident %s)", method, incident, exc_info=exc)
-    await context.abort(
-        grpc.StatusCode.INTERNAL,
-        f"internal error in {method} (incident {incident}); the server log has the details",
-        trailing_metadata=metadata,
-    )
-    return "INTERNAL"  # not reached: abort raises
-
-
-def _code_of(exc: BaseException) -> str:
-    if isinstance(exc, ServiceError):
-        return exc.status
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED"
-    return "INTERNAL"
-
-
-class _Answering:
-    """One RPC being answered: instance metadata first; on the way out, the
-    error's status code (see :func:`_abort`) and the RPC's metrics."""
-
-    def __init__(self, servicer: Any, name: str, request: Any, context: Any) -> None:
-        self.servicer, self.name, self.request, self.context = servicer, name, request, context
-        self.sent = 0
-
-    async def __aenter__(self) -> _Answering:
-        self.started = time.perf_counter()
-        self.context.set_trailing_metadata(self.servicer.metadata)
-        return self
-
-    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        code = "OK"
-        if isinstance(exc, grpc.aio.AbortError):
-            code = "ABORTED"
-        elif exc is not None:
-            code = _code_of(exc)
-        # Counted before the status goes out, so a caller that scrapes the
-        # metrics right after its answer sees its call.
-        received = self.request.ByteSize() if hasattr(self.request, "ByteSize") else 0
-        elapsed = time.perf_counter() - self.started
-        self.servicer.core.metrics.rpc(self.name, code, elapsed, received, self.sent)
-        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
-            await _abort(self.context, self.name, exc, self.servicer.metadata)  # raises
-        return False
 
 
 def _translate_errors(method: Handler) -> Handler:
@@ -121,7 +52,7 @@ def _translate_errors(method: Handler) -> Handler:
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _Answering(self, method.__name__, request, context) as answering:
+        async with self.answers.answering(method.__name__, request, context) as answering:
             response = await method(self, request, context)
             answering.sent = response.ByteSize()
             return response
@@ -136,7 +67,7 @@ def _translate_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Any:
     async def wrapper(
         self: Any, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        async with _Answering(self, method.__name__, request, context) as answering:
+        async with self.answers.answering(method.__name__, request, context) as answering:
             async for message in method(self, request, context):
                 answering.sent += message.ByteSize()
                 yield message
@@ -149,7 +80,9 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     def __init__(self, core: ComputeCore) -> None:
         self.core = core
-        self.metadata = ((INSTANCE_KEY, core.instance_id),)
+        #: How every call is answered; the caller interceptor answers the
+        #: calls it refuses through it too (see :func:`server.interceptors.answers_of`).
+        self.answers = Answers(core.metrics, ((INSTANCE_KEY, core.instance_id),))
 
     @_translate_errors
     async def GetClusterInfo(self, request: pb.GetClusterInfoRequest, context: Any) -> Any:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import urllib.request
 
 import grpc
 import pytest
+import pytest_asyncio
+from prometheus_client import generate_latest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from server.app import build_registry, build_server
+from server.config import Settings
+from server.core import ComputeCore
 from tests.helpers import free_port, running_server
 
 pytestmark = pytest.mark.integration
@@ -58,3 +64,76 @@ def test_metrics_endpoint_counts_jobs_rpcs_and_the_cluster(tmp_path):
     assert "job=" in log and "event=finished state=succeeded scheduler=threads" in log
     started = "event=started kind=function target=ping scheduler=threads owner=anonymous"
     assert log.count(started) == 3, "one line as each job is accepted and starts"
+
+
+
+TOKEN = "alice-token-0123456789"
+GOOD = (("authorization", f"Bearer {TOKEN}"),)
+WRONG = (("authorization", "Bearer not-the-token-0123456"),)
+
+
+@pytest_asyncio.fixture
+async def in_process():
+    """A real core and server in this process, a token configured; yields ``(channel, core)``."""
+    settings = Settings(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address="",
+        local_processes=1,
+        job_store="memory",
+        port=0,
+        tokens=f"alice run {TOKEN}",
+    )
+    core = ComputeCore(settings, build_registry(settings))
+    await core.start()
+    server, port, _ = build_server(settings, core)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    await asyncio.wait_for(channel.channel_ready(), 10)
+    yield channel, core
+    await channel.close()
+    await server.stop(None)
+    await core.close()
+
+
+async def _failure(call):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+def _rpcs(core, method, code):
+    return sample(generate_latest(core.metrics.registry).decode(), "dask_compute_rpcs_total", code=code, method=method)
+
+
+@pytest.mark.asyncio
+async def test_calls_refused_by_the_interceptor_are_counted_with_their_code(in_process):
+    channel, core = in_process
+    stub = pb_grpc.ComputeServiceStub(channel)
+    refused = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=WRONG, timeout=10))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert dict(refused.trailing_metadata())["dask-compute-error"] == "Unauthenticated"
+    stream = stub.WatchJob(pb.WatchJobRequest(job_id="f" * 32), timeout=10)  # no token at all
+    assert (await _failure(stream.read())).code() == grpc.StatusCode.UNAUTHENTICATED
+    # Bytes that are no GetJobRequest: field 1 announces 5 bytes, none follow.
+    raw = channel.unary_unary("/compute.v1.ComputeService/GetJob")
+    unparsable = await _failure(raw(b"\x0a\x05", metadata=GOOD, timeout=10))
+    assert unparsable.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _rpcs(core, "GetJob", "UNAUTHENTICATED") == 1
+    assert _rpcs(core, "WatchJob", "UNAUTHENTICATED") == 1
+    assert _rpcs(core, "GetJob", "INVALID_ARGUMENT") == 1
+    text = generate_latest(core.metrics.registry).decode()
+    assert sample(text, "dask_compute_rpc_duration_seconds_count", method="GetJob") == 2
+    assert sample(text, "dask_compute_received_bytes_total", method="GetJob") == 2 + 34
+
+
+@pytest.mark.asyncio
+async def test_an_error_answer_is_counted_with_the_code_it_was_answered_with(in_process):
+    channel, core = in_process
+    stub = pb_grpc.ComputeServiceStub(channel)
+    missing = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=GOOD, timeout=10))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    assert dict(missing.trailing_metadata())["dask-compute-error"] == "JobNotFound"
+    assert _rpcs(core, "GetJob", "NOT_FOUND") == 1
+    assert _rpcs(core, "GetJob", "ABORTED") == 0

@@ -158,3 +158,24 @@ async def test_unknown_methods_stay_unimplemented(channel):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await channel.unary_unary("/test.Who/Nope")(b"x", metadata=AUTH, timeout=10)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+class _Broken(Authenticator):
+    def authenticate(self, authorization, common_name=None):
+        raise KeyError("secret-detail")
+
+
+async def test_an_unexpected_error_while_admitting_a_call_goes_through_the_one_mapping():
+    server = grpc.aio.server(interceptors=[CallerInterceptor(_Broken(None))])
+    server.add_generic_rpc_handlers(_handlers())
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary("/test.Who/Unary")(b"x", metadata=AUTH, timeout=10)
+    finally:
+        await server.stop(None)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret-detail" not in info.value.details()
+    assert info.value.details().startswith("internal error in /test.Who/Unary (incident ")
