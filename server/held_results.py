@@ -22,8 +22,9 @@ from dask.sizeof import sizeof
 
 from server import _pickle, results, worker_stream
 from server.cluster import SCHEDULER_TIMEOUT
+from server.cluster_results import ClusterResult, fetch_many, nbytes_many
 from server.errors import FailedPrecondition, NotFound
-from server.execution import ClusterResult, Executors, fetch_many, nbytes_many
+from server.execution import Executors
 from server.jobs import JobKind, JobRecord, JobState, JobTable
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 
-
 class Progress:
     """Tasks done out of tasks in all, for one job."""
 

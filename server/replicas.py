@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, SNAPSHOT_INTERVAL, Cluster
-from server.execution import ClusterResult, Executors
+from server.cluster_results import ClusterResult
+from server.execution import Executors
 from server.jobs import JobKind, JobRecord, JobState, JobTable
 from server.runner import task_key
 

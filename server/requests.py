@@ -142,11 +142,8 @@ class Preparer:
         raise InvalidArgument("the job carries no work: set call, pickled_call or graph")
 
     async def _load(self, loader: Any, payload: bytes, held: dict[str, Any] | None) -> Any:
-        try:
-            if len(payload) < INLINE_LOAD_LIMIT:
-                return loader(payload, held)
-            return await self.in_thread(loader, payload, held)
-        except (SystemExit, KeyboardInterrupt) as exc:  # loading ran the payload's sys.exit()
-            raise InvalidArgument(
-                f"cannot load the payload: it raised {type(exc).__name__}"
-            ) from exc
+        # Whatever loading raises (its code's sys.exit() included) comes out
+        # as InvalidPayload: the rule of server.job_errors.load_error.
+        if len(payload) < INLINE_LOAD_LIMIT:
+            return loader(payload, held)
+        return await self.in_thread(loader, payload, held)

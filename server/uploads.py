@@ -20,8 +20,8 @@ from typing import Any
 from server import objects
 from server.auth import Caller
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
+from server.cluster_results import DIRECT_GATHER_TIMEOUT
 from server.errors import NotFound, PermissionDenied, Unavailable
-from server.execution import DIRECT_GATHER_TIMEOUT
 from server.jobs import JobTable, new_job_id
 
 logger = logging.getLogger(__name__)

@@ -236,7 +236,15 @@ class Writer:
             finally:
                 if len(outcomes) != len(batch):  # (the thread is dying)
                     outcomes = [RuntimeError("the job store's writer stopped")] * len(batch)
-                self._settle(batch, outcomes)
+                # The bookkeeping first, so that a callback's waiter who asks
+                # committed() at once is told the write is done.
+                finished = self._settle(batch, outcomes)
+                for write, outcome in zip(batch, outcomes, strict=True):
+                    try:
+                        write.done(outcome)
+                    except Exception:  # a waiter's mistake must not stop the writer
+                        logger.exception("job store: a write's callback failed")
+                self._tell(finished)
             # Not kept while waiting for the next: a write's callback may hold
             # a job's result, which the cluster must be free to let go.
             del batch, outcomes
@@ -255,15 +263,14 @@ class Writer:
                 except Exception as exc:
                     logger.exception("job store: a write of jobs %s failed", write.jobs[:3])
                     outcomes.append(exc)
-        for write, outcome in zip(batch, outcomes, strict=True):
-            try:
-                write.done(outcome)
-            except Exception:  # a waiter's mistake must not stop the writer
-                logger.exception("job store: a write's callback failed")
         return outcomes
 
-    def _settle(self, batch: list[Write], outcomes: list[Any]) -> None:
-        """The batch is written (its callbacks ran): tell those waiting for it."""
+    def _settle(self, batch: list[Write], outcomes: list[Any]) -> list[_Watch]:
+        """The batch is written: nothing of it is outstanding any more.
+
+        Returns:
+            The watches (:meth:`committed` futures) it completes, for :meth:`_tell`.
+        """
         finished: list[_Watch] = []
         with self._cond:
             for write, outcome in zip(batch, outcomes, strict=True):
@@ -288,6 +295,11 @@ class Writer:
             self._busy = False
             self._writing = []
             self._cond.notify_all()
+        return finished
+
+    @staticmethod
+    def _tell(finished: list[_Watch]) -> None:
+        """Complete the futures of the watches a batch completed (after its callbacks)."""
         for watch in finished:
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
                 if watch.error is not None:
