@@ -87,10 +87,12 @@ def build_server(
     if authenticator is None:
         authenticator = Authenticator.from_settings(settings)
     credentials = tls.server_credentials(settings)
+    servicer = ComputeServicer(core)
     server = grpc.aio.server(
-        options=server_options(settings), interceptors=[CallerInterceptor(authenticator)]
+        options=server_options(settings),
+        interceptors=[CallerInterceptor(authenticator, servicer.answers)],
     )
-    pb_grpc.add_ComputeServiceServicer_to_server(ComputeServicer(core), server)
+    pb_grpc.add_ComputeServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -20,10 +20,10 @@ token). The wrapped handler runs in the call's own task, so
 
 A refusal is an exception of :mod:`server.errors`, answered by
 :mod:`server.status` like any error of the servicer: through the servicer's
-own :class:`server.status.Answers` when it has one (:func:`answers_of`), so
-the refused call carries the service's metadata and is counted in the RPC
-metrics with its real code; otherwise (a service without one) through
-:func:`server.status.status_of` alone.
+own :class:`server.status.Answers` (given to the interceptor by
+:func:`server.app.build_server`), so the refused call carries the service's
+metadata and is counted in the RPC metrics with its real code; without one,
+through :func:`server.status.status_of` alone.
 
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
@@ -62,31 +62,21 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
-def answers_of(handler: grpc.RpcMethodHandler) -> status.Answers | None:
-    """The :class:`server.status.Answers` of the servicer whose method ``handler`` runs.
-
-    A servicer that answers through one keeps it as ``answers``
-    (:class:`server.servicer.ComputeServicer` does); grpc's generated code
-    registers the servicer's bound methods, which name their servicer.
-    ``None`` for handlers of any other kind.
-    """
-    behaviour = (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    )
-    answers = getattr(getattr(behaviour, "__self__", None), "answers", None)
-    return answers if isinstance(answers, status.Answers) else None
-
-
 class CallerInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every call to a non-open service and parses its request.
 
     Args:
         authenticator: Decides who the caller is (it may be reloaded while
             the server runs; each call asks it afresh).
+        answers: How the service answers (the servicer's), so that refusals
+            are answered and counted as its own errors are.
     """
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(
+        self, authenticator: Authenticator, answers: status.Answers | None = None
+    ) -> None:
         self.authenticator = authenticator
+        self.answers = answers
         # Each method's wrapped handler, made once (the servicer's handlers do not change).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -101,7 +91,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            gate = _Gate(self.authenticator, method, answers_of(handler))
+            gate = _Gate(self.authenticator, method, self.answers)
             known = self._wrapped[method] = (handler, _wrap(handler, gate))
         return known[1]
 

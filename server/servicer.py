@@ -81,7 +81,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     def __init__(self, core: ComputeCore) -> None:
         self.core = core
         #: How every call is answered; the caller interceptor answers the
-        #: calls it refuses through it too (see :func:`server.interceptors.answers_of`).
+        #: calls it refuses through it too (server.app.build_server hands it over).
         self.answers = Answers(core.metrics, ((INSTANCE_KEY, core.instance_id),))
 
     @_translate_errors
