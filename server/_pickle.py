@@ -21,6 +21,7 @@ import dask
 
 from server import job_errors
 from server.errors import InvalidPayload
+from server.objects import PERSISTENT_ID_PREFIX
 
 #: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
 PROTOCOL = 5
@@ -56,7 +57,7 @@ class _ObjectUnpickler(pickle.Unpickler):
         self._objects = objects
 
     def persistent_load(self, pid: Any) -> Any:
-        prefix = "dask-compute-object:"
+        prefix = PERSISTENT_ID_PREFIX
         if isinstance(pid, str) and pid.startswith(prefix) and pid[len(prefix) :] in self._objects:
             return self._objects[pid[len(prefix) :]]
         raise pickle.UnpicklingError(

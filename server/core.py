@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import platform
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
-from server import objects, results, worker_stream
+import server
+from server import objects, replicas, results, worker_stream
 from server.admission import Admission, Admitted
 from server.auth import ANONYMOUS, Authenticator, Caller
 from server.cluster import Cluster, ClusterSnapshot, WorkerSnapshot
@@ -40,10 +40,8 @@ from server.jobs import JobRecord, JobState, JobTable, MemoryJobTable, new_job_i
 from server.metrics import Metrics
 from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
-from server.replicas import Alone, Shared, is_shared
 from server.requests import JobRequest, Preparer
 from server.runner import Runner
-from server.uploads import SharedUploads, Uploads
 from server.waiting import Waiting
 
 __all__ = ["ClusterSnapshot", "ComputeCore", "JobRequest", "WorkerSnapshot"]
@@ -81,14 +79,7 @@ class ComputeCore:
         self._background: list[asyncio.Task] = []
         s = settings
         self.cluster = Cluster(s)
-        shared = is_shared(self.jobs)
-        self.replicas: Alone = (
-            Shared(self.jobs, self.cluster, self._pools, s.replica_lease)
-            if shared
-            else Alone(self.jobs, self.cluster, self._pools)
-        )
-        uploads_type = SharedUploads if shared else Uploads
-        self.uploads = uploads_type(self.cluster, self.jobs, s.object_ttl, s.max_object_bytes)
+        self.replicas, self.uploads = replicas.strategies(s, self.jobs, self.cluster, self._pools)
         #: Objects uploaded by callers, held on the cluster.
         self.objects = self.uploads.held
         self.admission = Admission(
@@ -257,19 +248,7 @@ class ComputeCore:
 
     def versions(self) -> dict[str, str]:
         """Versions of the software this server runs."""
-        import cloudpickle
-        import dask
-        import distributed
-
-        from server import __version__
-
-        return {
-            "python": platform.python_version(),
-            "dask": dask.__version__,
-            "distributed": distributed.__version__,
-            "cloudpickle": cloudpickle.__version__,
-            "service": __version__,
-        }
+        return server.versions()
 
     def schedulers(self) -> tuple[str, ...]:
         """The schedulers that jobs may name."""
@@ -444,15 +423,9 @@ class ComputeCore:
         caller: Caller = ANONYMOUS,
         checksum: bool = True,
     ) -> results.ResultStream | worker_stream.WorkerStream:
-        """A succeeded job's result, encoded for streaming.
-
-        A pickle held on the cluster by one future is encoded and hashed by
-        the worker that holds it, and read from there as it is sent (a
-        :class:`server.worker_stream.WorkerStream`). Otherwise the value is
-        fetched from the cluster, encoded off the event loop, and held only by
-        the stream. Without ``checksum`` the stream's ``sha256`` is left
-        empty, for the caller to get with the stream's ``digest()`` while it sends.
-        """
+        """A succeeded job's result, encoded for streaming (see
+        :meth:`server.held_results.HeldResults.open`); without ``checksum`` the
+        stream's ``sha256`` is left for its ``digest()``."""
         return await self.held.open(job_id, fmt, caller, checksum)
 
     async def release(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[JobRecord, bool]:
@@ -469,7 +442,8 @@ class ComputeCore:
         segment_sizes: Sequence[int],
         chunks: AsyncIterator[bytes],
     ) -> tuple[objects.StoredObject, bool]:
-        """Take an upload, check it, load it on the cluster and hold it.
+        """Take an upload, check it, load it on the cluster and hold it (see
+        :class:`server.uploads.Uploads`).
 
         Returns:
             The held object, and whether it was held already (then the bytes
@@ -477,12 +451,11 @@ class ComputeCore:
 
         Raises:
             PermissionDenied: The caller lacks ``code`` (loading pickled data runs code).
-            InvalidArgument: A bad header, a cut-off upload or a hash mismatch:
-                nothing is kept.
-            InvalidPayload: The bytes could not be loaded.
+            InvalidArgument, InvalidPayload: A bad header, a cut-off upload, a hash
+                mismatch, or bytes that cannot be loaded: nothing is kept.
             ResourceExhausted: Larger than ``max_object_bytes``.
-            Unavailable: The cluster does not answer, or (with replicas) the
-                object could not be published: nothing is kept.
+            Unavailable: The cluster does not answer (or, with replicas, the
+                object could not be published): nothing is kept.
         """
         self.uploads.authorize(caller)
         self._check_ready()

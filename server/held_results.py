@@ -308,7 +308,16 @@ class HeldResults:
     async def open(
         self, job_id: str, fmt: str, caller: Any, checksum: bool
     ) -> results.ResultStream | worker_stream.WorkerStream:
-        """A succeeded job's result, encoded for streaming (see ComputeCore.open_result)."""
+        """A succeeded job's result, encoded for streaming.
+
+        A pickle held on the cluster by one future is encoded and hashed by
+        the worker that holds it, and read from there as it is sent (a
+        :class:`server.worker_stream.WorkerStream`). Otherwise the value is
+        fetched from the cluster (where it stays until released or expired),
+        encoded off the event loop, and held only by the stream. Without
+        ``checksum`` the stream's ``sha256`` is left empty, for the caller to
+        get with the stream's ``digest()`` while it sends.
+        """
         record, handle = await self._handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format

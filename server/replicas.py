@@ -28,9 +28,11 @@ from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, SNAPSHOT_INTERVAL, Cluster
 from server.cluster_results import ClusterResult
+from server.config import Settings
 from server.execution import Executors
 from server.jobs import JobKind, JobRecord, JobState, JobTable
 from server.runner import task_key
+from server.uploads import SharedUploads, Uploads
 
 logger = logging.getLogger(__name__)
 
@@ -324,9 +326,17 @@ class Shared(Alone):
             logger.warning("could not leave the shared job store cleanly: %s", exc)
 
 
-def is_shared(store: JobTable) -> bool:
-    """Whether other replicas share ``store`` (the one place that asks)."""
-    return not store.exclusive
+def strategies(
+    settings: Settings, store: JobTable, cluster: Cluster, pools: Callable[[], Executors]
+) -> tuple[Alone, Uploads]:
+    """The replicas strategy and the uploads that fit ``store``: the one place that
+    asks whether other replicas share it."""
+    s = settings
+    if store.exclusive:
+        alone = Uploads(cluster, store, s.object_ttl, s.max_object_bytes)
+        return Alone(store, cluster, pools), alone
+    shared = SharedUploads(cluster, store, s.object_ttl, s.max_object_bytes)
+    return Shared(store, cluster, pools, s.replica_lease), shared
 
 
 def dataset_name(job_id: str) -> str:

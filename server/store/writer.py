@@ -111,7 +111,6 @@ class Writer:
         self._cond = threading.Condition()
         self._queue: list[Write] = []
         self._deferred: dict[str, Write] = {}
-        self._writing: list[Write] = []  # the batch being written now
         # Every write queued and not yet settled, by job; and who waits for them.
         self._outstanding: dict[str, dict[Write, None]] = {}
         self._watches: dict[str, list[_Watch]] = {}
@@ -218,7 +217,6 @@ class Writer:
                 if self._queue:
                     batch, self._queue = self._queue, []
                     self._busy = True
-                    self._writing = batch
                     return batch
                 if self._closing:
                     return None
@@ -293,7 +291,6 @@ class Writer:
                     if not watches:
                         del self._watches[job_id]
             self._busy = False
-            self._writing = []
             self._cond.notify_all()
         return finished
 

@@ -70,3 +70,43 @@ def test_no_sdk_module_is_over_500_lines() -> None:
     }
     assert len(sizes) > 20, "the walk found the SDK's modules"
     assert {path: n for path, n in sizes.items() if n > 500} == {}
+
+
+#: The server's modules that speak gRPC (or translate protobuf); every other one is the core's.
+GRPC_FACING = {"app", "servicer", "convert", "interceptors", "status", "tls", "cli", "__main__"}
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):  # imports inside functions too
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_part_of_the_core_imports_grpc() -> None:
+    # Not even lazily: the core is plain Python, the servicer translates.
+    offenders = {}
+    parts = [
+        path
+        for path in sorted((ROOT / "server").rglob("*.py"))
+        if path.relative_to(ROOT / "server").with_suffix("").as_posix() not in GRPC_FACING
+    ]
+    assert {"admission.py", "runner.py", "replicas.py", "core.py"} <= {p.name for p in parts}
+    for path in parts:
+        imported = _imports(ast.parse(path.read_text(), str(path)))
+        if imported & {"grpc", "grpc_status", "grpc_health", "grpc_reflection"}:
+            offenders[str(path.relative_to(ROOT))] = sorted(imported)
+    assert offenders == {}
+    assert _imports(ast.parse("def f():\n    import grpc.aio\n")) == {"grpc"}, "the check finds it"
+
+
+def test_no_server_module_is_over_500_lines() -> None:
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for path in (ROOT / "server").rglob("*.py")
+    }
+    assert len(sizes) > 30, "the walk found the server's modules"
+    assert {path: n for path, n in sizes.items() if n > 500} == {}
