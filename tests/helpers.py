@@ -1,9 +1,23 @@
-"""Helpers shared by the tests: task functions and real server processes."""
+"""Helpers shared by the tests: task functions, waiting, and real servers and clusters.
+
+What two test modules need lives here (or in a fixture of tests/conftest.py),
+never in a test module that another imports. Dask workers import this module
+to unpickle the task functions, so it imports nothing heavy at its top.
+
+- Task functions: :func:`inc`, :func:`slowinc`, :func:`throws`, ...
+- Waiting for a condition: :func:`wait_until` and :func:`async_wait_until`.
+- Servers: :func:`start_server` / :func:`running_server` (a ``dask-compute serve``
+  process).
+- A PostgreSQL server of a test's own: :func:`postgres_server`.
+- Commands as a user runs them: :func:`run_bench`, :func:`run_on_terminal`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import pathlib
 import re
@@ -11,7 +25,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
@@ -57,6 +72,79 @@ def throws(message="boom"):
 
 class CustomError(Exception):
     """An exception type defined in the tests (importable by client and server)."""
+
+
+# -- waiting --------------------------------------------------------------------------
+
+
+def _timed_out(condition: Callable[[], Any], timeout: float, message, last: Any) -> AssertionError:
+    what = message() if callable(message) else message
+    what = what or getattr(condition, "__qualname__", repr(condition))
+    return AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] | None = None,
+) -> Any:
+    """Call ``condition`` until it returns a true value, and return that value.
+
+    The one polling loop of the tests, like ``distributed.utils_test.wait_for``.
+    ``condition`` is called at once and then every ``interval`` seconds; what it
+    raises propagates (so a condition can fail the wait early, e.g. when the
+    process it waits on exits).
+
+    Args:
+        condition: Called with no arguments.
+        timeout: Seconds to wait in all. Defaults to 30.
+        interval: Seconds between two calls. Defaults to 0.05.
+        message: What is awaited, for the error: a string, or a callable that
+            returns one when the time is up (to add, say, a log's tail).
+            Defaults to the condition's name.
+
+    Returns:
+        The first true value ``condition`` returned.
+
+    Raises:
+        AssertionError: ``timeout`` passed; it names what was awaited and the
+            last value seen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _timed_out(condition, timeout, message, value)
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] | None = None,
+) -> Any:
+    """:func:`wait_until` for coroutines, like ``distributed.utils_test.async_poll_for``.
+
+    ``condition`` may return a value or an awaitable of one; between calls the
+    event loop runs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _timed_out(condition, timeout, message, value)
+        await asyncio.sleep(interval)
+
+
+# -- servers --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -118,17 +206,26 @@ def start_server(
         cwd=cwd or ROOT,
     )
     log.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listening() -> re.Match | None:
         text = log_path.read_text(errors="replace")
         match = _LISTENING.search(text)
-        if match:
-            return RunningServer(process, match.group(1), int(match.group(2)), log_path)
-        if process.poll() is not None:
+        if match is None and process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"server did not start within {timeout}s:\n{log_path.read_text()[-3000:]}")
+        return match
+
+    try:
+        match = wait_until(
+            listening,
+            timeout,
+            message=lambda: f"the server to listen:\n{log_path.read_text()[-3000:]}",
+        )
+    except AssertionError:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        raise
+    return RunningServer(process, match.group(1), int(match.group(2)), log_path)
 
 
 @contextlib.contextmanager
