@@ -8,8 +8,10 @@ to unpickle the task functions, so it imports nothing heavy at its top.
 - Waiting for a condition: :func:`wait_until` and :func:`async_wait_until`.
 - Servers: :func:`start_server` / :func:`running_server` (a ``dask-compute serve``
   process).
-- A PostgreSQL server of a test's own: :func:`postgres_server`.
-- Commands as a user runs them: :func:`run_bench`, :func:`run_on_terminal`.
+- Clusters and stores of their own: :func:`start_scheduler`, :func:`start_worker`,
+  :func:`shared_cluster`, :func:`postgres_server`.
+- Commands as a user runs them: :func:`cli`, :func:`ok`, :func:`run_bench`,
+  :func:`run_on_terminal`.
 """
 
 from __future__ import annotations
@@ -265,6 +267,82 @@ def postgres_server() -> Iterator[str]:
     )
     with pg.postgres() as database:
         yield database.url
+
+
+# -- a Dask cluster and a job store of a test's own -----------------------------------
+
+
+@contextlib.contextmanager
+def dask_process(args: Sequence[str], log: pathlib.Path) -> Iterator[subprocess.Popen]:
+    """A ``dask ARGS`` process (scheduler or worker), logging to ``log``; ended on exit."""
+    # Workers import the tests' task functions by name, as they would an operator's module.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def start_scheduler(port: int, tmp_path: pathlib.Path):
+    """A real ``dask scheduler`` on 127.0.0.1:``port`` (a context manager)."""
+    return dask_process(
+        ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        tmp_path / "scheduler.log",
+    )
+
+
+def start_worker(port: int, tmp_path: pathlib.Path, name: str):
+    """A real ``dask worker`` of one thread and 1 GiB named ``name`` (a context manager)."""
+    return dask_process(
+        ["worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--name", name, "--no-dashboard",
+         "--memory-limit", "1GiB", "--local-directory", str(tmp_path / name)],
+        tmp_path / f"{name}.log",
+    )  # fmt: skip
+
+
+def shared_cluster(stack: contextlib.ExitStack, tmp_path: pathlib.Path, workers: int = 2):
+    """Start, on ``stack``, a PostgreSQL job store and a real Dask scheduler with
+    ``workers`` workers, for replicas to share; returns the scheduler's port and the store's URL."""
+    port = free_port()
+    database = stack.enter_context(postgres_server())
+    stack.enter_context(start_scheduler(port, tmp_path))
+    for i in range(workers):
+        stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
+    return port, database
+
+
+# -- commands as a user runs them -----------------------------------------------------
+
+
+def cli(
+    *args: str, target: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``dask-compute ARGS [--target TARGET]`` in a subprocess; its completed process."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full_env.pop("DASK_COMPUTE_TARGET", None)
+    full_env.update(env or {})
+    command = [str(BIN / "dask-compute"), *args]
+    if target is not None:
+        command += ["--target", target]
+    return subprocess.run(
+        command, capture_output=True, check=False, text=True, timeout=timeout, env=full_env
+    )
+
+
+def ok(*args: str, **kwargs) -> str:
+    """:func:`cli` that must exit 0; its standard output."""
+    done = cli(*args, **kwargs)
+    assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def run_bench(section: str, timeout: float = 240) -> tuple[str, float]:
