@@ -11,6 +11,7 @@ import pytest
 
 from server import execution, worker_stream
 from server.errors import Unavailable
+from tests.helpers import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +24,10 @@ def make_array(n: int) -> np.ndarray:
 
 def streams_held(dask_worker) -> int:
     return len(getattr(dask_worker, "_dask_compute_streams", {}))
+
+
+async def _holds_none(client, worker) -> bool:
+    return await client.run(streams_held) == {worker: 0}
 
 
 def forget_streams(dask_worker) -> None:
@@ -80,11 +85,9 @@ def test_a_large_result_is_encoded_hashed_and_read_on_its_worker(monkeypatch) ->
         assert await _read(stream, offset, MiB) == data[offset:]
         assert await client.run(streams_held) == {stream.worker: 1}
         stream.closer()()
-        for _ in range(100):
-            if await client.run(streams_held) == {stream.worker: 0}:
-                break
-            await asyncio.sleep(0.05)
-        assert await client.run(streams_held) == {stream.worker: 0}, "the worker kept it"
+        await async_wait_until(
+            lambda: _holds_none(client, stream.worker), timeout=5, message="the worker to let go"
+        )
 
     asyncio.run(_with_cluster(scenario))
 
