@@ -7,7 +7,8 @@ to unpickle the task functions, so it imports nothing heavy at its top.
 - Task functions: :func:`inc`, :func:`slowinc`, :func:`throws`, ...
 - Waiting for a condition: :func:`wait_until` and :func:`async_wait_until`.
 - Servers: :func:`start_server` / :func:`running_server` (a ``dask-compute serve``
-  process).
+  process) and :class:`LocalServer` / :func:`serving_in_process` (the real core
+  and gRPC server in this process, on port 0).
 - Clusters and stores of their own: :func:`start_scheduler`, :func:`start_worker`,
   :func:`shared_cluster`, :func:`postgres_server`.
 - Commands as a user runs them: :func:`cli`, :func:`ok`, :func:`run_bench`,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 import pathlib
@@ -26,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -236,6 +239,127 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """:func:`start_server` as a context manager that stops the server on exit."""
     server = start_server(args, log_path, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: The session's cluster shape: two worker processes of two threads, two pool processes.
+SESSION_SHAPE = {
+    "n_workers": 2,
+    "threads_per_worker": 2,
+    "processes": True,
+    "dashboard_address": ":0",
+    "local_processes": 2,
+    "functions": ("tests.functions",),
+}
+
+
+def local_settings(directory: pathlib.Path, **overrides):
+    """:class:`server.config.Settings` of an in-process server: 127.0.0.1:0, the
+    session's cluster shape, job records in ``directory``; ``overrides`` win."""
+    from server.config import Settings
+
+    base = {
+        **SESSION_SHAPE,
+        "host": "127.0.0.1",
+        "port": 0,
+        "job_store": f"sqlite:///{directory / 'jobs.db'}",
+    }
+    return Settings(**{**base, **overrides})
+
+
+class LocalServer:
+    """The real core, cluster and gRPC server of ``settings``, in this process.
+
+    The server is assembled as ``dask-compute serve`` assembles it (the
+    registry, :class:`server.core.ComputeCore`, ``server.app.build_server`` on
+    the settings' port, usually 0), and its event loop runs on a thread of its
+    own, so synchronous tests call it over real gRPC. Tests that need a process
+    of the server's own (signals, SIGKILL, restarts, its exit code, what its
+    command line does) use :func:`start_server` instead.
+
+    Attributes:
+        settings: What the server was built with.
+        host: The address it listens on.
+        port: The port it bound (known once started).
+        job_store: The URL of its job records.
+    """
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.host = settings.host
+        self.port = 0
+        self.job_store = settings.job_store
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="local-server", daemon=True)
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 120) -> LocalServer:
+        """Start the cluster, then the server; return once it serves."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise AssertionError(f"the in-process server did not start within {timeout}s")
+        if self._failure is not None:
+            self._thread.join(30)
+            raise AssertionError("the in-process server did not start") from self._failure
+        return self
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop as SIGTERM does (cancel what runs, answer waiters), then close the
+        server, the core and the cluster, in that order."""
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the in-process server did not stop within {timeout}s")
+        if self._failure is not None:
+            raise AssertionError("the in-process server failed") from self._failure
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # noqa: BLE001  (start() or stop() raises it, in the test)
+            self._failure = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        from server.app import build_registry, build_server, set_service_serving, set_serving
+        from server.core import ComputeCore
+
+        core = ComputeCore(self.settings, build_registry(self.settings))
+        await core.start()
+        try:
+            server, self.port, health = build_server(self.settings, core)
+            await set_serving(health, True)
+            core.on_cluster_health = functools.partial(set_service_serving, health)
+            await server.start()
+            try:
+                self._loop = asyncio.get_running_loop()
+                self._stopping = asyncio.Event()
+                self._ready.set()
+                await self._stopping.wait()
+                await health.enter_graceful_shutdown()
+                core.drain()
+                core.cancel_all("the server shut down")
+            finally:
+                await server.stop(2)
+        finally:
+            await core.close()
+
+
+@contextlib.contextmanager
+def serving_in_process(settings) -> Iterator[LocalServer]:
+    """A started :class:`LocalServer` of ``settings``, stopped on exit."""
+    server = LocalServer(settings).start()
     try:
         yield server
     finally:

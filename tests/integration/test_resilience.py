@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     grpc.channel_ready_future(channel).result(timeout=30)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
@@ -55,9 +55,9 @@ def test_run_past_its_deadline_cancels_the_job(stub, scheduler):
     assert job.cancel_reason == "the deadline of the Run call passed"
 
 
-def test_run_whose_caller_disconnects_cancels_the_job(stub, server):
+def test_run_whose_caller_disconnects_cancels_the_job(stub, local_server):
     label = f"gone-{uuid.uuid4().hex}"
-    channel = grpc.insecure_channel(server.target)
+    channel = grpc.insecure_channel(local_server.target)
     future = pb_grpc.ComputeServiceStub(channel).Run.future(
         pb.RunRequest(job=sleep_spec(4, name=label)), timeout=60
     )

@@ -108,8 +108,8 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
         assert second.stop() == 0
 
 
-def test_second_server_on_the_same_store_is_refused(tmp_path, server):
-    env = {"DASK_COMPUTE_JOB_STORE": f"sqlite:///{server.log_path.parent / (server.log_path.stem + '-jobs.db')}"}
+def test_second_server_on_the_same_store_is_refused(tmp_path, local_server):
+    env = {"DASK_COMPUTE_JOB_STORE": local_server.job_store}
     with pytest.raises(AssertionError, match="server exited with 1"):
         start_server(["--dashboard-address", ""], tmp_path / "log", env=env, timeout=60)
     assert "is in use by another server (pid" in (tmp_path / "log").read_text()

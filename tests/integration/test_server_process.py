@@ -28,8 +28,8 @@ def _cluster(target: str) -> pb.ClusterInfo:
         return stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=30).cluster
 
 
-def test_health_is_serving(server):
-    with grpc.insecure_channel(server.target) as channel:
+def test_health_is_serving(local_server):
+    with grpc.insecure_channel(local_server.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "compute.v1.ComputeService"):
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
@@ -39,8 +39,8 @@ def test_health_is_serving(server):
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_lists_and_describes_the_services(server):
-    with grpc.insecure_channel(server.target) as channel:
+def test_reflection_lists_and_describes_the_services(local_server):
+    with grpc.insecure_channel(local_server.target) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
         assert services == {
