@@ -5,8 +5,8 @@
   need no server process of their own. Most integration tests use it.
 - ``server`` / ``client``: a ``dask-compute serve`` process of the same shape,
   for tests that need the server apart from the test process: what the server
-  has imported or keeps in its process (modules only one side has, its threads),
-  or what the command line does.
+  has imported or keeps in its process (modules only one side has, its threads,
+  a cancelled job's thread that runs on), or what the command line does.
 
 Both have two worker processes (spawned) of two threads each, two pool
 processes, and the functions of ``tests.functions``. Tests that need another

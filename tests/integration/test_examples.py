@@ -1,5 +1,10 @@
-"""Every script in examples/ runs, as a user would run it, against the session's in-process
-server."""
+"""Every script in examples/ runs, as a user would run it, against the session server.
+
+The session's server process, not the in-process one: 05_submit_watch_cancel
+cancels a job on the synchronous scheduler whose thread runs on for its 10s
+(Python cannot stop a thread), and in the test process that thread would hold
+up the interpreter's exit.
+"""
 
 from __future__ import annotations
 
@@ -58,16 +63,16 @@ def test_start_a_server_with_processes_and_with_threads() -> None:
     assert out.count("server stopped with exit code 0") == 2
 
 
-def test_hello_client(local_server) -> None:
-    out = run_example("02_hello_client.py", "--target", local_server.target)
-    assert f"<ComputeClient: 'grpc://{local_server.target}' workers=2 threads=4" in out
+def test_hello_client(server) -> None:
+    out = run_example("02_hello_client.py", "--target", server.target)
+    assert f"<ComputeClient: 'grpc://{server.target}' workers=2 threads=4" in out
     assert "run('add', 2, 3) = 5" in out
     assert re.search(r"submit\(square, 7\) -> <Job \w+: \w+> -> 49", out)
     assert "map(square, range(10)) -> [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in out
 
 
-def test_collections_on_each_scheduler(local_server) -> None:
-    out = run_example("03_collections.py", target=local_server.target)
+def test_collections_on_each_scheduler(server) -> None:
+    out = run_example("03_collections.py", target=server.target)
     rows = re.findall(r"^(dask\.\w+)\s+(\w+)\s+(\d+\.\d+)\s+(.+)$", out, re.MULTILINE)
     assert [(p, s) for p, s, _, _ in rows] == [
         (p, s)
@@ -84,19 +89,19 @@ def test_collections_on_each_scheduler(local_server) -> None:
     assert "and dask.compute(x) = (1333,)" in out
 
 
-def test_fib_on_threads_and_processes(local_server) -> None:
-    out = run_example("04_gil_fib.py", "--target", local_server.target, "--n", "24", "--calls", "4")
+def test_fib_on_threads_and_processes(server) -> None:
+    out = run_example("04_gil_fib.py", "--target", server.target, "--n", "24", "--calls", "4")
     assert re.search(r"4 x fib\(24\) = 46368 on threads\s*: \d+\.\d\ds", out)
     assert re.search(r"4 x fib\(24\) = 46368 on processes: \d+\.\d\ds", out)
     assert re.search(r"processes were \d+\.\dx as fast as threads", out)
     assert "run('fib', 20) = 6765" in out
 
 
-def test_submit_watch_and_cancel(local_server) -> None:
+def test_submit_watch_and_cancel(server) -> None:
     out = run_example(
         "05_submit_watch_cancel.py",
         "--target",
-        local_server.target,
+        server.target,
         "--seconds",
         "10",
         "--scheduler",
