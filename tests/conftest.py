@@ -26,6 +26,7 @@ from tests.helpers import (
     start_server,
 )
 
+#: The flags of tests.helpers.SESSION_SHAPE, which the in-process server is built with.
 SESSION_SERVER_ARGS = (
     "--n-workers", "2",
     "--threads-per-worker", "2",
