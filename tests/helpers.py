@@ -333,12 +333,15 @@ class LocalServer:
 
     async def _serve(self) -> None:
         from server.app import build_registry, build_server, set_service_serving, set_serving
+        from server.auth import Authenticator
         from server.core import ComputeCore
 
+        # As server.app.serve does, without its signal handlers (this is not the main thread).
+        authenticator = Authenticator.from_settings(self.settings)
         core = ComputeCore(self.settings, build_registry(self.settings))
         await core.start()
         try:
-            server, self.port, health = build_server(self.settings, core)
+            server, self.port, health = build_server(self.settings, core, authenticator)
             await set_serving(health, True)
             core.on_cluster_health = functools.partial(set_service_serving, health)
             await server.start()
