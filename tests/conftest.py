@@ -1,23 +1,55 @@
-"""Session fixtures: one real server on one real LocalCluster, shared by the tests.
+"""Session fixtures: the servers the tests share, each on one real LocalCluster.
 
-The session server runs ``dask-compute serve --n-workers 2 --threads-per-worker 2``
-(worker processes, spawned) on a free port; tests that need another shape start
-their own with :func:`tests.helpers.running_server`.
+- ``local_server`` / ``local_client``: the real core, cluster and gRPC server in
+  the test process (``server.app.build_server`` on 127.0.0.1:0), for tests that
+  need no server process of their own. Most integration tests use it.
+- ``server`` / ``client``: a ``dask-compute serve`` process of the same shape,
+  for tests that need the server apart from the test process: what the server
+  has imported or keeps in its process (modules only one side has, its threads,
+  a cancelled job's thread that runs on), or what the command line does.
+
+Both have two worker processes (spawned) of two threads each, two pool
+processes, and the functions of ``tests.functions``. Tests that need another
+shape, flags, signals or a restart start their own with
+:func:`tests.helpers.running_server` or :func:`tests.helpers.serving_in_process`.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers import RunningServer, start_server
+from tests.helpers import (
+    LocalServer,
+    RunningServer,
+    local_settings,
+    serving_in_process,
+    start_server,
+)
 
+#: The flags of tests.helpers.SESSION_SHAPE, which the in-process server is built with.
 SESSION_SERVER_ARGS = (
     "--n-workers", "2",
     "--threads-per-worker", "2",
     "--dashboard-address", ":0",
     "--local-processes", "2",
     "--functions", "tests.functions",
-)
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> LocalServer:
+    """The session's in-process server."""
+    with serving_in_process(local_settings(tmp_path_factory.mktemp("local-server"))) as srv:
+        yield srv
+
+
+@pytest.fixture
+def local_client(local_server: LocalServer):
+    """A :class:`client_sdk.ComputeClient` connected to :func:`local_server`."""
+    from client_sdk import ComputeClient
+
+    with ComputeClient(local_server.target, timeout=60) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

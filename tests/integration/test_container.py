@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.tools.binaries import find_tool
 from tests.tools.buildah import BuildahError, Container, build_image, free_port
 from tests.tools.k8s import ROOT
@@ -109,17 +110,20 @@ def container(image, tmp_path_factory: pytest.TempPathFactory):
             ],
             memory_limit=MEMORY_LIMIT,
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
+
+        def serving() -> bool:
             if ctr.process.poll() is not None:
                 pytest.fail(
                     f"the container exited with {ctr.process.returncode}:\n{ctr.output()[-5000:]}"
                 )
-            if _health(ctr.target).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"not SERVING after {STARTUP_TIMEOUT}s:\n{ctr.output()[-5000:]}")
-            time.sleep(1)
+            return _health(ctr.target).returncode == 0
+
+        wait_until(
+            serving,
+            timeout=STARTUP_TIMEOUT,
+            interval=1,
+            message=lambda: f"SERVING:\n{ctr.output()[-5000:]}",
+        )
         yield ctr
     finally:
         ctr.destroy()

@@ -1,4 +1,10 @@
-"""Every script in examples/ runs, as a user would run it, against the session server."""
+"""Every script in examples/ runs, as a user would run it, against the session server.
+
+The session's server process, not the in-process one: 05_submit_watch_cancel
+cancels a job on the synchronous scheduler whose thread runs on for its 10s
+(Python cannot stop a thread), and in the test process that thread would hold
+up the interpreter's exit.
+"""
 
 from __future__ import annotations
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import time
 
 import grpc
 import pytest
@@ -13,53 +10,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import BIN, ROOT, free_port, running_server
+from tests.helpers import free_port, running_server, start_scheduler, start_worker, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@contextlib.contextmanager
-def dask_process(args, log):
-    # Workers import the tests' task functions by name, as they would an operator's module.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def start_scheduler(port, tmp_path):
-    return dask_process(
-        ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        tmp_path / "scheduler.log",
-    )
-
-
-def start_worker(port, tmp_path, name):
-    return dask_process(
-        ["worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--name", name, "--no-dashboard",
-         "--memory-limit", "1GiB", "--local-directory", str(tmp_path / name)],
-        tmp_path / f"{name}.log",
-    )
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cluster(stub):
@@ -90,7 +43,11 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
         channel = stack.enter_context(grpc.insecure_channel(srv.target))
         stub = pb_grpc.ComputeServiceStub(channel)
 
-        info = wait_for(lambda: (c := cluster(stub)) and c.n_workers == 2 and c, what="two workers")
+        info = wait_until(
+            lambda: (c := cluster(stub)) and c.n_workers == 2 and c,
+            timeout=60,
+            message="two workers",
+        )
         assert info.scheduler_address == f"tcp://127.0.0.1:{port}"
         assert info.total_threads == 2 and info.worker_type == pb.WORKER_TYPE_PROCESSES
         assert {w.name for w in info.workers} == {"w0", "w1"}
@@ -99,17 +56,27 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
 
         # A worker killed mid-job: Dask reschedules the task on the other one.
         running = stub.Run.future(named("sleep", 3), timeout=120)
-        wait_for(lambda: any(w.tasks_in_flight for w in cluster(stub).workers), what="the sleep task")
+        wait_until(
+            lambda: any(w.tasks_in_flight for w in cluster(stub).workers),
+            timeout=60,
+            message="the sleep task",
+        )
         busy = next(w.name for w in cluster(stub).workers if w.tasks_in_flight)
         workers[int(busy[1:])].kill()
         finished = running.result()
         assert finished.job.state == pb.JOB_STATE_SUCCEEDED, finished.job.error
-        wait_for(lambda: cluster(stub).n_workers == 1, what="the dead worker to leave")
+        wait_until(
+            lambda: cluster(stub).n_workers == 1, timeout=60, message="the dead worker to leave"
+        )
 
         # The scheduler goes away: health turns NOT_SERVING, cluster calls are UNAVAILABLE.
         scheduler.terminate()
         scheduler.wait(30)
-        wait_for(lambda: health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, what="NOT_SERVING")
+        wait_until(
+            lambda: health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING,
+            timeout=60,
+            message="NOT_SERVING",
+        )
         assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING, "liveness is the process"
         with pytest.raises(grpc.RpcError) as info_error:
             stub.Run(named("ping"), timeout=30)
@@ -124,7 +91,11 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
         # The scheduler comes back on the same address: the service reconnects.
         stack.enter_context(start_scheduler(port, tmp_path))
         stack.enter_context(start_worker(port, tmp_path, "w2"))
-        wait_for(lambda: health(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=90, what="SERVING again")
+        wait_until(
+            lambda: health(channel) == health_pb2.HealthCheckResponse.SERVING,
+            timeout=90,
+            message="SERVING again",
+        )
         back = stub.Run(named("add", 2, 2), timeout=60)
         assert back.job.state == pb.JOB_STATE_SUCCEEDED and back.result.json.number_value == 4
         assert "lost the Dask scheduler" in srv.log() and "reconnected to the Dask scheduler" in srv.log()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import time
+import uuid
 
 import grpc
 import pytest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from tests.helpers import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,13 +41,25 @@ def test_thousand_blocked_callers_do_not_need_threads(server):
                 asyncio.ensure_future(stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id), timeout=120))
                 for _ in range(WAITERS - RUNS)
             ]
-            runs_spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED)
+            label = f"blocked-{uuid.uuid4().hex}"
+            runs_spec = pb.JobSpec(
+                call=pb.FunctionCall(function="sleep"),
+                scheduler=pb.SCHEDULER_DISTRIBUTED,
+                name=label,
+            )
             runs_spec.call.args.append(0.5)
             runs = [
                 asyncio.ensure_future(stub.Run(pb.RunRequest(job=runs_spec), timeout=120))
                 for _ in range(RUNS)
             ]
-            await asyncio.sleep(1.0)  # everyone is blocked by now
+
+            async def every_run_arrived():
+                listed = await stub.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=30)
+                return sum(j.name == label for j in listed.jobs) == RUNS
+
+            # The Runs went out after the waits, on the same channel: once the
+            # server holds every Run's job, every caller is blocked in it.
+            await async_wait_until(every_run_arrived, message=f"the server to hold all {RUNS} Runs")
             during = _threads(server.process.pid)
             started = time.monotonic()
             ping = await stub.Run(

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from client_sdk import ComputeClient, JobFailed, JobState
-from tests.helpers import inc, running_server
+from tests.helpers import inc, running_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,9 +78,7 @@ def test_a_job_leaking_past_the_memory_limit_fails_with_killed_worker(tmp_path):
 
         # The service stays up, and the nanny restarted the worker.
         assert client.run("ping") == "pong"
-        deadline = time.monotonic() + 30
-        while _workers(client) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: _workers(client) >= 1, timeout=30, message="the restarted worker")
         assert _workers(client) == 1
         assert client.submit(inc, 41, scheduler="distributed").result(timeout=60) == 42
         assert client.run("add", 2, 3, scheduler="distributed") == 5

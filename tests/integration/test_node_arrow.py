@@ -22,8 +22,8 @@ def _node(target, *args):
     return subprocess.run([node, str(CLIENT), target, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_node_reads_a_dataframe_result_as_arrow(server):
-    result = _node(server.target, "frame", json.dumps({"rows": 9}))
+def test_node_reads_a_dataframe_result_as_arrow(local_server):
+    result = _node(local_server.target, "frame", json.dumps({"rows": 9}))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["format"] == "RESULT_FORMAT_ARROW" and data["streamed"] is False
@@ -35,8 +35,8 @@ def test_node_reads_a_dataframe_result_as_arrow(server):
     ]
 
 
-def test_node_reads_a_large_table_through_the_result_stream(server):
-    result = _node(server.target, "frame", json.dumps({"rows": 200_000, "aggregate": False}))
+def test_node_reads_a_large_table_through_the_result_stream(local_server):
+    result = _node(local_server.target, "frame", json.dumps({"rows": 200_000, "aggregate": False}))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["streamed"] is True, "over the inline limit, the table comes through GetJobResult"
@@ -46,7 +46,7 @@ def test_node_reads_a_large_table_through_the_result_stream(server):
     assert rows[4] == {"group": "g1", "value": 4}
 
 
-def test_non_tabular_result_has_no_arrow_form(server):
-    result = _node(server.target, "ping")
+def test_non_tabular_result_has_no_arrow_form(local_server):
+    result = _node(local_server.target, "ping")
     assert result.returncode == 2
     assert "is not a table, so it has no Arrow form" in result.stderr

@@ -20,8 +20,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
 

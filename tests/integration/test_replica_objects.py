@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 import urllib.request
 
 import distributed
@@ -23,9 +22,7 @@ from client_sdk import ComputeClient, NotFound
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server.objects import dataset_name
-from tests.helpers import free_port, running_server
-from tests.integration.test_external_cluster import wait_for
-from tests.integration.test_replicas import shared_cluster
+from tests.helpers import free_port, running_server, shared_cluster, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -103,7 +100,7 @@ def test_an_object_uploaded_through_one_replica_is_used_and_deleted_through_the_
             # Through B: the skip-upload check finds it, so nothing is sent.
             assert alice_b.scatter(array) == ref
             assert put_objects_answered(metrics_b) == 0, "B received no upload"
-            wait_for(lambda: "event=adopted" in b.log(), timeout=10, what="B's log")
+            wait_until(lambda: "event=adopted" in b.log(), timeout=10, message="B's log")
             assert "event=stored" not in b.log()
             assert alice_b.submit(np.sum, ref).result(timeout=60) == expected
             assert alice_b.submit(np.sum, ref, scheduler="threads").result(timeout=60) == expected
@@ -141,7 +138,7 @@ def test_an_object_uploaded_through_one_replica_is_used_and_deleted_through_the_
             assert "was deleted" in str(gone.value) and "upload it with PutObject" in str(
                 gone.value
             )
-            wait_for(lambda: "event=gone" in a.log(), timeout=10, what="A to drop its copy")
+            wait_until(lambda: "event=gone" in a.log(), timeout=10, message="A to drop its copy")
             assert alice_a.delete_object(ref) is False
             assert alice_b.delete_object(ref) is False
 
@@ -157,19 +154,21 @@ def test_an_object_expired_on_its_replica_is_gone_through_the_other(tmp_path):
         ref = alice_a.scatter([1, 2, 3])
         assert alice_b.submit(sum, ref).result(timeout=60) == 6, "B adopted it"
         name = dataset_name("alice", ref.object_id)
-        wait_for(
+        wait_until(
             lambda: name not in datasets(dask_client),
             timeout=90,
-            what="A's janitor to expire and unpublish the object",
+            message="A's janitor to expire and unpublish the object",
         )
-        wait_for(lambda: "expired 1 objects unused for 1s" in a.log(), timeout=10, what="A's log")
+        wait_until(
+            lambda: "expired 1 objects unused for 1s" in a.log(), timeout=10, message="A's log"
+        )
         with pytest.raises(NotFound, match="expired after"):
             alice_b.submit(sum, ref).result(timeout=30)
         # B's next sweep (or that use) dropped its adopted copy.
-        wait_for(
+        wait_until(
             lambda: "event=gone" in b.log() or "deleted or expired through other" in b.log(),
             timeout=60,
-            what="B to drop its copy",
+            message="B to drop its copy",
         )
 
 
@@ -182,26 +181,33 @@ def test_an_object_lives_while_used_through_any_replica_and_ends_unused_without_
         ref = alice_a.scatter([1, 2, 3])
         name = dataset_name("alice", ref.object_id)
 
-        # Used through B alone for well past the ttl: A lets its own copy go,
-        # but the object lives on, and A takes it up again.
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
+        # Used through B alone (every half second, so never unused for 3s there)
+        # until A lets its own copy go: the object lives on, and A takes it up again.
+        def used_through_b_until_a_lets_go():
             assert alice_b.submit(sum, ref).result(timeout=30) == 6
-            time.sleep(0.5)
-        wait_for(lambda: "expired 1 objects unused for 3s" in a.log(), timeout=10, what="A's log")
+            return "expired 1 objects unused for 3s" in a.log()
+
+        wait_until(
+            used_through_b_until_a_lets_go,
+            timeout=20,
+            interval=0.5,
+            message="A to expire its copy while B uses the object",
+        )
         assert name in datasets(dask_client), "its uses through B kept it published"
         assert alice_a.submit(sum, ref).result(timeout=30) == 6
 
         # The replica it was uploaded through stops; unused, it ends through B.
         a.stop()
-        wait_for(
+        wait_until(
             lambda: name not in datasets(dask_client),
             timeout=30,
-            what="B's janitor to unpublish the object unused through every replica",
+            message="B's janitor to unpublish the object unused through every replica",
         )
         # (B's janitor, or A's in its last moments: either may take it. Logs
         # are written in batches, a little after the fact.)
         unpublished = "unpublished 1 objects unused for 3s through every replica"
-        wait_for(lambda: unpublished in b.log() + a.log(), timeout=10, what="the janitor's log")
+        wait_until(
+            lambda: unpublished in b.log() + a.log(), timeout=10, message="the janitor's log"
+        )
         with pytest.raises(NotFound, match="expired after"):
             alice_b.submit(sum, ref).result(timeout=30)

@@ -13,8 +13,7 @@ import pytest
 from client_sdk import ComputeClient
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import free_port, postgres_server, running_server, slowinc
-from tests.integration.test_external_cluster import start_scheduler, start_worker, wait_for
+from tests.helpers import running_server, shared_cluster, slowinc, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,15 +25,8 @@ def pickled_spec(func, *args):
     )
 
 
-def shared_cluster(stack, tmp_path, workers=2):
-    """Start, on ``stack``, a PostgreSQL job store and a real Dask scheduler with
-    ``workers`` workers; returns the scheduler's port and the store's URL."""
-    port = free_port()
-    database = stack.enter_context(postgres_server())
-    stack.enter_context(start_scheduler(port, tmp_path))
-    for i in range(workers):
-        stack.enter_context(start_worker(port, tmp_path, f"w{i}"))
-    return port, database
+def state(stub, job):
+    return stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=10).job.state
 
 
 def sleep_job(seconds, scheduler=pb.SCHEDULER_DISTRIBUTED):
@@ -52,10 +44,12 @@ def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
         b = stack.enter_context(running_server(args, tmp_path / "b.log", env=env))
         stub_a = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(a.target)))
         stub_b = pb_grpc.ComputeServiceStub(stack.enter_context(grpc.insecure_channel(b.target)))
-        wait_for(
+        wait_until(
             lambda: (
                 stub_b.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=10).cluster.n_workers == 2
-            )
+            ),
+            timeout=60,
+            message="B to see the two workers",
         )
 
         # Read and wait through B for a job submitted through A.
@@ -95,7 +89,7 @@ def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
         assert cancelled.cancelled and cancelled.job.state == pb.JOB_STATE_CANCELLED
         seen_by_a = stub_a.WaitJob(pb.WaitJobRequest(job_id=slow.job_id), timeout=30).job
         assert seen_by_a.state == pb.JOB_STATE_CANCELLED and seen_by_a.cancel_reason == "via B"
-        wait_for(
+        wait_until(
             lambda: all(
                 w.tasks_in_flight == 0
                 for w in stub_a.GetClusterInfo(
@@ -103,14 +97,14 @@ def test_a_job_submitted_through_one_replica_is_served_by_the_other(tmp_path):
                 ).cluster.workers
             ),
             timeout=30,
-            what="the cancelled task to leave the workers",
+            message="the cancelled task to leave the workers",
         )
 
         # Cancel through B a job that runs on A's local threads scheduler.
         local = stub_a.SubmitJob(
             pb.SubmitJobRequest(job=sleep_job(5, pb.SCHEDULER_THREADS)), timeout=30
         ).job
-        time.sleep(0.3)
+        wait_until(lambda: state(stub_a, local) == pb.JOB_STATE_RUNNING, message="A to run it")
         assert stub_b.CancelJob(pb.CancelJobRequest(job_id=local.job_id), timeout=30).cancelled
         started = time.monotonic()
         on_a = stub_a.WaitJob(pb.WaitJobRequest(job_id=local.job_id), timeout=30).job
@@ -175,7 +169,11 @@ def test_a_killed_replica_s_jobs_are_taken_over_by_another(tmp_path):
             pb.SubmitJobRequest(job=pickled_spec(np.arange, 600_000)), timeout=30
         ).job
         assert stub_a.WaitJob(pb.WaitJobRequest(job_id=big.job_id), timeout=60).result.streamed
-        time.sleep(0.5)
+        # B takes over what the store says A was running.
+        wait_until(
+            lambda: all(state(stub_b, job) == pb.JOB_STATE_RUNNING for job in (again, lost)),
+            message="the store to hold both jobs as running",
+        )
         a.process.send_signal(signal.SIGKILL)
         a.process.wait(30)
 

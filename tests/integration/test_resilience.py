@@ -14,13 +14,14 @@ import pytest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     grpc.channel_ready_future(channel).result(timeout=30)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
@@ -32,15 +33,14 @@ def sleep_spec(seconds, scheduler=pb.SCHEDULER_DISTRIBUTED, **extra):
     return spec
 
 
-def find_job(stub, predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def find_job(stub, predicate, what, timeout=10):
+    """The first of the newest 50 jobs that ``predicate`` accepts, once there is one."""
+
+    def found():
         jobs = stub.ListJobs(pb.ListJobsRequest(page_size=50), timeout=10).jobs
-        for job in jobs:
-            if predicate(job):
-                return job
-        time.sleep(0.05)
-    raise AssertionError("job not found")
+        return next((job for job in jobs if predicate(job)), None)
+
+    return wait_until(found, timeout=timeout, message=what)
 
 
 @pytest.mark.parametrize("scheduler", [pb.SCHEDULER_DISTRIBUTED, pb.SCHEDULER_THREADS])
@@ -49,20 +49,24 @@ def test_run_past_its_deadline_cancels_the_job(stub, scheduler):
     with pytest.raises(grpc.RpcError) as info:
         stub.Run(pb.RunRequest(job=sleep_spec(4, scheduler, name=label)), timeout=1.0)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    job = find_job(stub, lambda j: j.name == label and j.state == pb.JOB_STATE_CANCELLED)
+    job = find_job(
+        stub, lambda j: j.name == label and j.state == pb.JOB_STATE_CANCELLED, "it cancelled"
+    )
     assert job.cancel_reason == "the deadline of the Run call passed"
 
 
-def test_run_whose_caller_disconnects_cancels_the_job(stub, server):
+def test_run_whose_caller_disconnects_cancels_the_job(stub, local_server):
     label = f"gone-{uuid.uuid4().hex}"
-    channel = grpc.insecure_channel(server.target)
+    channel = grpc.insecure_channel(local_server.target)
     future = pb_grpc.ComputeServiceStub(channel).Run.future(
         pb.RunRequest(job=sleep_spec(4, name=label)), timeout=60
     )
-    find_job(stub, lambda j: j.name == label and j.state == pb.JOB_STATE_RUNNING)
+    find_job(stub, lambda j: j.name == label and j.state == pb.JOB_STATE_RUNNING, "it running")
     future.cancel()
     channel.close()
-    job = find_job(stub, lambda j: j.name == label and j.state == pb.JOB_STATE_CANCELLED)
+    job = find_job(
+        stub, lambda j: j.name == label and j.state == pb.JOB_STATE_CANCELLED, "it cancelled"
+    )
     assert job.cancel_reason == "the caller of Run went away"
 
 

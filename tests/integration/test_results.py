@@ -24,8 +24,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)  # default limits: 4 MiB per message
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)  # default limits: 4 MiB per message
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
 

@@ -28,8 +28,8 @@ SCHEDULERS = {
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     grpc.channel_ready_future(channel).result(timeout=30)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()

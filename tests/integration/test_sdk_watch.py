@@ -17,8 +17,7 @@ from client_sdk import (
     JobUpdate,
     Progress,
 )
-from tests.helpers import BIN, run_on_terminal
-from tests.integration.test_cli import cli, ok
+from tests.helpers import BIN, cli, ok, run_on_terminal
 
 pytestmark = pytest.mark.integration
 

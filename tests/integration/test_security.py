@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import time
 
 import cloudpickle
 import grpc
@@ -23,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import inc, running_server
+from tests.helpers import inc, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -276,10 +275,11 @@ def test_the_sdk_sends_its_token(secured):
 
 
 def _wait_for_log(server, text: str, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while server.log().count(text) < count:
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{server.log()[-2000:]}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: server.log().count(text) >= count,
+        timeout=timeout,
+        message=lambda: f"{text!r} logged {count} times:\n{server.log()[-2000:]}",
+    )
 
 
 def test_sighup_rotates_tokens_without_dropping_running_jobs(stub, secured):

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import running_server, start_server
+from tests.helpers import running_server, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,8 @@ def _cluster(target: str) -> pb.ClusterInfo:
         return stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=30).cluster
 
 
-def test_health_is_serving(server):
-    with grpc.insecure_channel(server.target) as channel:
+def test_health_is_serving(local_server):
+    with grpc.insecure_channel(local_server.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "compute.v1.ComputeService"):
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
@@ -39,8 +39,8 @@ def test_health_is_serving(server):
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_lists_and_describes_the_services(server):
-    with grpc.insecure_channel(server.target) as channel:
+def test_reflection_lists_and_describes_the_services(local_server):
+    with grpc.insecure_channel(local_server.target) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
         assert services == {
@@ -145,9 +145,13 @@ def test_sigterm_shuts_down_cleanly_and_cancels_running_jobs(tmp_path):
         spec.call.args.append(600)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job
         waiter = stub.WaitJob.future(pb.WaitJobRequest(job_id=job.job_id), timeout=60)
-        time.sleep(0.5)
-        descendants = _descendants(srv.process.pid)
-        assert len(descendants) >= 2, "a worker process and a pool process should be running"
+        wait_until(
+            lambda: _state(stub, job.job_id) == pb.JOB_STATE_RUNNING, message="the job to run"
+        )
+        descendants = wait_until(
+            lambda: len(found := _descendants(srv.process.pid)) >= 2 and found,
+            message="a worker process and a pool process",
+        )
         started = time.monotonic()
         code = srv.stop(signal.SIGTERM, timeout=60)
         elapsed = time.monotonic() - started
@@ -159,13 +163,17 @@ def test_sigterm_shuts_down_cleanly_and_cancels_running_jobs(tmp_path):
     log = srv.log()
     assert "shutting down" in log and "Dask client and cluster closed" in log and "stopped" in log
     assert "Traceback" not in log, log[-3000:]
-    deadline = time.monotonic() + 10  # helpers such as multiprocessing's resource tracker exit on EOF
-    while True:
-        leftover = {pid: _cmdline(pid) for pid in descendants if _alive(pid)}
-        if not leftover or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not leftover, f"processes left behind: {leftover}"
+
+    def leftover():
+        return {pid: _cmdline(pid) for pid in descendants if _alive(pid)}
+
+    # Helpers such as multiprocessing's resource tracker exit on EOF, a little later.
+    wait_until(
+        lambda: not leftover(),
+        timeout=10,
+        interval=0.1,
+        message=lambda: f"no process left behind: {leftover()}",
+    )
 
 
 def test_new_jobs_are_unavailable_while_draining(tmp_path):
@@ -177,16 +185,19 @@ def test_new_jobs_are_unavailable_while_draining(tmp_path):
         spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_THREADS)
         spec.call.args.append(3)
         running = stub.Run.future(pb.RunRequest(job=spec), timeout=60)
-        time.sleep(0.5)
+        wait_until(
+            lambda: stub.ListJobs(
+                pb.ListJobsRequest(states=[pb.JOB_STATE_RUNNING]), timeout=10
+            ).jobs,
+            message="the Run's job to run",
+        )
         srv.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        status = None
-        while time.monotonic() < deadline:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                break
-            time.sleep(0.05)
-        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        wait_until(
+            lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.NOT_SERVING,
+            timeout=10,
+            message="NOT_SERVING",
+        )
         with pytest.raises(grpc.RpcError) as info:
             stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -194,6 +205,10 @@ def test_new_jobs_are_unavailable_while_draining(tmp_path):
         finished = running.result(timeout=30)
     assert finished.job.state == pb.JOB_STATE_SUCCEEDED, "a running Run finishes within the grace period"
     assert srv.process.wait(30) == 0
+
+
+def _state(stub, job_id):
+    return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job.state
 
 
 def _exit_now():

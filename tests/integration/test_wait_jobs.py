@@ -1,4 +1,5 @@
-"""WaitJobs: many jobs followed in one call, against the session server, and map/gather on it."""
+"""WaitJobs: many jobs followed in one call, and map/gather, against the session's
+in-process server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client_sdk import AsyncComputeClient, ComputeClient
+from client_sdk import AsyncComputeClient
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from tests.helpers import inc, slowinc
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
 
@@ -107,24 +108,24 @@ def test_bad_requests_get_clear_statuses(stub, ids, code, words):
     assert words in info.value.details()
 
 
-def test_map_and_gather_follow_a_batch_with_few_calls(server):
-    with ComputeClient(server.target) as client:
-        jobs = client.map(inc, range(3000))
-        assert client.gather(jobs) == list(range(1, 3001))
-        assert all(job.done() for job in jobs)
-        # Large results in a batch stay on the server until asked for.
-        arrays = client.map(np.ones, [10, 2_000_000])
-        values = client.gather(arrays)
-        assert values[0].sum() == 10 and values[1].nbytes == 16_000_000
-        # A failure settles its own job only.
-        mixed = client.map(int, ["1", "x", "3"])
-        assert mixed[0].result(30) == 1 and mixed[2].result(30) == 3
-        assert isinstance(mixed[1].exception(30), ValueError)
+def test_map_and_gather_follow_a_batch_with_few_calls(local_client):
+    client = local_client
+    jobs = client.map(inc, range(3000))
+    assert client.gather(jobs) == list(range(1, 3001))
+    assert all(job.done() for job in jobs)
+    # Large results in a batch stay on the server until asked for.
+    arrays = client.map(np.ones, [10, 2_000_000])
+    values = client.gather(arrays)
+    assert values[0].sum() == 10 and values[1].nbytes == 16_000_000
+    # A failure settles its own job only.
+    mixed = client.map(int, ["1", "x", "3"])
+    assert mixed[0].result(30) == 1 and mixed[2].result(30) == 3
+    assert isinstance(mixed[1].exception(30), ValueError)
 
 
-def test_the_async_client_maps_and_gathers(server):
+def test_the_async_client_maps_and_gathers(local_server):
     async def main():
-        async with AsyncComputeClient(server.target) as client:
+        async with AsyncComputeClient(local_server.target) as client:
             jobs = await client.map(inc, range(500))
             assert await client.gather(jobs) == list(range(1, 501))
             mixed = await client.map(int, ["1", "x"])

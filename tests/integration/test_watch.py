@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.target)
+def stub(local_server):
+    channel = grpc.insecure_channel(local_server.target)
     yield pb_grpc.ComputeServiceStub(channel)
     channel.close()
 

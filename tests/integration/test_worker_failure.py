@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import time
 
 import cloudpickle
 import grpc
@@ -12,7 +11,7 @@ import pytest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import running_server
+from tests.helpers import running_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,10 +54,13 @@ def test_dead_workers_are_survived_and_reported(tmp_path):
 
             after = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=120)
             assert after.job.state == pb.JOB_STATE_SUCCEEDED, "the service keeps serving"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                info = stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=30)
-                if info.cluster.n_workers == 2:
-                    break
-                time.sleep(0.2)
-            assert info.cluster.n_workers == 2, "the nannies restart the dead workers"
+
+            def workers():
+                return stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=30).cluster.n_workers
+
+            wait_until(
+                lambda: workers() == 2,
+                timeout=60,
+                interval=0.2,
+                message="the nannies to restart the dead workers",
+            )

@@ -11,6 +11,7 @@ import pytest
 
 from server import execution, worker_stream
 from server.errors import Unavailable
+from tests.helpers import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,10 @@ def streams_held(dask_worker) -> int:
     return len(getattr(dask_worker, "_dask_compute_streams", {}))
 
 
+async def _holds_none(client, worker) -> bool:
+    return await client.run(streams_held) == {worker: 0}
+
+
 def forget_streams(dask_worker) -> None:
     dask_worker._dask_compute_streams.clear()
 
@@ -33,20 +38,30 @@ def lose(key, dask_worker) -> None:
     del dask_worker.data[key]
 
 
-async def _with_cluster(scenario) -> None:
-    from distributed import Client, LocalCluster
+@pytest.fixture(scope="module")
+def scheduler():
+    """The address of the module's cluster: one worker process of one thread.
 
-    async with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            asynchronous=True,
-        ) as cluster,
-        Client(cluster, asynchronous=True) as client,
-    ):
-        await scenario(client)
+    Its own, not the session server's: the tests count the streams every
+    worker holds, and the session server's streams would be among them.
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def _with_cluster(scheduler: str, scenario) -> None:
+    """Run ``scenario(client)`` with an asynchronous client of ``scheduler``, in a new loop."""
+    from distributed import Client
+
+    async def main() -> None:
+        async with Client(scheduler, asynchronous=True) as client:
+            await scenario(client)
+
+    asyncio.run(main())
 
 
 async def _read(stream, offset: int, size: int) -> bytes:
@@ -61,7 +76,7 @@ def _load(stream, data: bytes):
     return pickle.loads(segments[0], buffers=segments[1:])
 
 
-def test_a_large_result_is_encoded_hashed_and_read_on_its_worker(monkeypatch) -> None:
+def test_a_large_result_is_encoded_hashed_and_read_on_its_worker(scheduler, monkeypatch) -> None:
     monkeypatch.setattr(worker_stream, "PIECE_BYTES", 3 * MiB)  # many pieces, a few ahead
     n = 5 * MiB  # 40 MiB
 
@@ -80,16 +95,14 @@ def test_a_large_result_is_encoded_hashed_and_read_on_its_worker(monkeypatch) ->
         assert await _read(stream, offset, MiB) == data[offset:]
         assert await client.run(streams_held) == {stream.worker: 1}
         stream.closer()()
-        for _ in range(100):
-            if await client.run(streams_held) == {stream.worker: 0}:
-                break
-            await asyncio.sleep(0.05)
-        assert await client.run(streams_held) == {stream.worker: 0}, "the worker kept it"
+        await async_wait_until(
+            lambda: _holds_none(client, stream.worker), timeout=5, message="the worker to let go"
+        )
 
-    asyncio.run(_with_cluster(scenario))
+    _with_cluster(scheduler, scenario)
 
 
-def test_a_worker_that_forgets_the_stream_midway_answers_unavailable() -> None:
+def test_a_worker_that_forgets_the_stream_midway_answers_unavailable(scheduler) -> None:
     async def scenario(client):
         future = client.submit(make_array, 3 * MiB, pure=False)
         await future.exception()
@@ -99,10 +112,10 @@ def test_a_worker_that_forgets_the_stream_midway_answers_unavailable() -> None:
         with pytest.raises(Unavailable, match="ask again"):
             await _read(stream, 0, MiB)
 
-    asyncio.run(_with_cluster(scenario))
+    _with_cluster(scheduler, scenario)
 
 
-def test_a_value_its_worker_lost_is_fetched_the_usual_way() -> None:
+def test_a_value_its_worker_lost_is_fetched_the_usual_way(scheduler) -> None:
     async def scenario(client):
         future = client.submit(make_array, 3 * MiB, pure=False)
         await future.exception()
@@ -110,4 +123,4 @@ def test_a_value_its_worker_lost_is_fetched_the_usual_way() -> None:
         result = execution.ClusterResult([future], "single", direct=True)
         assert await result.open_stream("pickle", False) is None
 
-    asyncio.run(_with_cluster(scenario))
+    _with_cluster(scheduler, scenario)
