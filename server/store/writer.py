@@ -237,11 +237,7 @@ class Writer:
                 # The bookkeeping first, so that a callback's waiter who asks
                 # committed() at once is told the write is done.
                 finished = self._settle(batch, outcomes)
-                for write, outcome in zip(batch, outcomes, strict=True):
-                    try:
-                        write.done(outcome)
-                    except Exception:  # a waiter's mistake must not stop the writer
-                        logger.exception("job store: a write's callback failed")
+                self._call_back(batch, outcomes)
                 self._tell(finished)
             # Not kept while waiting for the next: a write's callback may hold
             # a job's result, which the cluster must be free to let go.
@@ -262,6 +258,16 @@ class Writer:
                     logger.exception("job store: a write of jobs %s failed", write.jobs[:3])
                     outcomes.append(exc)
         return outcomes
+
+    @staticmethod
+    def _call_back(batch: list[Write], outcomes: list[Any]) -> None:
+        """Give each write of a batch its outcome (in a frame of its own, so that
+        no write, nor the result its callback may hold, outlives the batch)."""
+        for write, outcome in zip(batch, outcomes, strict=True):
+            try:
+                write.done(outcome)
+            except Exception:  # a waiter's mistake must not stop the writer
+                logger.exception("job store: a write's callback failed")
 
     def _settle(self, batch: list[Write], outcomes: list[Any]) -> list[_Watch]:
         """The batch is written: nothing of it is outstanding any more.
