@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -153,73 +156,100 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+@dataclasses.dataclass
+class Service:
+    """A started service: its core, its gRPC server, the port it listens on, its health."""
+
+    core: ComputeCore
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    functions: int
+
+    async def shut_down(self, grace: float) -> None:
+        """Health NOT_SERVING, new jobs refused (UNAVAILABLE), ``grace`` seconds for
+        running jobs, then what is left is cancelled and recorded, so callers blocked
+        in Run or WaitJob get the cancelled record rather than a dropped connection."""
+        await self.health.enter_graceful_shutdown()
+        self.core.drain()
+        await self.core.wait_idle(grace)
+        self.core.cancel_all("the server shut down")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, authenticator: Authenticator) -> AsyncIterator[Service]:
+    """The service started: the cluster first (so no request meets a half-made
+    cluster), then the gRPC server; on exit the server stops, then the core closes.
+
+    Raises:
+        RuntimeError: Named functions, the address or the TLS files cannot be used.
+    """
+    registry = build_registry(settings)
+    core = ComputeCore(settings, registry, callers=authenticator.caller_named)
+    await core.start()
+    try:
+        server, port, health_servicer = build_server(settings, core, authenticator)
+        await set_serving(health_servicer, True)
+        # The service's health follows the Dask scheduler (NOT_SERVING while it is
+        # unreachable: readiness); the overall status "" stays SERVING while the
+        # process is fine (liveness), so an outage does not get replicas restarted.
+        core.on_cluster_health = functools.partial(set_service_serving, health_servicer)
+        await server.start()
+        try:
+            yield Service(core, server, port, health_servicer, len(registry))
+        finally:
+            await server.stop(RESPONSE_FLUSH_GRACE)
+    finally:
+        await core.close()
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set or SIGINT/SIGTERM arrives.
 
-    The cluster starts before the gRPC server (so no request meets a half-made
-    cluster). The access policy is logged in one line; SIGHUP reloads the
-    tokens file. On SIGINT/SIGTERM, health turns NOT_SERVING at once and new jobs get
-    UNAVAILABLE; running jobs get ``settings.shutdown_grace`` seconds to finish;
-    then what is left is cancelled and recorded as such, waiting callers get
-    their answers, and the client and cluster close.
+    The access policy is logged in one line; SIGHUP reloads the tokens file.
+    On SIGINT/SIGTERM the service shuts down as :meth:`Service.shut_down`
+    says, with ``settings.shutdown_grace``; then the client and cluster close.
     """
     # The policy (credentials, safe defaults, TLS files) is checked before
     # the cluster starts, so a refusal costs nothing and says one line.
     authenticator = Authenticator.from_settings(settings)
     tls.server_credentials(settings)
-    registry = build_registry(settings)
-    core = ComputeCore(settings, registry, callers=authenticator.caller_named)
-    await core.start()
-    server, port, health_servicer = build_server(settings, core, authenticator)
-    await set_serving(health_servicer, True)
-    # The service's health follows the Dask scheduler (NOT_SERVING while it is
-    # unreachable: readiness); the overall status "" stays SERVING while the
-    # process is fine (liveness), so an outage does not get replicas restarted.
-    core.on_cluster_health = functools.partial(set_service_serving, health_servicer)
-    await server.start()
-    metrics_server = None
-    if settings.metrics_port:
+    async with running(settings, authenticator) as service:
+        metrics_server = None
+        if settings.metrics_port:
+            try:
+                metrics_server = service.core.metrics.serve(settings.host, settings.metrics_port)
+            except OSError as exc:
+                message = f"cannot serve metrics on port {settings.metrics_port}: {exc}"
+                raise RuntimeError(message) from exc
+        _tune_gc()
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        # Installed before the "serving" line: SIGHUP's default action kills.
+        loop.add_signal_handler(signal.SIGHUP, _reload_tokens, authenticator)
+        logger.info(
+            "policy: auth=%s tls=%s pickled-work=%s bind=%s:%d",
+            authenticator.describe(),
+            tls.describe(settings),
+            authenticator.pickled_work(),
+            settings.host,
+            service.port,
+        )
+        logger.info(
+            "serving compute.v1.ComputeService on %s:%d (%d functions)",
+            settings.host,
+            service.port,
+            service.functions,
+        )
         try:
-            metrics_server = core.metrics.serve(settings.host, settings.metrics_port)
-        except OSError as exc:
-            await server.stop(0)
-            await core.close()
-            raise RuntimeError(f"cannot serve metrics on port {settings.metrics_port}: {exc}") from exc
-    _tune_gc()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    # Installed before the "serving" line: SIGHUP's default action kills.
-    loop.add_signal_handler(signal.SIGHUP, _reload_tokens, authenticator)
-    logger.info(
-        "policy: auth=%s tls=%s pickled-work=%s bind=%s:%d",
-        authenticator.describe(),
-        tls.describe(settings),
-        authenticator.pickled_work(),
-        settings.host,
-        port,
-    )
-    logger.info(
-        "serving compute.v1.ComputeService on %s:%d (%d functions)",
-        settings.host,
-        port,
-        len(registry),
-    )
-    try:
-        await stop.wait()
-        logger.info("shutting down: running jobs get %gs to finish", settings.shutdown_grace)
-        await health_servicer.enter_graceful_shutdown()
-        core.drain()
-        await core.wait_idle(settings.shutdown_grace)
-        # What is left is cancelled and recorded, so callers blocked in Run or
-        # WaitJob get the cancelled record rather than a dropped connection.
-        core.cancel_all("the server shut down")
-        await server.stop(RESPONSE_FLUSH_GRACE)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        if metrics_server is not None:
-            metrics_server.shutdown()
-        await core.close()
+            await stop.wait()
+            logger.info("shutting down: running jobs get %gs to finish", settings.shutdown_grace)
+            await service.shut_down(settings.shutdown_grace)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            if metrics_server is not None:
+                metrics_server.shutdown()
     logger.info("stopped")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import inspect
 import os
 import pathlib
@@ -332,31 +331,18 @@ class LocalServer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        from server.app import build_registry, build_server, set_service_serving, set_serving
+        from server.app import running
         from server.auth import Authenticator
-        from server.core import ComputeCore
 
         # As server.app.serve does, without its signal handlers (this is not the main thread).
         authenticator = Authenticator.from_settings(self.settings)
-        core = ComputeCore(self.settings, build_registry(self.settings))
-        await core.start()
-        try:
-            server, self.port, health = build_server(self.settings, core, authenticator)
-            await set_serving(health, True)
-            core.on_cluster_health = functools.partial(set_service_serving, health)
-            await server.start()
-            try:
-                self._loop = asyncio.get_running_loop()
-                self._stopping = asyncio.Event()
-                self._ready.set()
-                await self._stopping.wait()
-                await health.enter_graceful_shutdown()
-                core.drain()
-                core.cancel_all("the server shut down")
-            finally:
-                await server.stop(2)
-        finally:
-            await core.close()
+        async with running(self.settings, authenticator) as service:
+            self.port = service.port
+            self._loop = asyncio.get_running_loop()
+            self._stopping = asyncio.Event()
+            self._ready.set()
+            await self._stopping.wait()
+            await service.shut_down(0)
 
 
 @contextlib.contextmanager
