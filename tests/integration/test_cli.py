@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 
 import pytest
 
-from tests.helpers import BIN, ROOT, run_on_terminal
+from tests.helpers import BIN, cli, ok, run_on_terminal
 
 pytestmark = pytest.mark.integration
-
-
-def cli(
-    *args: str, target: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    full_env.pop("DASK_COMPUTE_TARGET", None)
-    full_env.update(env or {})
-    command = [str(BIN / "dask-compute"), *args]
-    if target is not None:
-        command += ["--target", target]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env)
-
-
-def ok(*args: str, **kwargs) -> str:
-    done = cli(*args, **kwargs)
-    assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def test_info(server) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from client_sdk import ComputeClient
-from tests.helpers import start_server
+from tests.helpers import start_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,14 +28,6 @@ def mark_then_sleep(marker: str, seconds: float) -> str:
     return "done"
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("revoked", ["no-pickled-work", "token-lost-code"])
 def test_a_retryable_pickled_job_does_not_run_again_without_code(tmp_path, revoked):
     tokens = tmp_path / "tokens"
@@ -48,7 +40,7 @@ def test_a_retryable_pickled_job_does_not_run_again_without_code(tmp_path, revok
             job = client.submit(
                 mark_then_sleep, str(marker), 600, scheduler="threads", retryable=True
             )
-            _wait_for(marker.exists, 60, "the job to start")
+            wait_until(marker.exists, 60, message="the job to start")
     finally:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
@@ -85,7 +77,11 @@ def test_a_retryable_named_job_runs_again_for_an_owner_still_known(tmp_path):
     try:
         with ComputeClient(first.target, token=TOKEN) as client:
             job = client.submit_function("sleep", 600, scheduler="distributed", retryable=True)
-            _wait_for(lambda: client.get_job(job.job_id).state.value == "running", 60, "running")
+            wait_until(
+                lambda: client.get_job(job.job_id).state.value == "running",
+                60,
+                message="the job to run",
+            )
     finally:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)

@@ -63,10 +63,10 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
             lambda: all(_state(stub, job) == pb.JOB_STATE_RUNNING for job in (lost, retried)),
             message="the unfinished jobs to run",
         )
-        # Not an order of events under test: the store commits the result kept
-        # with ``read``'s record a moment after WaitJob answered (issue #13,
-        # "recorded before told"); without this pause the restart finds it gone.
-        # Remove it with that fix, and this test shows the fix holds.
+        # A small result is kept with its record a moment after the job ends,
+        # off the job's path (held_results.STORE_RESULT_DELAY): the record and
+        # its end are stored before WaitJob answers, the result's copy just
+        # after. This pause lets that copy land, so the restart can serve it.
         time.sleep(0.3)
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(30)

@@ -30,7 +30,7 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs import JobKind, JobState
-from tests.helpers import CustomError, aborts, cancels, inc, slowinc, stops
+from tests.helpers import CustomError, aborts, async_wait_until, cancels, inc, slowinc, stops
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -214,27 +214,26 @@ async def test_wait_timeout_then_cancel_running_job(core, scheduler):
 
 async def test_cancelled_distributed_job_leaves_the_cluster(core):
     record = await core.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
-    await asyncio.sleep(0.3)
-    await core.cancel_job(record.job_id)
     client = core.cluster.client
-    for _ in range(50):
-        processing = await client.run_on_scheduler(
+
+    async def on_the_scheduler() -> bool:
+        tasks = await client.run_on_scheduler(
             lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]
         )
-        if not any(record.job_id in k for k in processing):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail(f"task of cancelled job still on the scheduler: {processing}")
+        return any(record.job_id in k for k in tasks)
+
+    await async_wait_until(on_the_scheduler, 10, message="its task to reach the scheduler")
+    await core.cancel_job(record.job_id)
+
+    async def gone() -> bool:
+        return not await on_the_scheduler()
+
+    await async_wait_until(gone, 5, message="the cancelled job's task to leave the scheduler")
 
 
 async def test_run_cancelled_by_its_caller_cancels_the_job(core):
     task = asyncio.ensure_future(core.run(pickled(slowinc, 1, delay=10, scheduler="threads")))
-    await asyncio.sleep(0.2)
-    running = [
-        r for r in (await core.list_jobs([JobState.RUNNING]))[0] if r.target == "tests.helpers.slowinc"
-    ]
-    assert running
+    running = [await _running(core)]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -265,12 +264,11 @@ async def test_a_job_raising_what_no_coroutine_should_see_fails_as_a_runtimeerro
 
 
 async def _running(core, target="tests.helpers.slowinc"):
-    for _ in range(100):
-        running = [r for r in (await core.list_jobs([JobState.RUNNING]))[0] if r.target == target]
-        if running:
-            return running[0]
-        await asyncio.sleep(0.05)
-    pytest.fail("the job never ran")
+    async def running():
+        jobs = (await core.list_jobs([JobState.RUNNING]))[0]
+        return next((r for r in jobs if r.target == target), None)
+
+    return await async_wait_until(running, 10, message=f"a job of {target} to run")
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "distributed"])
@@ -346,11 +344,11 @@ async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuc
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(200):
-        records = [r for r in (await core.list_jobs())[0] if r.request_id == "abandoned-mid-write"]
-        if records and records[0].state.finished:
-            break
-        await asyncio.sleep(0.01)
+    async def recorded():
+        found = [r for r in (await core.list_jobs())[0] if r.request_id == "abandoned-mid-write"]
+        return found if found and found[0].state.finished else None
+
+    records = await async_wait_until(recorded, 5, message="the abandoned Run's job to end")
     assert len(records) == 1, "the job was recorded once"
     assert records[0].state is JobState.CANCELLED, records[0]
     assert records[0].cancel_reason == "the caller of Run went away"
@@ -365,17 +363,17 @@ async def test_a_small_cluster_result_kept_with_its_record_leaves_the_cluster(co
     from server.runner import task_key
 
     keys = {task_key(record.target, record.job_id)}
-    for _ in range(100):
-        await asyncio.sleep(STORE_RESULT_DELAY)
-        if not core.held.holds(record.job_id):
-            break
-    assert not core.held.holds(record.job_id), "the cluster still holds it"
+    await async_wait_until(
+        lambda: not core.held.holds(record.job_id),
+        100 * STORE_RESULT_DELAY,
+        message="the cluster to let the result go once it is kept with the record",
+    )
     assert pickle.loads((await core.result(record.job_id, "pickle")).pickle) == 42
-    for _ in range(100):  # the scheduler forgets the key once no future holds it
-        if not keys & set(await core.cluster.client.who_has()):
-            break
-        await asyncio.sleep(0.05)
-    assert not keys & set(await core.cluster.client.who_has()), "a worker's death would re-run it"
+
+    async def forgotten() -> bool:  # the scheduler forgets the key once no future holds it
+        return not keys & set(await core.cluster.client.who_has())
+
+    await async_wait_until(forgotten, 5, message="the scheduler to forget the result's key")
 
 
 async def test_json_format_refused_for_non_json_result(core):
@@ -437,7 +435,11 @@ async def test_close_cancels_unfinished_jobs():
     await c.start()
     record = await c.submit(pickled(slowinc, 1, delay=30, scheduler="distributed"))
     waited = asyncio.ensure_future(c.run(pickled(slowinc, 2, delay=30, scheduler="threads")))
-    await asyncio.sleep(0.2)
+
+    async def both_running() -> bool:
+        return len((await c.list_jobs([JobState.RUNNING]))[0]) == 2
+
+    await async_wait_until(both_running, 10, message="both jobs to run")
     await c.close()
     final = c.jobs.cached(record.job_id)
     assert final.state is JobState.CANCELLED
