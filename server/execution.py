@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
+import traceback
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -277,6 +278,17 @@ class Executors:
                     await future  # raises the task's error (with its traceback) or cancellation
         except asyncio.CancelledError:
             await client.cancel(flatten(futures), force=True)
+            futures = future = None  # (see below)
+            raise
+        except BaseException as exc:
+            # The task's error, kept in its future's state, carries the
+            # traceback of its way here, whose frames hold that future (Dask's
+            # own Future._result, and this one): a cycle that the client's
+            # table of futures keeps alive, and the failed task stays on the
+            # cluster for good. The frames' locals go (their lines stay, for
+            # the job's traceback).
+            futures = future = None
+            traceback.clear_frames(exc.__traceback__)
             raise
         if work.collections is not None:
             shape = "single" if work.single else "tuple"

@@ -30,7 +30,16 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs import JobKind, JobState
-from tests.helpers import CustomError, aborts, async_wait_until, cancels, inc, slowinc, stops
+from tests.helpers import (
+    CustomError,
+    aborts,
+    async_wait_until,
+    cancels,
+    inc,
+    slowinc,
+    stops,
+    throws,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -229,6 +238,22 @@ async def test_cancelled_distributed_job_leaves_the_cluster(core):
         return not await on_the_scheduler()
 
     await async_wait_until(gone, 5, message="the cancelled job's task to leave the scheduler")
+
+
+async def test_a_failed_distributed_job_leaves_the_cluster(core):
+    record = await core.run(pickled(throws, "lost", scheduler="distributed"))
+    assert record.state is JobState.FAILED
+    from server.runner import task_key
+
+    key = task_key(record.target, record.job_id)
+
+    async def forgotten() -> bool:
+        tasks = await core.cluster.client.run_on_scheduler(
+            lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]
+        )
+        return key not in tasks
+
+    await async_wait_until(forgotten, 5, message="the failed job's task to leave the scheduler")
 
 
 async def test_run_cancelled_by_its_caller_cancels_the_job(core):
@@ -504,9 +529,13 @@ async def test_callers_see_and_cancel_only_their_own_jobs(core):
             if asyncio.iscoroutine(result):
                 await result
     assert (await core.get_job(mine.job_id, ALICE)).job_id == mine.job_id
-    assert mine.job_id not in {r.job_id for r in (await core.list_jobs(caller=BOB, page_size=1000))[0]}
-    assert mine.job_id in {r.job_id for r in (await core.list_jobs(caller=ALICE, page_size=1000))[0]}
-    assert mine.job_id in {r.job_id for r in (await core.list_jobs(caller=ROOT, page_size=1000))[0]}
+
+    async def listed(caller) -> set[str]:
+        return {r.job_id for r in (await core.list_jobs(caller=caller, page_size=1000))[0]}
+
+    assert mine.job_id not in await listed(BOB)
+    assert mine.job_id in await listed(ALICE)
+    assert mine.job_id in await listed(ROOT)
     _, cancelled = await core.cancel_job(mine.job_id, "admin says so", ROOT)
     assert cancelled and (await core.get_job(mine.job_id, ALICE)).cancel_reason == "admin says so"
 
