@@ -84,26 +84,26 @@ class Alone:
             return record
         if before is not None:
             self._ending[job_id] = before
-        loop = asyncio.get_running_loop()
-
-        def written(outcome: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(self._committed, job_id, record, outcome, ended)
-
-        committed.add_done_callback(written)
+        _on_loop(committed, self._written, job_id, record, ended)
         return record
 
-    def _committed(
+    def _written(
         self,
         job_id: str,
         record: JobRecord,
-        outcome: concurrent.futures.Future[None],
         ended: Ended,
+        outcome: concurrent.futures.Future[Any],
     ) -> None:
+        """A job's end is written (or failed to be): tell ``ended``, with the stored
+        record when the write gives one back (another replica's end may have won)."""
         self._ending.pop(job_id, None)
         error = outcome.exception()
         if error is not None:
             logger.error("job=%s its end could not be stored: %s", job_id, error)
+        elif isinstance(stored := outcome.result(), JobRecord):
+            if stored.state is not record.state:
+                logger.info("job=%s was %s by another replica first", job_id, stored.state.value)
+            record = stored
         ended(record)
 
     async def record_release(self, job_id: str) -> JobRecord:
@@ -190,35 +190,11 @@ class Shared(Alone):
         record, stored = self.store.update_stored(job_id, finish_time=now, **changes)
         # (update_stored leaves the copy here as it was until the write is committed.)
         self._ending[job_id] = record
-        loop = asyncio.get_running_loop()
-
-        def written(outcome: concurrent.futures.Future[JobRecord]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(self._stored, job_id, record, outcome, ended)
-
-        stored.add_done_callback(written)
+        _on_loop(stored, self._written, job_id, record, ended)
         return record
 
     def as_stored(self, record: JobRecord) -> JobRecord:
         return record  # (the copy here changes only once the write is committed)
-
-    def _stored(
-        self,
-        job_id: str,
-        record: JobRecord,
-        outcome: concurrent.futures.Future[JobRecord],
-        ended: Ended,
-    ) -> None:
-        self._ending.pop(job_id, None)
-        error = outcome.exception()
-        if error is not None:
-            logger.error("job=%s its end could not be stored: %s", job_id, error)
-        else:
-            stored = outcome.result()
-            if stored.state is not record.state:
-                logger.info("job=%s was %s by another replica first", job_id, stored.state.value)
-            record = stored
-        ended(record)
 
     async def record_release(self, job_id: str) -> JobRecord:
         # Other replicas must see it gone once this answers.
@@ -324,6 +300,20 @@ class Shared(Alone):
             await self.registry.leave()  # no replica need wait out this one's lease
         except Exception as exc:
             logger.warning("could not leave the shared job store cleanly: %s", exc)
+
+
+def _on_loop(
+    future: concurrent.futures.Future[Any], callback: Callable[..., None], *args: Any
+) -> None:
+    """Call ``callback(*args, future)`` on the running event loop once ``future``
+    (set in one of the store's threads) is done."""
+    loop = asyncio.get_running_loop()
+
+    def done(outcome: concurrent.futures.Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(callback, *args, outcome)
+
+    future.add_done_callback(done)
 
 
 def strategies(
