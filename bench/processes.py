@@ -52,13 +52,19 @@ def process(command: Sequence[str], pattern: re.Pattern[str], timeout: float) ->
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The server and its workers import bench.tasks, as any installed module.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    with tempfile.TemporaryFile("w+b") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    # The child appends to the log through a file of its own, and this side reads
+    # it through another: sharing one file (and its offset) let a seek here
+    # move where the child wrote, and a line could be lost under load.
+    with tempfile.TemporaryDirectory(prefix="dask-compute-bench-log-") as folder:
+        path = pathlib.Path(folder) / "output.log"
+        with open(path, "ab") as out:
+            child = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
         try:
             deadline = time.monotonic() + timeout
             while True:
-                log.seek(0)
-                text = log.read().decode(errors="replace")
+                text = path.read_bytes().decode(errors="replace")
                 match = pattern.search(text)
                 if match:
                     break
