@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from types import TracebackType
-from typing import Any, NoReturn, Protocol, Self
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -185,7 +185,7 @@ class Answering:
         self.answers, self.name, self.request, self.context = answers, name, request, context
         self.sent = 0
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> Answering:
         self.started = time.perf_counter()
         self.context.set_trailing_metadata(self.answers.metadata)
         return self
