@@ -58,6 +58,8 @@ class Admission:
         outage_message: What to say when it does not.
         callers: The caller named ``owner`` with its current permissions, or
             ``None`` if the server no longer knows it.
+        pool_refusal: Why a local scheduler's pool takes no new job now, or
+            ``None`` (see :meth:`server.pools.Gate.refusal`).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Admission:
         cluster_ok: Callable[[], bool],
         outage_message: Callable[[], str],
         callers: Callable[[str], Caller | None],
+        pool_refusal: Callable[[str], str | None] = lambda scheduler: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,6 +78,7 @@ class Admission:
         self.cluster_ok = cluster_ok
         self.outage_message = outage_message
         self.callers = callers
+        self.pool_refusal = pool_refusal
         #: Unfinished jobs, in all and by owner, for the limits.
         self.pending = 0
         self.pending_by_owner: dict[str, int] = {}
@@ -217,6 +221,9 @@ class Admission:
             raise InvalidArgument("timeout must not be negative")
         if scheduler == "distributed" and not self.cluster_ok():
             raise Unavailable(self.outage_message())
+        refused = self.pool_refusal(scheduler)
+        if refused is not None:
+            raise ResourceExhausted(refused)
         work, target = await self.preparer.prepare(request, caller, scheduler)
         return Admitted(request, caller, work, target, scheduler)
 

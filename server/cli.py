@@ -105,6 +105,16 @@ def _env(name: str) -> str:
     help=f"Most unfinished jobs of one caller. [default: 10000; env {_env('max_jobs_per_caller')}]",
 )
 @click.option(
+    "--local-pool-share",
+    type=float,
+    help=f"With tokens or client certificates: the fraction of each local pool (threads, processes, synchronous) one caller may hold at once. [default: 0.5; env {_env('local_pool_share')}]",
+)
+@click.option(
+    "--max-abandoned-threads",
+    type=int,
+    help=f"Calls of cancelled jobs each local pool keeps running (threads cannot be stopped) before it refuses new jobs with RESOURCE_EXHAUSTED. [default: 16; env {_env('max_abandoned_threads')}]",
+)
+@click.option(
     "--job-store",
     help=f"Where job records live: 'memory', sqlite:///PATH or postgresql+psycopg://... [default: sqlite in $XDG_STATE_HOME/dask-compute/jobs.db; env {_env('job_store')}]",
 )

@@ -94,6 +94,15 @@ class Settings:
         max_pending_jobs: Most unfinished (queued or running) jobs in all;
             past it new jobs are refused with RESOURCE_EXHAUSTED.
         max_jobs_per_caller: Most unfinished jobs of one caller.
+        local_pool_share: With credentials configured, the fraction of each
+            local pool (``threads``, ``processes``, the driver threads of
+            ``synchronous``) one caller's jobs may hold at once; its other
+            jobs wait for its own. Without credentials every call is the
+            same caller, so the share does not apply.
+        max_abandoned_threads: Calls of cancelled jobs that each local pool
+            keeps running (a thread cannot be stopped) before it refuses new
+            jobs with RESOURCE_EXHAUSTED; the pool has this many threads to
+            spare for them.
         job_store: Where job records live: a SQLAlchemy URL
             (``sqlite:///path/jobs.db``, ``postgresql+psycopg://...``) or
             ``memory`` (lost on restart). Empty means SQLite in
@@ -132,6 +141,8 @@ class Settings:
     max_job_seconds: float = 0.0
     max_pending_jobs: int = 100_000
     max_jobs_per_caller: int = 10_000
+    local_pool_share: float = 0.5
+    max_abandoned_threads: int = 16
     tokens_file: str = ""
     tokens: str = dataclasses.field(default="", repr=False)
     tls_cert: str = ""
@@ -173,6 +184,14 @@ class Settings:
                 f"replica_lease must be at least 3 seconds (replicas renew it every "
                 f"second), got {self.replica_lease}"
             )
+        if not 0 < self.local_pool_share <= 1:
+            raise SettingsError(
+                f"local_pool_share must be above 0 and at most 1, got {self.local_pool_share}"
+            )
+        if not 1 <= self.max_abandoned_threads <= 1024:
+            raise SettingsError(
+                f"max_abandoned_threads must be 1 to 1024, got {self.max_abandoned_threads}"
+            )
         for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
@@ -207,6 +226,13 @@ class Settings:
             return self.job_store
         state = os.environ.get("XDG_STATE_HOME") or os.path.join("~", ".local", "state")
         return f"sqlite:///{os.path.join(state, 'dask-compute', 'jobs.db')}"
+
+    @property
+    def pool_share(self) -> float:
+        """The share of a local pool one caller may hold: ``local_pool_share`` when
+        callers are told apart (credentials are configured), else all of it."""
+        named = self.tokens_file or self.tokens or self.tls_client_ca
+        return self.local_pool_share if named else 1.0
 
     @property
     def local_threads_count(self) -> int:

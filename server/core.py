@@ -89,6 +89,7 @@ class ComputeCore:
             cluster_ok=lambda: self.cluster.ok,
             outage_message=self.cluster.outage_message,
             callers=callers or _policy_callers(s),
+            pool_refusal=self._pool_refusal,
         )
         #: Counters and gauges; the server exposes them on --metrics-port.
         self.metrics = Metrics(pending=lambda: self.admission.pending, cluster=self.cluster.totals)
@@ -141,6 +142,8 @@ class ComputeCore:
             s.local_threads_count,
             s.local_processes_count,
             in_process_workers=self.cluster.owned and not s.processes,
+            share=s.pool_share,
+            max_abandoned=s.max_abandoned_threads,
             # Fetch results straight from our own workers; an external
             # cluster's may be unreachable from here (Dask would wait out a
             # connect timeout on each fetch before asking its scheduler).
@@ -227,6 +230,9 @@ class ComputeCore:
         if self._executors is None:
             raise Unavailable("the Dask cluster is still starting; retry shortly")
         return self._executors
+
+    def _pool_refusal(self, scheduler: str) -> str | None:
+        return None if self._executors is None else self._executors.refusal(scheduler)
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         return await self._pools().in_thread(func, *args)

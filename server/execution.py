@@ -38,6 +38,7 @@ from server.cluster_results import (
     flatten,
     nbytes_many,
 )
+from server.pools import Gate, Occupancy, ProcessPools, call_in
 from server.progress import Progress, flatten_keys
 
 # Where core.py finds them today: the results held on the cluster live in
@@ -73,53 +74,6 @@ class Work:
     single: bool = False
     graph: Any = None
     keys: Any = None
-
-
-async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
-
-    The thread hands the outcome straight to the event loop, rather than
-    through a pool future chained to an asyncio one; a trivial call comes
-    back about 20 µs sooner. Cancelling the awaiting task abandons the call
-    (and drops it if it has not started), as with ``run_in_executor``.
-
-    ``func`` may run a job's code: what it raises reaches the awaiting task
-    through :func:`server.job_errors.job_exception` (an ordinary exception).
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(error: BaseException | None, value: Any) -> None:
-        if future.done():  # the awaiting task was cancelled
-            return
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-
-    def call() -> None:
-        try:
-            value = func(*args)
-        except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
-            outcome: tuple[BaseException | None, Any] = (job_errors.job_exception(exc), None)
-        else:
-            outcome = (None, value)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
-            pass
-
-    def dropped(started: concurrent.futures.Future) -> None:
-        if started.cancelled() and not loop.is_closed():  # the pool shut down first
-            loop.call_soon_threadsafe(future.cancel)
-
-    started = pool.submit(call)
-    started.add_done_callback(dropped)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        started.cancel()
-        raise
 
 
 def _apply(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -164,6 +118,19 @@ class PoolProcessDied(Exception):
     """A process of the ``processes`` pool died mid-job (a crash, ``os._exit``, a kill)."""
 
 
+class _Bounded:
+    """A view of a thread pool that Dask's threaded scheduler runs at most
+    ``max_workers`` tasks of one graph at once on (it reads ``_max_workers``):
+    the pool itself is larger, with threads to spare for abandoned calls."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, max_workers: int) -> None:
+        self._pool = pool
+        self._max_workers = max_workers
+
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return self._pool.submit(func, *args, **kwargs)
+
+
 class Executors:
     """The pools and the cluster client that jobs run on."""
 
@@ -174,6 +141,8 @@ class Executors:
         processes: int,
         in_process_workers: bool = False,
         direct_gather: bool = True,
+        share: float = 1.0,
+        max_abandoned: int = 16,
     ) -> None:
         self.client = client
         # Results are fetched from the workers themselves, not through the
@@ -184,14 +153,30 @@ class Executors:
         # Workers that are threads of this process: a task's sys.exit() there
         # would end the server, so calls sent to them are wrapped.
         self._in_process_workers = in_process_workers
-        self._threads = concurrent.futures.ThreadPoolExecutor(threads, "dask-compute-threads")
+        # Each pool of jobs has threads to spare for calls of cancelled jobs,
+        # which run on (a thread cannot be stopped); its gate keeps them from
+        # taking the pool with them (server.pools).
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            threads + max_abandoned, "dask-compute-threads"
+        )
+        # What a graph's tasks see of it: ``threads`` threads, as configured.
+        self._graph_threads = _Bounded(self._threads, threads)
         # Driver threads block on dask's local schedulers and run synchronous
         # jobs; they wait rather than compute, so they are plenty.
+        drivers = max(32, 4 * threads)
         self._drivers = concurrent.futures.ThreadPoolExecutor(
-            max(32, 4 * threads), "dask-compute-driver"
+            drivers + max_abandoned, "dask-compute-driver"
         )
+        # The service's own work (encoding results, loading payloads) never
+        # waits behind callers' jobs.
+        self._service = concurrent.futures.ThreadPoolExecutor(4, "dask-compute-service")
+        self._gates = {
+            "threads": Gate("threads", threads, share, max_abandoned),
+            "synchronous": Gate("synchronous (driver)", drivers, share, max_abandoned),
+            "processes": Gate("processes", processes, share, max_abandoned),
+        }
         self._n_processes = processes
-        self._processes = self._new_process_pool()
+        self._process_pools = ProcessPools(self._new_process_pool)
         # Calls submitted in the same turn of the event loop go to the
         # scheduler together (see _submit_coalesced).
         self._pending_calls: list[tuple[Any, tuple, dict, str, asyncio.Future]] = []
@@ -205,49 +190,64 @@ class Executors:
         # A pool whose process died is broken for good (every later submit
         # fails); the next job gets a fresh pool. Jobs sharing the broken pool
         # fail with the same clear error.
-        if self._processes is broken:
+        if self._process_pools.current is broken:
             logger.warning("a processes-pool process died; starting a new pool")
             broken.shutdown(wait=False, cancel_futures=True)
-            self._processes = self._new_process_pool()
+            self._process_pools.replace(broken)
+
+    def refusal(self, scheduler: str) -> str | None:
+        """Why ``scheduler``'s pool takes no new job now (``None``: it does)."""
+        gate = self._gates.get(scheduler)
+        return None if gate is None else gate.refusal()
 
     async def warm_up(self) -> None:
         """Start the process pool's processes before the first job needs them."""
         loop = asyncio.get_running_loop()
-        futures = [
-            loop.run_in_executor(self._processes, _pickle.warm_up) for _ in range(self._n_processes)
-        ]
+        pool = self._process_pools.current
+        futures = [loop.run_in_executor(pool, _pickle.warm_up) for _ in range(self._n_processes)]
         pids = await asyncio.gather(*futures)
         logger.info("processes pool ready: %d processes", len(set(pids)))
 
     async def in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``func`` in a driver thread."""
-        return await call_in(self._drivers, functools.partial(func, *args, **kwargs))
+        """Run the service's own ``func`` (not a job's) in a thread of the service's pool."""
+        return await call_in(self._service, functools.partial(func, *args, **kwargs))
 
     async def run(
-        self, work: Work, scheduler: str, key: str, progress: Progress | None = None
+        self,
+        work: Work,
+        scheduler: str,
+        key: str,
+        progress: Progress | None = None,
+        occupancy: Occupancy | None = None,
     ) -> Any:
         """Run ``work`` on ``scheduler`` and return its result.
 
         ``key`` names the job's task on the cluster. Cancelling the awaiting
-        task cancels the cluster's futures; local runs are abandoned.
-        ``progress`` is kept current with Dask's own task counts.
+        task cancels the cluster's futures; local runs are abandoned (a
+        ``processes`` job's process is ended, see :class:`server.pools.ProcessPools`).
+        ``progress`` is kept current with Dask's own task counts;
+        ``occupancy`` says what the job holds of the local pools, until its
+        calls really return.
         """
         progress = progress or Progress()
+        occupancy = occupancy or Occupancy()
+        runner = getattr(self, f"_run_{scheduler}")
         if work.call is not None and not work.lazy:
             progress.single_task(done=False)
-            result = await getattr(self, f"_run_{scheduler}")(work, key, progress)
+            result = await runner(work, progress, occupancy, key)
             progress.single_task(done=True)
             return result
         if work.lazy:
             func, args, kwargs = work.call
-            collection = await self.in_thread(func, *args, **kwargs)
+            collection = await self._drive(occupancy, func, *args, **kwargs)
             if not dask.is_dask_collection(collection):
                 return collection  # already a value: nothing left to compute
             work = Work(collections=(collection,), single=True)
-        runner = getattr(self, f"_run_{scheduler}")
-        return await runner(work, key, progress)
+        return await runner(work, progress, occupancy, key)
 
-    async def _run_distributed(self, work: Work, key: str, progress: Progress) -> Any:
+    async def _run_distributed(
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+    ) -> Any:
         client = self.client
         if work.call is not None:
             func, args, kwargs = work.call
@@ -335,40 +335,72 @@ class Executors:
             elif not waiter.done():
                 waiter.set_result(cluster_future)
 
-    async def _run_threads(self, work: Work, key: str, progress: Progress) -> Any:
+    async def _run_threads(
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+    ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
-            return await call_in(self._threads, functools.partial(func, *args, **kwargs))
+            gate = self._gates["threads"]
+            return await gate.call(self._threads, occupancy, func, *args, **kwargs)
         if work.collections is not None:
-            result = await self.in_thread(
+            result = await self._drive(
+                occupancy,
                 dask.compute,
                 *work.collections,
                 scheduler="threads",
-                pool=self._threads,
+                pool=self._graph_threads,
                 callbacks=[progress.callback()],
             )
             return result[0] if work.single else result
-        return await self.in_thread(
+        return await self._drive(
+            occupancy,
             dask.threaded.get,
             work.graph,
             work.keys,
-            pool=self._threads,
+            pool=self._graph_threads,
             callbacks=[progress.callback()],
         )
 
-    async def _run_processes(self, work: Work, key: str, progress: Progress) -> Any:
-        pool = self._processes
+    async def _drive(
+        self, occupancy: Occupancy, func: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A job's call in a driver thread (a local scheduler's, or a synchronous job's)."""
+        gate = self._gates["synchronous"]
+        return await gate.call(self._drivers, occupancy, func, *args, **kwargs)
+
+    async def _run_processes(
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+    ) -> Any:
+        gate = self._gates["processes"]
+        await gate.enter(occupancy.owner)
+        pools = self._process_pools
+        pool = pools.enter()
+        live = True
         try:
-            return await self._run_on_pool(pool, work, progress)
+            return await self._run_on_pool(pool, work, progress, occupancy)
         except BrokenProcessPool as exc:
             self._replace_broken_pool(pool)
             raise PoolProcessDied(
                 "a process of the 'processes' pool died while running this job (a crash, "
                 "os._exit or a kill); the pool was restarted"
             ) from exc
+        except asyncio.CancelledError:
+            # Its process would run on for nobody: the pool is retired, and
+            # ended as soon as no other job runs there.
+            live = False
+            pools.abandon(pool)
+            raise
+        finally:
+            gate.leave(occupancy.owner)
+            if live:
+                pools.leave(pool)
 
     async def _run_on_pool(
-        self, pool: concurrent.futures.ProcessPoolExecutor, work: Work, progress: Progress
+        self,
+        pool: concurrent.futures.ProcessPoolExecutor,
+        work: Work,
+        progress: Progress,
+        occupancy: Occupancy,
     ) -> Any:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
@@ -383,7 +415,8 @@ class Executors:
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
-            result = await self.in_thread(
+            result = await self._drive(
+                occupancy,
                 dask.compute,
                 *work.collections,
                 scheduler="processes",
@@ -391,7 +424,8 @@ class Executors:
                 callbacks=[progress.callback()],
             )
             return result[0] if work.single else result
-        return await self.in_thread(
+        return await self._drive(
+            occupancy,
             dask.multiprocessing.get,
             work.graph,
             work.keys,
@@ -399,30 +433,29 @@ class Executors:
             callbacks=[progress.callback()],
         )
 
-    async def _run_synchronous(self, work: Work, key: str, progress: Progress) -> Any:
+    async def _run_synchronous(
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+    ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
-            return await self.in_thread(func, *args, **kwargs)
+            return await self._drive(occupancy, func, *args, **kwargs)
         if work.collections is not None:
-            result = await self.in_thread(
-                dask.compute, *work.collections, scheduler="sync", callbacks=[progress.callback()]
+            result = await self._drive(
+                occupancy,
+                dask.compute,
+                *work.collections,
+                scheduler="sync",
+                callbacks=[progress.callback()],
             )
             return result[0] if work.single else result
-        return await self.in_thread(
-            dask.local.get_sync, work.graph, work.keys, callbacks=[progress.callback()]
+        return await self._drive(
+            occupancy, dask.local.get_sync, work.graph, work.keys, callbacks=[progress.callback()]
         )
 
     def close(self) -> None:
         """Stop the pools without waiting for abandoned work."""
         self._threads.shutdown(wait=False, cancel_futures=True)
         self._drivers.shutdown(wait=False, cancel_futures=True)
-        # A pool process may be deep in an abandoned job: end it rather than
-        # wait for it. ``_processes`` has been the pool's pid->Process map
-        # since Python 3.2.
-        children = list((getattr(self._processes, "_processes", None) or {}).values())
-        self._processes.shutdown(wait=False, cancel_futures=True)
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-        for child in children:
-            child.join(timeout=5)
+        self._service.shutdown(wait=False, cancel_futures=True)
+        # A pool process may be deep in an abandoned job: end it rather than wait for it.
+        self._process_pools.close()

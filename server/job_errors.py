@@ -32,7 +32,7 @@ from a real cancellation:
 
 - a pool or driver thread (the ``threads`` and ``synchronous`` schedulers,
   lazy functions, Dask's local schedulers, which re-raise their tasks'
-  errors in the driver thread): :func:`server.execution.call_in`;
+  errors in the driver thread): :func:`server.pools.call_in`;
 - a process of the ``processes`` pool: :func:`call_in_child`, which sends
   the traceback text back with the pickled exception;
 - a Dask worker that is a thread of this server: the call is wrapped in

@@ -24,6 +24,7 @@ from server.execution import Executors
 from server.jobs import JobError, JobRecord, JobState, JobTable, NewJob, new_job_id
 from server.logwriter import log_event
 from server.metrics import Metrics
+from server.pools import Occupancy
 from server.progress import Progress
 from server.requests import request_doc
 
@@ -39,7 +40,12 @@ class JobRuntime:
     """What the runner holds for a job it runs, besides its record."""
 
     scheduler: str
+    # What the job holds of the local pools, until its calls really return.
+    occupancy: Occupancy = dataclasses.field(default_factory=Occupancy)
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # Set once the job's coroutine has unwound (a cancelled job's calls that
+    # run on are counted abandoned by then).
+    unwound: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     progress: Progress = dataclasses.field(default_factory=Progress)
     cancel_reason: str = ""
@@ -206,7 +212,9 @@ class Runner:
     ) -> None:
         """Start a recorded, reserved job in a task of its own, or, ``in_caller``,
         leave it for :meth:`run_in_caller`."""
-        runtime = self.runtimes[record.job_id] = JobRuntime(scheduler=job.scheduler)
+        runtime = self.runtimes[record.job_id] = JobRuntime(
+            scheduler=job.scheduler, occupancy=Occupancy(record.owner)
+        )
         limit = self.admission.time_limit(job.request)
         work = self._run_job(executors, record.job_id, job, limit)
         if in_caller:
@@ -274,9 +282,22 @@ class Runner:
         )
         runtime = self.runtimes[job_id]
         try:
+            await self._run_work(executors, job_id, job, runtime, time_limit)
+        finally:
+            runtime.unwound.set()
+
+    async def _run_work(
+        self,
+        executors: Executors,
+        job_id: str,
+        job: Admitted,
+        runtime: JobRuntime,
+        time_limit: float | None,
+    ) -> None:
+        try:
             key = task_key(job.target, job_id)
             running = job_errors.contain(
-                executors.run(job.work, job.scheduler, key, runtime.progress)
+                executors.run(job.work, job.scheduler, key, runtime.progress, runtime.occupancy)
             )
             if time_limit is None:
                 # Awaited in this task: cancelling the task cancels the work.
@@ -353,7 +374,14 @@ class Runner:
         record = self.replicas.record_end(
             job_id, now, lambda stored: self._wake(job_id, stored, now), state=state, **changes
         )
-        self.admission.finished(record.owner)
+        # It counts against its caller's limits until its work has really
+        # stopped: a cancelled job's thread may run on.
+        owner = record.owner
+        runtime = self.runtimes.get(job_id)
+        if runtime is None:
+            self.admission.finished(owner)
+        else:
+            runtime.occupancy.when_stopped(lambda: self.admission.finished(owner))
         return record
 
     def _wake(self, job_id: str, record: JobRecord, now: float) -> None:
@@ -393,6 +421,8 @@ class Runner:
         if not ended:
             self.cancel(job_id, reason)
         await runtime.done.wait()
+        if runtime.task is not None or runtime.start is None:
+            await runtime.unwound.wait()  # (a Run's job not started yet never unwinds)
         return not ended
 
     def running(self) -> list[str]:
