@@ -97,7 +97,7 @@ async def test_a_cancelled_job_counts_against_its_caller_until_its_thread_return
                 return False
             return True
 
-        await async_wait_until(accepted, 10, message="alice's job to count once its thread returned")
+        await async_wait_until(accepted, 10, message="alice's job to end once its thread returned")
     finally:
         await core.close()
 
