@@ -112,7 +112,9 @@ class ComputeCore:
             on_end=lambda job_id: self.waiting.wake(job_id),
             succeeded=self.held.keep,
         )
-        self.waiting = Waiting(self.jobs, self.runner.runtimes, self.get_job, self.cluster)
+        self.waiting = Waiting(
+            self.jobs, self.runner.runtimes, self.get_job, self.cluster, self.replicas.as_stored
+        )
         self.recovery = Recovery(self.jobs, self.admission, self.runner, self._pools)
         self.janitor = Janitor(s, self.jobs, self.uploads, self.held, self._forget)
         lost = "the connection to the Dask scheduler was lost while the job ran"

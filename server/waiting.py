@@ -58,6 +58,8 @@ class Waiting:
         runtimes: The runner's runtimes of the jobs this server runs.
         get_job: The record of a job, if the caller may see it.
         cluster: For the progress of jobs on the cluster.
+        as_stored: A record of this server's as the store holds it (while its
+            end is being written, as it was).
     """
 
     def __init__(
@@ -66,11 +68,13 @@ class Waiting:
         runtimes: dict[str, Any],
         get_job: Callable[[str, Any], Awaitable[JobRecord]],
         cluster: Cluster,
+        as_stored: Callable[[JobRecord], JobRecord] = lambda record: record,
     ) -> None:
         self.store = store
         self.runtimes = runtimes
         self.get_job = get_job
         self.cluster = cluster
+        self.as_stored = as_stored
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
@@ -142,12 +146,18 @@ class Waiting:
                         if not waiters:
                             del self._waiters[record.job_id]
             wake.clear()
+            # (The caller may see them all: asked once, above.)
             records = [
                 await self.store.refresh(r.job_id)
                 if r.job_id not in self.runtimes
-                else await self.get_job(r.job_id, caller)
+                else self._current(r)
                 for r in records
             ]
+
+    def _current(self, record: JobRecord) -> JobRecord:
+        """The record of a job this server runs, as stored now (never waits)."""
+        copy = self.store.cached(record.job_id)
+        return record if copy is None else self.as_stored(copy)
 
     async def progress(self, job_id: str, caller: Any) -> tuple[int, int]:
         """``(tasks done, tasks in all)`` of a job (see ComputeCore.progress)."""
