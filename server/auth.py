@@ -24,6 +24,16 @@ line, ``#`` starts a comment, fields separated by whitespace::
     ci-bot          run           sha256:3f0a...e1 (hex SHA-256 of the token)
     cert:worker-7   run,code      (no secret: a client certificate whose CN is worker-7)
     cert:*          run           (no secret: any certificate the client CA signed)
+    cert:ci-7=ci-bot run          (no secret: the certificate with CN ci-7 is the caller ci-bot)
+
+Certificate callers live in a namespace of their own: the certificate whose
+CN is ``worker-7`` is the caller ``cert:worker-7`` (a token's name cannot
+contain ``:``, so no token user shares it), whether an entry names that CN or
+``cert:*`` admits it. Only an entry ``cert:<CN>=<name>`` makes a certificate
+a plain name, on purpose: it then shares that name's jobs with the name's
+tokens. CNs, in entries and in presented certificates, follow the name
+pattern (1 to 128 of ``A-Z a-z 0-9 . _ @ + -``); a certificate whose CN does
+not is refused.
 
 This module never imports ``grpc``: the core imports it.
 """
@@ -70,7 +80,8 @@ class Caller:
     """An authenticated caller.
 
     Attributes:
-        name: Who it is (a token's name, or a client certificate's subject CN).
+        name: Who it is: a token's name, ``cert:<CN>`` for a client
+            certificate, or the name a ``cert:<CN>=<name>`` entry maps it to.
             Jobs belong to this name.
         permissions: A subset of :data:`PERMISSIONS`.
     """
@@ -151,8 +162,9 @@ class Identities:
 
     Attributes:
         tokens: ``(SHA-256 of the token, caller)`` pairs; only digests are kept.
-        certs: Callers by client certificate subject CN; ``"*"`` is any
-            certificate the client CA signed (the caller is named by its CN).
+        certs: Callers by client certificate subject CN (each named
+            ``cert:<CN>``, or the name its entry maps the CN to); ``"*"`` is
+            any certificate the client CA signed (named ``cert:<CN>``).
     """
 
     tokens: tuple[tuple[bytes, Caller], ...] = ()
@@ -175,12 +187,38 @@ class Identities:
         return found
 
     def by_certificate(self, common_name: str) -> Caller | None:
-        """The caller of a verified client certificate with subject CN ``common_name``."""
+        """The caller of a verified client certificate with subject CN ``common_name``.
+
+        ``None`` when no entry admits it, or when the CN does not follow the
+        name pattern (it could otherwise not be told apart from other names).
+        """
+        if common_name == "*" or not _NAME_CHARS.fullmatch(common_name):
+            return None
         caller = self.certs.get(common_name)
         if caller is not None:
             return caller
         anyone = self.certs.get("*")
-        return None if anyone is None else Caller(common_name, anyone.permissions)
+        if anyone is None:
+            return None
+        return Caller(CERT_PREFIX + common_name, anyone.permissions)
+
+    def named(self, name: str) -> Caller | None:
+        """The caller called ``name`` now, whichever credentials name it.
+
+        A plain name gathers its tokens and the ``cert:<CN>=<name>`` entries
+        that map to it; ``cert:<CN>`` is the certificate with that CN, if an
+        entry (its own, unmapped, or ``cert:*``) still admits it as that name.
+        A name with several credentials has the permissions of all of them.
+        """
+        permissions = [c.permissions for _, c in self.tokens if c.name == name]
+        permissions += [c.permissions for cn, c in self.certs.items() if cn != "*" and c.name == name]
+        if permissions:
+            return Caller(name, frozenset().union(*permissions))
+        if name.startswith(CERT_PREFIX):
+            caller = self.by_certificate(name[len(CERT_PREFIX):])
+            if caller is not None and caller.name == name:
+                return caller
+        return None
 
     def without(self, permissions: Iterable[str]) -> Identities:
         """Every caller with ``permissions`` taken away."""
@@ -234,15 +272,28 @@ def parse_identities(text: str, source: str) -> Identities:
         where = f"{source}, entry {number}"
         name = fields[0]
         if name.startswith(CERT_PREFIX):
-            common_name = name[len(CERT_PREFIX):]
+            common_name, mapped, caller_name = name[len(CERT_PREFIX):].partition("=")
             if len(fields) != 2 or not common_name:
                 raise AuthConfigError(
                     f"{where}: a certificate entry reads 'cert:<subject CN> <permissions>' "
+                    "or 'cert:<subject CN>=<name> <permissions>' "
                     "(no token: the certificate is the credential)"
+                )
+            if common_name != "*" and not _NAME_CHARS.fullmatch(common_name):
+                raise AuthConfigError(
+                    f"{where}: a certificate's CN must be 1 to 128 of A-Z a-z 0-9 . _ @ + - "
+                    "(or '*' for any certificate)"
+                )
+            if mapped and (common_name == "*" or not _NAME_CHARS.fullmatch(caller_name)):
+                raise AuthConfigError(
+                    f"{where}: 'cert:<subject CN>=<name>' maps one CN (not '*') to a name of "
+                    "1 to 128 of A-Z a-z 0-9 . _ @ + -"
                 )
             if common_name in certs:
                 raise AuthConfigError(f"{where}: cert:{common_name} is listed twice")
-            certs[common_name] = Caller(common_name, _permissions(fields[1], where))
+            if not mapped:
+                caller_name = CERT_PREFIX + common_name
+            certs[common_name] = Caller(caller_name, _permissions(fields[1], where))
             continue
         if not _NAME_CHARS.fullmatch(name):
             raise AuthConfigError(
@@ -440,10 +491,9 @@ class Authenticator:
         identities = self._identities
         if identities is None:
             return self.anonymous if name == self.anonymous.name else None
-        permissions = [c.permissions for _, c in identities.tokens if c.name == name]
-        if permissions:
-            return Caller(name, frozenset().union(*permissions))
-        return identities.by_certificate(name) if self.mtls else None
+        if not self.mtls:
+            identities = Identities(identities.tokens)
+        return identities.named(name)
 
     def authenticate(self, authorization: str | None, common_name: str | None = None) -> Caller:
         """The caller of a call.
@@ -477,6 +527,11 @@ class Authenticator:
             caller = identities.by_certificate(common_name)
             if caller is not None:
                 return caller
+            if not _NAME_CHARS.fullmatch(common_name):
+                raise Unauthenticated(
+                    "the client certificate's subject CN is not 1 to 128 of "
+                    "A-Z a-z 0-9 . _ @ + -, so it cannot name a caller; send a bearer token"
+                )
             raise Unauthenticated(
                 f"the client certificate's subject CN {common_name[:64]!r} has no "
                 f"'cert:{common_name[:64]}' entry in the server's tokens file, and the call "
