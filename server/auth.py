@@ -26,14 +26,9 @@ line, ``#`` starts a comment, fields separated by whitespace::
     cert:*          run           (no secret: any certificate the client CA signed)
     cert:ci-7=ci-bot run          (no secret: the certificate with CN ci-7 is the caller ci-bot)
 
-Certificate callers live in a namespace of their own: the certificate whose
-CN is ``worker-7`` is the caller ``cert:worker-7`` (a token's name cannot
-contain ``:``, so no token user shares it), whether an entry names that CN or
-``cert:*`` admits it. Only an entry ``cert:<CN>=<name>`` makes a certificate
-a plain name, on purpose: it then shares that name's jobs with the name's
-tokens. CNs, in entries and in presented certificates, follow the name
-pattern (1 to 128 of ``A-Z a-z 0-9 . _ @ + -``); a certificate whose CN does
-not is refused.
+A certificate with CN ``worker-7`` is the caller ``cert:worker-7``, a name no
+token can have (names have no ``:``), unless ``cert:<CN>=<name>`` maps it to
+a plain name on purpose. CNs follow the name pattern, or are refused.
 
 This module never imports ``grpc``: the core imports it.
 """
@@ -71,6 +66,7 @@ CERT_PREFIX = "cert:"
 # RFC 6750's b64token: what may follow "Bearer ".
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._@+\-]{1,128}")
+_NAME_RULE = "1 to 128 of A-Z a-z 0-9 . _ @ + -"
 _SHA256 = re.compile(r"sha256:([0-9a-fA-F]{64})")
 _BEARER = re.compile(r"Bearer +(\S+) *", re.IGNORECASE)
 
@@ -80,9 +76,8 @@ class Caller:
     """An authenticated caller.
 
     Attributes:
-        name: Who it is: a token's name, ``cert:<CN>`` for a client
-            certificate, or the name a ``cert:<CN>=<name>`` entry maps it to.
-            Jobs belong to this name.
+        name: Who it is (a token's name, ``cert:<CN>``, or the name a
+            ``cert:<CN>=<name>`` entry maps a CN to). Jobs belong to it.
         permissions: A subset of :data:`PERMISSIONS`.
     """
 
@@ -112,9 +107,7 @@ class Caller:
 #: The caller when no credentials are configured.
 ANONYMOUS = Caller("anonymous", frozenset(PERMISSIONS))
 
-_current: contextvars.ContextVar[Caller] = contextvars.ContextVar(
-    "dask_compute_caller", default=ANONYMOUS
-)
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("dask_caller", default=ANONYMOUS)
 
 
 def current_caller() -> Caller:
@@ -125,9 +118,8 @@ def current_caller() -> Caller:
 def set_caller(caller: Caller) -> None:
     """Make ``caller`` the current caller for the rest of the running task.
 
-    For handlers that yield (streams): a :func:`caller_scope` there would be
-    reset wherever the generator is finally closed, which may be another
-    context. Each gRPC call runs in a task of its own, so nothing leaks.
+    For handlers that yield (streams), where a :func:`caller_scope` would be
+    reset wherever the generator is closed. Each gRPC call has its own task.
     """
     _current.set(caller)
 
@@ -146,10 +138,7 @@ def caller_scope(caller: Caller) -> Iterator[Caller]:
 
 
 class AuthConfigError(RuntimeError):
-    """The credentials or the access policy cannot be used; the message says why.
-
-    Messages never contain a token.
-    """
+    """The credentials or the access policy cannot be used; the message (never a token) says why."""
 
 
 def _digest(token: str) -> bytes:
@@ -162,9 +151,8 @@ class Identities:
 
     Attributes:
         tokens: ``(SHA-256 of the token, caller)`` pairs; only digests are kept.
-        certs: Callers by client certificate subject CN (each named
-            ``cert:<CN>``, or the name its entry maps the CN to); ``"*"`` is
-            any certificate the client CA signed (named ``cert:<CN>``).
+        certs: Callers by client certificate subject CN; ``"*"`` is any
+            certificate the client CA signed (the caller ``cert:<its CN>``).
     """
 
     tokens: tuple[tuple[bytes, Caller], ...] = ()
@@ -187,38 +175,22 @@ class Identities:
         return found
 
     def by_certificate(self, common_name: str) -> Caller | None:
-        """The caller of a verified client certificate with subject CN ``common_name``.
-
-        ``None`` when no entry admits it, or when the CN does not follow the
-        name pattern (it could otherwise not be told apart from other names).
-        """
-        if common_name == "*" or not _NAME_CHARS.fullmatch(common_name):
+        """The caller of a verified client certificate with CN ``common_name``, if admitted."""
+        if not _NAME_CHARS.fullmatch(common_name):  # "*" included
             return None
-        caller = self.certs.get(common_name)
-        if caller is not None:
-            return caller
-        anyone = self.certs.get("*")
-        if anyone is None:
-            return None
-        return Caller(CERT_PREFIX + common_name, anyone.permissions)
+        caller, anyone = self.certs.get(common_name), self.certs.get("*")
+        if caller is None and anyone is not None:
+            caller = Caller(CERT_PREFIX + common_name, anyone.permissions)
+        return caller
 
     def named(self, name: str) -> Caller | None:
-        """The caller called ``name`` now, whichever credentials name it.
-
-        A plain name gathers its tokens and the ``cert:<CN>=<name>`` entries
-        that map to it; ``cert:<CN>`` is the certificate with that CN, if an
-        entry (its own, unmapped, or ``cert:*``) still admits it as that name.
-        A name with several credentials has the permissions of all of them.
-        """
-        permissions = [c.permissions for _, c in self.tokens if c.name == name]
-        permissions += [c.permissions for cn, c in self.certs.items() if cn != "*" and c.name == name]
+        """The caller ``name`` now: its tokens and mapped certificates, or ``cert:<CN>``'s."""
+        callers = [c for _, c in self.tokens] + [c for cn, c in self.certs.items() if cn != "*"]
+        permissions = [c.permissions for c in callers if c.name == name]
         if permissions:
             return Caller(name, frozenset().union(*permissions))
-        if name.startswith(CERT_PREFIX):
-            caller = self.by_certificate(name[len(CERT_PREFIX):])
-            if caller is not None and caller.name == name:
-                return caller
-        return None
+        caller = self.by_certificate(name.removeprefix(CERT_PREFIX))
+        return caller if caller is not None and caller.name == name else None
 
     def without(self, permissions: Iterable[str]) -> Identities:
         """Every caller with ``permissions`` taken away."""
@@ -275,24 +247,16 @@ def parse_identities(text: str, source: str) -> Identities:
             common_name, mapped, caller_name = name[len(CERT_PREFIX):].partition("=")
             if len(fields) != 2 or not common_name:
                 raise AuthConfigError(
-                    f"{where}: a certificate entry reads 'cert:<subject CN> <permissions>' "
-                    "or 'cert:<subject CN>=<name> <permissions>' "
-                    "(no token: the certificate is the credential)"
+                    f"{where}: a certificate entry reads 'cert:<subject CN>[=<name>] "
+                    "<permissions>' (no token: the certificate is the credential)"
                 )
             if common_name != "*" and not _NAME_CHARS.fullmatch(common_name):
-                raise AuthConfigError(
-                    f"{where}: a certificate's CN must be 1 to 128 of A-Z a-z 0-9 . _ @ + - "
-                    "(or '*' for any certificate)"
-                )
+                raise AuthConfigError(f"{where}: a certificate's CN must be {_NAME_RULE} or '*'")
             if mapped and (common_name == "*" or not _NAME_CHARS.fullmatch(caller_name)):
-                raise AuthConfigError(
-                    f"{where}: 'cert:<subject CN>=<name>' maps one CN (not '*') to a name of "
-                    "1 to 128 of A-Z a-z 0-9 . _ @ + -"
-                )
+                raise AuthConfigError(f"{where}: 'cert:<CN>=<name>' maps one CN to {_NAME_RULE}")
             if common_name in certs:
                 raise AuthConfigError(f"{where}: cert:{common_name} is listed twice")
-            if not mapped:
-                caller_name = CERT_PREFIX + common_name
+            caller_name = caller_name if mapped else CERT_PREFIX + common_name
             certs[common_name] = Caller(caller_name, _permissions(fields[1], where))
             continue
         if not _NAME_CHARS.fullmatch(name):
@@ -485,15 +449,13 @@ class Authenticator:
 
         For a job accepted earlier and run again (after a restart, or adopted
         from another replica): it runs with its owner's current permissions,
-        or not at all if the owner is no longer known (``None``). A name with
-        several tokens has the permissions of all of them.
+        or not at all if the owner is no longer known (``None``). Certificate
+        callers count only under mutual TLS; see :meth:`Identities.named`.
         """
         identities = self._identities
         if identities is None:
             return self.anonymous if name == self.anonymous.name else None
-        if not self.mtls:
-            identities = Identities(identities.tokens)
-        return identities.named(name)
+        return (identities if self.mtls else Identities(identities.tokens)).named(name)
 
     def authenticate(self, authorization: str | None, common_name: str | None = None) -> Caller:
         """The caller of a call.
@@ -513,9 +475,7 @@ class Authenticator:
         if authorization is not None:
             match = _BEARER.fullmatch(authorization)
             if match is None:
-                raise Unauthenticated(
-                    "the authorization metadata must read 'Bearer <token>'"
-                )
+                raise Unauthenticated("the authorization metadata must read 'Bearer <token>'")
             caller = identities.by_token(match.group(1))
             if caller is None:
                 raise Unauthenticated(
@@ -528,10 +488,7 @@ class Authenticator:
             if caller is not None:
                 return caller
             if not _NAME_CHARS.fullmatch(common_name):
-                raise Unauthenticated(
-                    "the client certificate's subject CN is not 1 to 128 of "
-                    "A-Z a-z 0-9 . _ @ + -, so it cannot name a caller; send a bearer token"
-                )
+                raise Unauthenticated(f"the client certificate's subject CN is not {_NAME_RULE}")
             raise Unauthenticated(
                 f"the client certificate's subject CN {common_name[:64]!r} has no "
                 f"'cert:{common_name[:64]}' entry in the server's tokens file, and the call "

@@ -59,7 +59,7 @@ def test_every_listening_socket_is_loopback(tmp_path, dashboard, workers):
             info = client.info()
         assert len(info.workers) == 2
         sockets = _listening(server.process.pid)
-    assert server.port in {port for _, port in sockets}, f"the look must see the gRPC port: {sockets}"
+    assert server.port in {port for _, port in sockets}, f"the look sees the gRPC port: {sockets}"
     # The scheduler and its HTTP routes listen too (and, as processes, the workers and nannies).
     assert len(sockets) >= (7 if workers == "--processes" else 3), sockets
     exposed = {address: owner for address, owner in sockets.items() if not _loopback(address[0])}

@@ -1,4 +1,4 @@
-"""Certificate callers live in a namespace of their own (``cert:<CN>``), unless mapped on purpose."""
+"""Certificate callers have a namespace of their own (``cert:<CN>``) unless mapped on purpose."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_a_wildcard_certificate_with_cn_alice_is_not_the_token_user_alice():
     cert_alice = auth.authenticate(None, "alice")
     assert token_alice == Caller("alice", frozenset({"run", "code"}))
     assert cert_alice == Caller("cert:alice", frozenset({"run"}))
-    assert cert_alice.name != token_alice.name, "the two would share (see, cancel) each other's jobs"
+    assert cert_alice.name != token_alice.name, "they would see and cancel each other's jobs"
 
 
 def test_a_named_certificate_is_named_in_the_cert_namespace():
@@ -56,7 +56,9 @@ def test_caller_named_follows_the_namespace():
     assert plain.caller_named("cert:y") is None
 
 
-@pytest.mark.parametrize("common_name", ["al ice", "cert:alice", "a/b", "CN=x,O=y", "*", "", "é", "a" * 129])
+@pytest.mark.parametrize(
+    "common_name", ["al ice", "cert:alice", "a/b", "CN=x,O=y", "*", "", "é", "a" * 129]
+)
 def test_a_cn_outside_the_name_pattern_is_refused(common_name):
     auth = _auth("cert:* run")
     with pytest.raises(Unauthenticated, match="subject CN"):

@@ -1,4 +1,4 @@
-"""Where the scheduler's HTTP server (the dashboard) listens, from --dashboard-address and --host."""
+"""Where the scheduler's HTTP server (the dashboard) listens: --dashboard-address and --host."""
 
 from __future__ import annotations
 
