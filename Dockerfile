@@ -80,6 +80,11 @@ RUN apt-get update \
 # container; the server then refuses to start without tokens
 # (DASK_COMPUTE_TOKENS or --tokens-file) unless told
 # --insecure-no-auth-on-network. The health service needs no token.
+# The Dask dashboard (default ":8787", no authentication) follows it to
+# 0.0.0.0:8787, so that `docker run -p 8787:8787` reaches it; set
+# DASK_COMPUTE_DASHBOARD_ADDRESS=127.0.0.1:8787 to keep it inside the
+# container (k8s/ does), or "" to turn it off. The LocalCluster's scheduler,
+# workers and nannies always listen on 127.0.0.1 only.
 # DASK_COMPUTE_JOB_STORE: the job records' SQLite file, in a directory to
 # mount a volume on (-v NAME:/var/lib/dask-compute) so that they outlive the
 # container; scale-out points it at PostgreSQL instead.
@@ -104,7 +109,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 WORKDIR /home/dask
 
-# 50051: gRPC (compute.v1, grpc.health.v1, reflection); 8787: Dask dashboard;
+# 50051: gRPC (compute.v1, grpc.health.v1, reflection); 8787: Dask dashboard
+# (unauthenticated: publish it only where every viewer may see every job);
 # 9090: Prometheus metrics (/metrics).
 EXPOSE 50051 8787 9090
 

@@ -35,6 +35,7 @@ from client_sdk.errors import (
     RPCError,
     ServiceUnavailable,
     StatusCode,
+    UntrustedResult,
     VersionMismatch,
 )
 from client_sdk.job import Job
@@ -86,6 +87,7 @@ __all__ = [
     "ServiceUnavailable",
     "StatusCode",
     "TLSConfig",
+    "UntrustedResult",
     "VersionMismatch",
     "Versions",
     "WorkerInfo",

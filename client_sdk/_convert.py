@@ -12,7 +12,13 @@ from google.protobuf import json_format
 
 from client_sdk import _pickle
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
-from client_sdk.errors import InvalidArguments, JobCancelled, JobFailed, StatusCode
+from client_sdk.errors import (
+    InvalidArguments,
+    JobCancelled,
+    JobFailed,
+    StatusCode,
+    UntrustedResult,
+)
 from client_sdk.types import (
     SCHEDULERS,
     ClusterInfo,
@@ -229,28 +235,36 @@ def value(message: pb.Result) -> Any:
     return None
 
 
-def resolve(job: JobInfo, result: pb.Result | None) -> tuple[Any, BaseException | None]:
+def resolve(
+    job: JobInfo, result: pb.Result | None, *, trusted: bool
+) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for a succeeded job, ``(None, exception)`` otherwise.
 
+    Pickles (a result, an exception) are loaded only when ``trusted``.
+
     Raises:
+        UntrustedResult: The result is a pickle and ``trusted`` is false.
         Exception: The result could not be loaded here (for example, its
             type's module is not installed on this side).
     """
     if job.state is JobState.SUCCEEDED:
+        if result is not None and result.WhichOneof("value") == "pickle" and not trusted:
+            raise UntrustedResult(job.job_id, job.owner)
         return (value(result) if result is not None else None), None
-    return None, job_exception(job)
+    return None, job_exception(job, trusted=trusted)
 
 
-def job_exception(job: JobInfo) -> BaseException:
+def job_exception(job: JobInfo, *, trusted: bool) -> BaseException:
     """The exception a failed or cancelled job stands for.
 
-    The remote exception itself when it can be rebuilt here, with the remote
-    traceback added as a note; else :class:`JobFailed`.
+    The remote exception itself when ``trusted`` and it can be rebuilt here,
+    with the remote traceback added as a note; else :class:`JobFailed`
+    (type, message and traceback text: no pickle is loaded).
     """
     if job.state is JobState.CANCELLED:
         return JobCancelled(f"job {job.job_id} was cancelled: {job.cancel_reason}")
     error = job.error or JobError("builtins.Exception", "the job failed", "")
-    exc = _pickle.load_exception(error.pickled_exception)
+    exc = _pickle.load_exception(error.pickled_exception) if trusted else None
     if exc is None:
         return JobFailed(error.type, error.message, error.traceback)
     if error.traceback and hasattr(exc, "add_note"):  # Python 3.11+

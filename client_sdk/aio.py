@@ -178,10 +178,10 @@ class AsyncComputeClient(ClientBase):
 
     # -- watching jobs -----------------------------------------------------------
 
-    def _new_job(self, info: JobInfo, owned: bool = True) -> AsyncJob:
-        job = AsyncJob(self._link, info, owned)
+    def _new_job(self, info: JobInfo, owned: bool = True, trust: bool = False) -> AsyncJob:
+        job = AsyncJob(self._link, info, owned, trust)
         if info.state.finished and info.state is not JobState.SUCCEEDED:
-            job._settle(info, None, _convert.job_exception(info))
+            job._settle(info, None, _convert.job_exception(info, trusted=job.trusted))
         elif self._closed:
             job._lose(_closed_error(job))
         else:
@@ -195,7 +195,7 @@ class AsyncComputeClient(ClientBase):
         pending: dict[str, AsyncJob] = {}
         for job, info in zip(jobs, infos, strict=True):
             if info.state.finished and info.state is not JobState.SUCCEEDED:
-                job._settle(info, None, _convert.job_exception(info))
+                job._settle(info, None, _convert.job_exception(info, trusted=job.trusted))
             elif self._closed:
                 job._lose(_closed_error(job))
             else:
@@ -218,7 +218,7 @@ class AsyncComputeClient(ClientBase):
             self._window = asyncio.Semaphore(WATCH_WINDOW)
         try:
             async with self._window:
-                outcome = await self._drive(self._watch(job.job_id))
+                outcome = await self._drive(self._watch(job.job_id, job.trusted))
         except Exception as exc:  # whatever happens, the job must not hang
             job._lose(exc)
         else:
@@ -241,8 +241,10 @@ class AsyncJob(JobBase):
         job_id: The job's id on the service.
     """
 
-    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
-        super().__init__(link, info, owned)
+    def __init__(
+        self, link: JobLink, info: JobInfo, owned: bool = True, trust: bool = False
+    ) -> None:
+        super().__init__(link, info, owned, trust)
         self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._download_lock = asyncio.Lock()
 
@@ -300,7 +302,7 @@ class AsyncJob(JobBase):
         if not self._future.done():
             raise JobTimeout(f"job {self.job_id} did not finish within {timeout:g}s; it goes on")
         if self._future.cancelled():
-            raise _convert.job_exception(self._info)
+            raise _convert.job_exception(self._info, trusted=self.trusted)
 
     def _settle(self, info: JobInfo, value: Any, error: BaseException | None) -> None:
         if self._future.done():

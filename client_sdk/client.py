@@ -260,10 +260,10 @@ class ComputeClient(ClientBase):
 
     # -- watching jobs -----------------------------------------------------------
 
-    def _new_job(self, info: JobInfo, owned: bool = True) -> Job:
-        job = Job(self._link, info, owned)
+    def _new_job(self, info: JobInfo, owned: bool = True, trust: bool = False) -> Job:
+        job = Job(self._link, info, owned, trust)
         if info.state.finished and info.state is not JobState.SUCCEEDED:
-            job._settle(info, None, _convert.job_exception(info))
+            job._settle(info, None, _convert.job_exception(info, trusted=job.trusted))
             return job
         with self._lock:
             if self._closed:
@@ -281,7 +281,7 @@ class ComputeClient(ClientBase):
         pending: dict[str, Job] = {}
         for job, info in zip(jobs, infos, strict=True):
             if info.state.finished and info.state is not JobState.SUCCEEDED:
-                job._settle(info, None, _convert.job_exception(info))
+                job._settle(info, None, _convert.job_exception(info, trusted=job.trusted))
             else:
                 pending[job.job_id] = job
         if not pending:
@@ -304,7 +304,7 @@ class ComputeClient(ClientBase):
             job._lose(self._closed_error(job) if self._closed or error is None else error)
 
     def _follow(self, job: Job) -> None:
-        op = self._watch(job.job_id)
+        op = self._watch(job.job_id, job.trusted)
         self._advance(op, functools.partial(self._followed, job), None, None)
 
     def _followed(self, job: Job, outcome: Any, error: BaseException | None) -> None:

@@ -16,12 +16,14 @@ Exception tree::
     │   └── DeadlineExceeded      DEADLINE_EXCEEDED
     ├── JobTimeout                a wait for a job ran out of time (also a TimeoutError)
     ├── JobCancelled              the job was cancelled (also concurrent.futures.CancelledError)
-    ├── JobFailed                 the job raised, and its exception could not be rebuilt here
+    ├── JobFailed                 the job raised, and its exception was not rebuilt here
+    ├── UntrustedResult           a pickled result of a job this client did not submit
     └── VersionMismatch           client and server cannot exchange pickled work
 
 A job whose code raised re-raises the remote exception itself when it can be
-unpickled locally; :class:`JobFailed` is the fallback, carrying the remote
-type, message and traceback.
+unpickled locally and the job is trusted (submitted through this client, or
+attached with ``client.job(job_id, trust=True)``); :class:`JobFailed` is the
+fallback, carrying the remote type, message and traceback.
 """
 
 from __future__ import annotations
@@ -141,6 +143,30 @@ class JobFailed(ComputeError):
         self.type = type
         self.message = message
         self.remote_traceback = remote_traceback
+
+
+class UntrustedResult(ComputeError):
+    """A job's result is a pickle this client does not load unless told to trust it.
+
+    Loading a pickle runs code chosen by whoever made it: the client loads
+    pickles (results, exceptions) only of jobs submitted through it, unless
+    the job was attached with ``client.job(job_id, trust=True)`` (the CLI's
+    ``--trust-pickles``). A failed job's exception is then a
+    :class:`JobFailed` with its type, message and traceback text instead.
+
+    Attributes:
+        job_id: The job's id.
+        owner: The caller that submitted it.
+    """
+
+    def __init__(self, job_id: str, owner: str) -> None:
+        super().__init__(
+            f"the result of job {job_id} (owner {owner!r}) is a pickle from a job this client "
+            "did not submit, and loading it would run that caller's code here; attach the job "
+            "with client.job(job_id, trust=True) (CLI: --trust-pickles) to load it"
+        )
+        self.job_id = job_id
+        self.owner = owner
 
 
 class VersionMismatch(ComputeError):

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 _MISSING = object()
 
+#: The one caller of a server without credentials: every job there is the caller's own.
+ANONYMOUS_OWNER = "anonymous"
+
 
 @dataclasses.dataclass(frozen=True)
 class JobLink:
@@ -64,16 +67,27 @@ class JobBase:
         link: What the job needs of its client.
         info: The job's record when the client learned of it.
         owned: Submitted by this client: free a streamed result once read.
+        trust: Load the job's pickles (result, exception) even though this
+            client did not submit it.
 
     Attributes:
         job_id: The job's id on the service.
+        trusted: Whether the job's pickles are loaded here: it was submitted
+            through this client, attached with ``trust=True``, or belongs to
+            ``anonymous`` (a server without credentials has no other caller). Otherwise
+            a failed job raises :class:`~client_sdk.JobFailed` (type, message,
+            traceback text) and a pickled result raises
+            :class:`~client_sdk.UntrustedResult`; JSON results come as usual.
     """
 
-    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
+    def __init__(
+        self, link: JobLink, info: JobInfo, owned: bool = True, trust: bool = False
+    ) -> None:
         self._link = link
         self.job_id = info.job_id
         self._info = info
         self._owned = owned
+        self.trusted = owned or trust or info.owner == ANONYMOUS_OWNER
         self._downloaded: Any = _MISSING
 
     def __repr__(self) -> str:
@@ -126,7 +140,7 @@ class JobBase:
         if not self.done():
             info = yield from jobs.cancel_job(self.job_id, reason)
             if info.state is JobState.CANCELLED:
-                self._settle(info, None, _convert.job_exception(info))
+                self._settle(info, None, _convert.job_exception(info, trusted=self.trusted))
         return self.cancelled()
 
     def _download(self, value: Any) -> Op[Any]:
@@ -134,7 +148,9 @@ class JobBase:
         if not isinstance(value, StreamedResult):
             return value
         if self._downloaded is _MISSING:
-            self._downloaded = yield from results.download(self.job_id, self._owned)
+            self._downloaded = yield from results.download(
+                self.job_id, self._owned, trusted=self.trusted, owner=self._info.owner
+            )
         return self._downloaded
 
     def release(self) -> Op[bool]:
@@ -159,8 +175,10 @@ class Job(JobBase, concurrent.futures.Future):
         job_id: The job's id on the service.
     """
 
-    def __init__(self, link: JobLink, info: JobInfo, owned: bool = True) -> None:
-        JobBase.__init__(self, link, info, owned)
+    def __init__(
+        self, link: JobLink, info: JobInfo, owned: bool = True, trust: bool = False
+    ) -> None:
+        JobBase.__init__(self, link, info, owned, trust)
         concurrent.futures.Future.__init__(self)
         self._settle_lock = threading.Lock()
         self._download_lock = threading.Lock()
@@ -247,7 +265,7 @@ class Job(JobBase, concurrent.futures.Future):
             # Future.exception waits, and returns (not raises) the job's error.
             concurrent.futures.Future.exception(self, timeout)
         except concurrent.futures.CancelledError as exc:
-            raise _convert.job_exception(self._info) from exc
+            raise _convert.job_exception(self._info, trusted=self.trusted) from exc
         except concurrent.futures.TimeoutError as exc:
             raise JobTimeout(
                 f"job {self.job_id} did not finish within {timeout:g}s; it goes on"

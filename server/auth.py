@@ -24,6 +24,11 @@ line, ``#`` starts a comment, fields separated by whitespace::
     ci-bot          run           sha256:3f0a...e1 (hex SHA-256 of the token)
     cert:worker-7   run,code      (no secret: a client certificate whose CN is worker-7)
     cert:*          run           (no secret: any certificate the client CA signed)
+    cert:ci-7=ci-bot run          (no secret: the certificate with CN ci-7 is the caller ci-bot)
+
+A certificate with CN ``worker-7`` is the caller ``cert:worker-7``, a name no
+token can have (names have no ``:``), unless ``cert:<CN>=<name>`` maps it to
+a plain name on purpose. CNs follow the name pattern, or are refused.
 
 This module never imports ``grpc``: the core imports it.
 """
@@ -61,6 +66,7 @@ CERT_PREFIX = "cert:"
 # RFC 6750's b64token: what may follow "Bearer ".
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._@+\-]{1,128}")
+_NAME_RULE = "1 to 128 of A-Z a-z 0-9 . _ @ + -"
 _SHA256 = re.compile(r"sha256:([0-9a-fA-F]{64})")
 _BEARER = re.compile(r"Bearer +(\S+) *", re.IGNORECASE)
 
@@ -70,8 +76,8 @@ class Caller:
     """An authenticated caller.
 
     Attributes:
-        name: Who it is (a token's name, or a client certificate's subject CN).
-            Jobs belong to this name.
+        name: Who it is (a token's name, ``cert:<CN>``, or the name a
+            ``cert:<CN>=<name>`` entry maps a CN to). Jobs belong to it.
         permissions: A subset of :data:`PERMISSIONS`.
     """
 
@@ -101,9 +107,7 @@ class Caller:
 #: The caller when no credentials are configured.
 ANONYMOUS = Caller("anonymous", frozenset(PERMISSIONS))
 
-_current: contextvars.ContextVar[Caller] = contextvars.ContextVar(
-    "dask_compute_caller", default=ANONYMOUS
-)
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("dask_caller", default=ANONYMOUS)
 
 
 def current_caller() -> Caller:
@@ -114,9 +118,8 @@ def current_caller() -> Caller:
 def set_caller(caller: Caller) -> None:
     """Make ``caller`` the current caller for the rest of the running task.
 
-    For handlers that yield (streams): a :func:`caller_scope` there would be
-    reset wherever the generator is finally closed, which may be another
-    context. Each gRPC call runs in a task of its own, so nothing leaks.
+    For handlers that yield (streams), where a :func:`caller_scope` would be
+    reset wherever the generator is closed. Each gRPC call has its own task.
     """
     _current.set(caller)
 
@@ -135,10 +138,7 @@ def caller_scope(caller: Caller) -> Iterator[Caller]:
 
 
 class AuthConfigError(RuntimeError):
-    """The credentials or the access policy cannot be used; the message says why.
-
-    Messages never contain a token.
-    """
+    """The credentials or the access policy cannot be used; the message (never a token) says why."""
 
 
 def _digest(token: str) -> bytes:
@@ -152,7 +152,7 @@ class Identities:
     Attributes:
         tokens: ``(SHA-256 of the token, caller)`` pairs; only digests are kept.
         certs: Callers by client certificate subject CN; ``"*"`` is any
-            certificate the client CA signed (the caller is named by its CN).
+            certificate the client CA signed (the caller ``cert:<its CN>``).
     """
 
     tokens: tuple[tuple[bytes, Caller], ...] = ()
@@ -175,12 +175,22 @@ class Identities:
         return found
 
     def by_certificate(self, common_name: str) -> Caller | None:
-        """The caller of a verified client certificate with subject CN ``common_name``."""
-        caller = self.certs.get(common_name)
-        if caller is not None:
-            return caller
-        anyone = self.certs.get("*")
-        return None if anyone is None else Caller(common_name, anyone.permissions)
+        """The caller of a verified client certificate with CN ``common_name``, if admitted."""
+        if not _NAME_CHARS.fullmatch(common_name):  # "*" included
+            return None
+        caller, anyone = self.certs.get(common_name), self.certs.get("*")
+        if caller is None and anyone is not None:
+            caller = Caller(CERT_PREFIX + common_name, anyone.permissions)
+        return caller
+
+    def named(self, name: str) -> Caller | None:
+        """The caller ``name`` now: its tokens and mapped certificates, or ``cert:<CN>``'s."""
+        callers = [c for _, c in self.tokens] + [c for cn, c in self.certs.items() if cn != "*"]
+        permissions = [c.permissions for c in callers if c.name == name]
+        if permissions:
+            return Caller(name, frozenset().union(*permissions))
+        caller = self.by_certificate(name.removeprefix(CERT_PREFIX))
+        return caller if caller is not None and caller.name == name else None
 
     def without(self, permissions: Iterable[str]) -> Identities:
         """Every caller with ``permissions`` taken away."""
@@ -234,15 +244,20 @@ def parse_identities(text: str, source: str) -> Identities:
         where = f"{source}, entry {number}"
         name = fields[0]
         if name.startswith(CERT_PREFIX):
-            common_name = name[len(CERT_PREFIX):]
+            common_name, mapped, caller_name = name[len(CERT_PREFIX):].partition("=")
             if len(fields) != 2 or not common_name:
                 raise AuthConfigError(
-                    f"{where}: a certificate entry reads 'cert:<subject CN> <permissions>' "
-                    "(no token: the certificate is the credential)"
+                    f"{where}: a certificate entry reads 'cert:<subject CN>[=<name>] "
+                    "<permissions>' (no token: the certificate is the credential)"
                 )
+            if common_name != "*" and not _NAME_CHARS.fullmatch(common_name):
+                raise AuthConfigError(f"{where}: a certificate's CN must be {_NAME_RULE} or '*'")
+            if mapped and (common_name == "*" or not _NAME_CHARS.fullmatch(caller_name)):
+                raise AuthConfigError(f"{where}: 'cert:<CN>=<name>' maps one CN to {_NAME_RULE}")
             if common_name in certs:
                 raise AuthConfigError(f"{where}: cert:{common_name} is listed twice")
-            certs[common_name] = Caller(common_name, _permissions(fields[1], where))
+            caller_name = caller_name if mapped else CERT_PREFIX + common_name
+            certs[common_name] = Caller(caller_name, _permissions(fields[1], where))
             continue
         if not _NAME_CHARS.fullmatch(name):
             raise AuthConfigError(
@@ -434,16 +449,13 @@ class Authenticator:
 
         For a job accepted earlier and run again (after a restart, or adopted
         from another replica): it runs with its owner's current permissions,
-        or not at all if the owner is no longer known (``None``). A name with
-        several tokens has the permissions of all of them.
+        or not at all if the owner is no longer known (``None``). Certificate
+        callers count only under mutual TLS; see :meth:`Identities.named`.
         """
         identities = self._identities
         if identities is None:
             return self.anonymous if name == self.anonymous.name else None
-        permissions = [c.permissions for _, c in identities.tokens if c.name == name]
-        if permissions:
-            return Caller(name, frozenset().union(*permissions))
-        return identities.by_certificate(name) if self.mtls else None
+        return (identities if self.mtls else Identities(identities.tokens)).named(name)
 
     def authenticate(self, authorization: str | None, common_name: str | None = None) -> Caller:
         """The caller of a call.
@@ -463,9 +475,7 @@ class Authenticator:
         if authorization is not None:
             match = _BEARER.fullmatch(authorization)
             if match is None:
-                raise Unauthenticated(
-                    "the authorization metadata must read 'Bearer <token>'"
-                )
+                raise Unauthenticated("the authorization metadata must read 'Bearer <token>'")
             caller = identities.by_token(match.group(1))
             if caller is None:
                 raise Unauthenticated(
@@ -477,6 +487,8 @@ class Authenticator:
             caller = identities.by_certificate(common_name)
             if caller is not None:
                 return caller
+            if not _NAME_CHARS.fullmatch(common_name):
+                raise Unauthenticated(f"the client certificate's subject CN is not {_NAME_RULE}")
             raise Unauthenticated(
                 f"the client certificate's subject CN {common_name[:64]!r} has no "
                 f"'cert:{common_name[:64]}' entry in the server's tokens file, and the call "

@@ -7,6 +7,13 @@ that every ``Run`` answer carries, and the watch that declares the scheduler
 lost, reconnects to it and declares it back. It knows nothing of jobs: what
 happens to running jobs when the scheduler is lost, and after each look, is
 told to it as callbacks.
+
+What the LocalCluster listens on: its scheduler, workers and nannies speak
+Dask's unauthenticated protocol (which runs pickles), so they always bind
+loopback (:data:`CLUSTER_HOST`), whatever ``--host`` is; the service is the
+only way in. The dashboard follows ``--host`` unless ``--dashboard-address``
+names a host itself (see :func:`dashboard_address`); with the dashboard off,
+the scheduler's remaining HTTP routes bind loopback.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from server.auth import is_loopback
 from server.config import Settings
 from server.errors import Unavailable
 
@@ -26,6 +34,9 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL = 2.0
 #: How long a look at the scheduler may take before it counts as a failure, in seconds.
 SCHEDULER_TIMEOUT = 5.0
+
+#: Where the LocalCluster's scheduler, workers, nannies and their HTTP routes listen.
+CLUSTER_HOST = "127.0.0.1"
 
 _IN_FLIGHT_STATES = ("executing", "ready", "waiting", "constrained", "fetch", "flight")
 
@@ -107,9 +118,10 @@ class Cluster:
                 threads_per_worker=s.threads_per_worker,
                 processes=s.processes,
                 memory_limit=s.memory_limit,
+                **_loopback_options(s.processes),
                 # With the dashboard off the scheduler still serves its HTTP
-                # routes (health, metrics): on a free port, never 8787.
-                dashboard_address=s.dashboard_address or ":0",
+                # routes (health, metrics): on a free loopback port, never 8787.
+                dashboard_address=dashboard_address(s.dashboard_address, s.host),
                 scheduler_kwargs=None if s.dashboard_address else {"dashboard": False},
                 asynchronous=True,
             )
@@ -311,6 +323,56 @@ class Cluster:
             self._tuned_workers = workers
         except Exception as exc:  # a worker on its way out; the next look tries again
             logger.debug("could not tune workers: %s", exc)
+
+
+def _loopback_options(processes: bool) -> dict[str, Any]:
+    """LocalCluster options that keep its scheduler, workers and nannies on loopback."""
+    if processes:
+        # TCP between processes; the workers' HTTP routes follow their host.
+        return {"host": CLUSTER_HOST}
+    # Thread workers talk inproc:// (no host may be given), and a worker's HTTP
+    # routes, with no address of their own, would then bind every interface.
+    from distributed import Worker
+
+    class LoopbackHTTPWorker(Worker):
+        """A worker whose HTTP routes (and dashboard, if asked for) listen on loopback."""
+
+        def __init__(self, *args: Any, dashboard_address: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, dashboard_address=f"{CLUSTER_HOST}:0", **kwargs)
+
+    return {"worker_class": LoopbackHTTPWorker}
+
+
+def dashboard_address(configured: str, host: str) -> str:
+    """Where the scheduler's HTTP server listens, given ``--dashboard-address`` and ``--host``.
+
+    An address with a host of its own (``0.0.0.0:8787``) is kept as given; a
+    bare port (``:8787``, ``8787``) gets ``--host``'s host, where Dask would
+    bind every interface. Dask's dashboard cannot bind an IPv6 address: an
+    IPv6 ``--host`` gives ``127.0.0.1`` for a loopback one, ``0.0.0.0`` for
+    ``::``, and otherwise ``127.0.0.1`` with a warning. An empty value (the
+    dashboard off) gives a free loopback port for the scheduler's other routes.
+    """
+    if not configured:
+        return f"{CLUSTER_HOST}:0"
+    if ":" in host:
+        address = host.strip("[]")
+        if address == "::":
+            host = "0.0.0.0"
+        else:
+            if not is_loopback(address):
+                logger.warning(
+                    "the Dask dashboard cannot listen on the IPv6 address %s: it listens on %s; "
+                    "give --dashboard-address HOST:PORT to choose", host, CLUSTER_HOST,
+                )
+            host = CLUSTER_HOST
+    parts = []
+    for part in configured.split(","):
+        part = part.strip()
+        if part.isdigit():
+            part = f":{part}"
+        parts.append(f"{host}{part}" if part.startswith(":") else part)
+    return ",".join(parts)
 
 
 def _tune_client(client: Any) -> None:

@@ -61,11 +61,12 @@ class Session:
         """The server's address as a URL: ``grpc://host:port`` or ``grpcs://host:port``."""
         return f"{'grpcs' if self._credentials else 'grpc'}://{self.target}"
 
-    def _new_job(self, info: JobInfo, owned: bool = True) -> Any:
+    def _new_job(self, info: JobInfo, owned: bool = True, trust: bool = False) -> Any:
         """Wrap a job record in the client's job type and start watching it.
 
         ``owned`` jobs (submitted by this client) release a streamed result
-        once they have read it.
+        once they have read it; their pickles are loaded, as are those of
+        jobs attached with ``trust``.
         """
         raise NotImplementedError
 

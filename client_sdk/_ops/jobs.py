@@ -174,14 +174,23 @@ class Jobs(Session):
         """
         return (yield from record(job_id))
 
-    def job(self, job_id: str) -> Op[Any]:
+    def job(self, job_id: str, trust: bool = False) -> Op[Any]:
         """A Future-like handle on an existing job, for example one submitted elsewhere.
+
+        Args:
+            job_id: The job's id.
+            trust: Load the job's pickled result or exception. A pickle runs
+                code of whoever made it when loaded, and this client did not
+                submit this job (an admin may attach another caller's): by
+                default a failed job raises :class:`~client_sdk.JobFailed`
+                with the error's type, message and traceback text, and a
+                pickled result raises :class:`~client_sdk.UntrustedResult`.
 
         Raises:
             JobNotFound: No such job, or its record expired.
         """
         info = yield from record(job_id)
-        return self._new_job(info, owned=False)
+        return self._new_job(info, owned=False, trust=trust)
 
     def release(self, job_id: str) -> Op[bool]:
         """Free a finished job's result on the server now, rather than when it expires.

@@ -16,7 +16,7 @@ from client_sdk import _convert
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._results import ResultAssembler, StreamedResult
 from client_sdk._sansio import Call, Op, Stream
-from client_sdk.errors import DeadlineExceeded, ServiceUnavailable, StatusCode
+from client_sdk.errors import DeadlineExceeded, ServiceUnavailable, StatusCode, UntrustedResult
 from client_sdk.types import JobInfo, JobState
 
 logger = logging.getLogger(__name__)
@@ -28,9 +28,16 @@ RESULT_STREAM_ATTEMPTS = 3
 
 
 def settled(
-    info: JobInfo, result: pb.Result | None, release: bool = True, fetch: bool = True
+    info: JobInfo,
+    result: pb.Result | None,
+    release: bool = True,
+    fetch: bool = True,
+    *,
+    trusted: bool,
 ) -> Op[tuple[Any, BaseException | None]]:
     """What a finished job stands for: ``(value, None)`` or ``(None, exception)``.
+
+    Pickles are loaded only when ``trusted`` (see :class:`UntrustedResult`).
 
     A result too large to come inline is streamed now (and released on the
     server afterwards, when ``release``), or with ``fetch=False`` left there
@@ -40,13 +47,14 @@ def settled(
         if info.state is JobState.SUCCEEDED and result is not None and result.streamed:
             if not fetch:
                 return StreamedResult(info.job_id, result.size_bytes), None
-            return (yield from download(info.job_id, release)), None
-        return _convert.resolve(info, result)
+            value = yield from download(info.job_id, release, trusted=trusted, owner=info.owner)
+            return value, None
+        return _convert.resolve(info, result, trusted=trusted)
     except Exception as exc:  # the result could not be read here
         return None, exc
 
 
-def download(job_id: str, release: bool) -> Op[Any]:
+def download(job_id: str, release: bool, *, trusted: bool, owner: str = "") -> Op[Any]:
     """A streamed result's value, read with ``GetJobResult``.
 
     A stream cut off is resumed from the last byte received, until
@@ -82,6 +90,9 @@ def download(job_id: str, release: bool) -> Op[Any]:
                 StatusCode.UNAVAILABLE,
                 f"the result of job {job_id} stopped arriving at byte {assembler.received}",
             )
+    header = assembler.header
+    if not trusted and header is not None and header.format != pb.RESULT_FORMAT_JSON:
+        raise UntrustedResult(job_id, owner)
     return assembler.value()
 
 

@@ -62,12 +62,12 @@ class Waiting(Session):
             if remaining is not None:
                 remaining -= LONG_POLL
 
-    def _watch(self, job_id: str) -> Op[tuple[JobInfo, Any, BaseException | None]]:
+    def _watch(self, job_id: str, trusted: bool) -> Op[tuple[JobInfo, Any, BaseException | None]]:
         # Until the job finishes; then its value (or StreamedResult) or exception.
         # The server keeps the result (others may attach to the job with
         # client.job(id)) until its TTL or Job.release().
         info, result = yield from self._long_poll(job_id, None)
-        value, error = yield from results.settled(info, result, fetch=False)
+        value, error = yield from results.settled(info, result, fetch=False, trusted=trusted)
         return info, value, error
 
     def _watch_group(self, pending: dict[str, Any]) -> Op[None]:
@@ -95,5 +95,6 @@ class Waiting(Session):
                     )
                     continue
                 result = entry.result if entry.HasField("result") else None
-                value, error = yield from results.settled(info, result, fetch=False)
+                # A group is a batch this client submitted (map): its own pickles.
+                value, error = yield from results.settled(info, result, fetch=False, trusted=True)
                 job._settle(info, value, error)

@@ -21,7 +21,7 @@ import click
 from client_sdk._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, TLSConfig
 from client_sdk.cli import _output as out
 from client_sdk.client import ComputeClient
-from client_sdk.errors import ComputeError, JobTimeout
+from client_sdk.errors import ComputeError, JobFailed, JobTimeout
 from client_sdk.job import Job
 from client_sdk.types import SCHEDULERS
 
@@ -199,7 +199,8 @@ def await_job(job: Job, timeout: float | None) -> Any:
 
     Raises:
         JobTimeout: ``timeout`` seconds passed first.
-        click.ClickException: The job raised (its exception's type and message).
+        click.ClickException: The job raised (its exception's type and message;
+            the remote traceback too when the exception was not rebuilt here).
     """
     progress = out.Progress(f"job {job.job_id}")
     remaining = timeout
@@ -215,6 +216,10 @@ def await_job(job: Job, timeout: float | None) -> Any:
                         raise JobTimeout(
                             f"job {job.job_id} did not finish within {timeout:g}s"
                         ) from exc
+            except JobFailed as exc:  # not rebuilt here: its text
+                kind = exc.type.removeprefix("builtins.")
+                trace = f"\n{exc.remote_traceback.rstrip()}" if exc.remote_traceback else ""
+                raise click.ClickException(f"job failed: {kind}: {exc.message}{trace}") from exc
             except ComputeError:
                 raise
             except Exception as exc:  # raised by the job itself

@@ -123,15 +123,29 @@ def status(job_id: str, target: str, token: str | None, timeout: float, as_json:
     default=None,
     help="Seconds to wait; the job goes on when they pass (exit 3). [default: no limit]",
 )
+@click.option(
+    "--trust-pickles",
+    is_flag=True,
+    help="Load the job's pickled result or exception, which runs code of the caller that "
+    "submitted it. Without it a failure shows its type, message and traceback text, and a "
+    "pickled result is refused.",
+)
 @common.json_option
-def wait(job_id: str, target: str, token: str | None, timeout: float | None, as_json: bool) -> None:
+def wait(
+    job_id: str,
+    target: str,
+    token: str | None,
+    timeout: float | None,
+    trust_pickles: bool,
+    as_json: bool,
+) -> None:
     """Wait for a JOB to finish and print its result.
 
     While it runs, a spinner (on a terminal) or a line every few seconds shows
     that it goes on.
     """
     with common.connect(target, token) as client:
-        value = common.await_job(client.job(job_id), timeout)
+        value = common.await_job(client.job(job_id, trust=trust_pickles), timeout)
     out.echo_value(value, as_json)
 
 

@@ -215,5 +215,5 @@ def test_every_sdk_error_is_a_compute_error() -> None:
 
     exported = [getattr(client_sdk, name) for name in client_sdk.__all__]
     errors = [obj for obj in exported if isinstance(obj, type) and issubclass(obj, Exception)]
-    assert len(errors) == 15
+    assert len(errors) == 16  # UntrustedResult joined the 15
     assert all(issubclass(cls, ComputeError) for cls in errors)

@@ -3,7 +3,7 @@
 A plaintext client, a client that does not trust the server's CA, a client
 without a certificate under mTLS and a client whose certificate another CA
 signed are all refused in the handshake; a registered certificate's subject CN
-is the caller, as a token's name would be.
+names the caller (``cert:<CN>``), as a token's name would.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_a_registered_certificate_stands_in_for_a_token(mtls_server, pki):
             timeout=30,
         )
         assert response.job.state == pb.JOB_STATE_SUCCEEDED
-        assert response.job.owner == "worker-7", "the certificate's CN is the caller"
+        assert response.job.owner == "cert:worker-7", "the certificate's CN names the caller"
         # A token on the same connection wins over the certificate.
         assert ping(channel, ALICE).job.owner == "alice"
 

@@ -74,7 +74,7 @@ def test_tokens_file_parses_names_permissions_hashes_and_certificates():
 
 def test_one_line_form_and_a_wildcard_certificate():
     identities = parse_identities(f"alice run {ALICE_TOKEN}; cert:* run", "env")
-    assert identities.by_certificate("anyone") == Caller("anyone", frozenset({"run"}))
+    assert identities.by_certificate("anyone") == Caller("cert:anyone", frozenset({"run"}))
 
 
 def test_the_file_keeps_only_digests():
@@ -118,7 +118,7 @@ def test_authenticate_names_the_caller_or_says_what_to_send():
     auth = Authenticator(parse_identities(TOKENS, "test"), mtls=True)
     assert auth.authenticate(_bearer(ALICE_TOKEN)).name == "alice"
     assert auth.authenticate(f"bearer  {BOB_TOKEN}").name == "bob"  # the scheme is case-insensitive
-    assert auth.authenticate(None, "worker-7").name == "worker-7"
+    assert auth.authenticate(None, "worker-7").name == "cert:worker-7"
     # A token wins over the certificate; a wrong token is refused even with a good certificate.
     assert auth.authenticate(_bearer(BOB_TOKEN), "worker-7").name == "bob"
     with pytest.raises(Unauthenticated, match="not valid"):
@@ -208,7 +208,7 @@ def test_mutual_tls_needs_identities_for_its_certificates():
     auth = Authenticator.from_settings(
         Settings(tls_cert="c", tls_key="k", tls_client_ca="ca", tokens="cert:* run")
     )
-    assert auth.mtls and auth.authenticate(None, "anyone").name == "anyone"
+    assert auth.mtls and auth.authenticate(None, "anyone").name == "cert:anyone"
 
 
 def test_unreadable_tokens_file_is_one_clear_error(tmp_path):

@@ -42,6 +42,7 @@ EXPECTED = [
     "ServiceUnavailable",
     "StatusCode",
     "TLSConfig",
+    "UntrustedResult",
     "VersionMismatch",
     "Versions",
     "WorkerInfo",

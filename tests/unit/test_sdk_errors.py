@@ -118,7 +118,7 @@ def _pickled_from_a_module_we_lack() -> bytes:
 def test_an_exception_that_cannot_be_loaded_here_is_job_failed() -> None:
     payload = _pickled_from_a_module_we_lack()
     exc = _convert.job_exception(
-        _failed(JobError("no_such_module_.Err", "bad", "Traceback...", payload))
+        _failed(JobError("no_such_module_.Err", "bad", "Traceback...", payload)), trusted=True
     )
     assert isinstance(exc, errors.JobFailed)
     assert (exc.type, exc.message, exc.remote_traceback) == (
@@ -134,6 +134,6 @@ def test_a_loadable_exception_is_re_raised_with_the_remote_traceback_as_a_note()
     error = JobError(
         "builtins.KeyError", "'k'", "Traceback: remote lines", cloudpickle.dumps(KeyError("k"))
     )
-    exc = _convert.job_exception(_failed(error))
+    exc = _convert.job_exception(_failed(error), trusted=True)
     assert type(exc) is KeyError
     assert exc.__notes__ == ["Remote traceback of job j1:\nTraceback: remote lines"]
