@@ -115,9 +115,18 @@ class Runner:
         their end) may start before their record is written, where the
         replicas strategy allows it; their caller runs them (see :meth:`run_in_caller`).
 
+        An :class:`Admitted` given more than once (a batch that repeats an
+        idempotency key, see :meth:`server.admission.Admission.admit_many`)
+        is one job: its record is returned at each of its places.
+
         Raises:
             Unavailable: The job store could not record them (nothing started).
         """
+        unique = list({id(job): job for job in admitted}.values())
+        if len(unique) < len(admitted):
+            records = await self.accept(unique, abandoned, waited)
+            by_job = {id(job): record for job, record in zip(unique, records, strict=True)}
+            return [by_job[id(job)] for job in admitted]
         executors = self.pools()
         durable = self.store.durable
         entries = []

@@ -27,7 +27,13 @@ from server.store import queries
 from server.store.copies import Copies, Kept, not_found, request_json, result_write
 from server.store.reader import Reader
 from server.store.registry import ReplicaRegistry
-from server.store.schema import lock_sqlite_file, make_engine, metadata, read_record, to_record
+from server.store.schema import (
+    create_schema,
+    lock_sqlite_file,
+    make_engine,
+    read_record,
+    to_record,
+)
 from server.store.writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ class SqlJobTable:
         self._lock_file = lock_sqlite_file(url)
         try:
             self.engine = make_engine(url)
-            metadata.create_all(self.engine)
+            create_schema(self.engine)
             #: A SQLite store is one server's own (its file is locked): it alone writes it.
             self.exclusive = self.engine.dialect.name == "sqlite"
             # On a store of its own, this server numbers new records when it

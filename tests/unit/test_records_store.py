@@ -1,0 +1,93 @@
+"""The job store's unique idempotency keys, in new stores and in stores made before them."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from server.jobs import JobKind, JobRecord, JobState, NewJob
+from server.store import SqlJobTable
+from server.store.schema import REQUEST_KEY_INDEX, jobs_table, row_values
+
+
+def record(job_id: str, request_id: str, owner: str = "alice") -> JobRecord:
+    return JobRecord(
+        job_id=job_id,
+        state=JobState.QUEUED,
+        scheduler="threads",
+        kind=JobKind.FUNCTION,
+        target="add",
+        submit_time=time.time(),
+        owner=owner,
+        request_id=request_id,
+    )
+
+
+def old_store(path) -> sa.Engine:
+    """A store as made before the unique index: the jobs table without it."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    old = sa.MetaData()
+    jobs_table.to_metadata(old)
+    old.tables[jobs_table.name].indexes.discard(
+        next(i for i in old.tables[jobs_table.name].indexes if i.name == REQUEST_KEY_INDEX.name)
+    )
+    old.create_all(engine)
+    return engine
+
+
+def index_names(path) -> set[str]:
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        return {i["name"] for i in sa.inspect(engine).get_indexes(jobs_table.name)}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_the_store_refuses_a_second_job_for_one_key(tmp_path):
+    store = SqlJobTable(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        store.insert_many([NewJob(record("job-1", "key"), None)]).result(10)
+        # Empty keys are no keys: any number of them; another owner's key is its own.
+        store.insert_many(
+            [NewJob(record("job-2", ""), None), NewJob(record("job-3", ""), None)]
+        ).result(10)
+        store.insert_many([NewJob(record("job-4", "key", owner="bob"), None)]).result(10)
+        with pytest.raises(sa.exc.IntegrityError):
+            store.insert_many([NewJob(record("job-5", "key"), None)]).result(10)
+        assert (await store.find_request("alice", "key")).job_id == "job-1"
+        assert await store.count() == 4
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_store_made_before_gets_the_index(tmp_path):
+    path = tmp_path / "jobs.db"
+    old_store(path).dispose()
+    assert REQUEST_KEY_INDEX.name not in index_names(path)
+    store = SqlJobTable(f"sqlite:///{path}")
+    await store.close()
+    assert REQUEST_KEY_INDEX.name in index_names(path)
+
+
+@pytest.mark.asyncio
+async def test_a_store_made_before_with_repeated_keys_still_opens(tmp_path, caplog):
+    path = tmp_path / "jobs.db"
+    engine = old_store(path)
+    with engine.begin() as conn:
+        for job_id in ("old-1", "old-2"):
+            finished = record(job_id, "dup").replace(state=JobState.SUCCEEDED)
+            conn.execute(jobs_table.insert().values(row_values(finished)))
+    engine.dispose()
+    with caplog.at_level(logging.WARNING, logger="server.store.schema"):
+        store = SqlJobTable(f"sqlite:///{path}")
+    try:
+        assert "repeat idempotency keys" in caplog.text and "'alice' 'dup'" in caplog.text
+        assert (await store.find_request("alice", "dup")).job_id == "old-2", "the latest answers"
+    finally:
+        await store.close()
+    assert REQUEST_KEY_INDEX.name not in index_names(path)
