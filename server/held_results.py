@@ -281,6 +281,9 @@ class HeldResults:
         if handle is _NO_RESULT:
             if held is not None and held.released:
                 raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
+            why = await self.store.why_no_result(job_id) if held is None else None
+            if why:
+                raise NotFound(f"the result of job {job_id} is gone: {why}")
             raise NotFound(
                 f"the result of job {job_id} is gone: results are kept for "
                 f"{self.result_ttl:g}s after a job finishes"

@@ -256,6 +256,14 @@ class JobTable(Protocol):
     async def expire_results(self, before: float) -> list[str]:
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        """After a restart of a server alone on its store: mark the results of
+        succeeded records that have none stored with them gone, saying ``why``
+        (what the server held is lost with its process); returns their ids."""
+
+    async def why_no_result(self, job_id: str) -> str | None:
+        """Why a succeeded job's result is gone, if :meth:`lose_unstored_results` said."""
+
     async def finished_before(self, when: float) -> list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
 
@@ -435,6 +443,12 @@ class MemoryJobTable:
         return None
 
     async def stored_result(self, job_id: str) -> bytes | None:
+        return None
+
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        return []
+
+    async def why_no_result(self, job_id: str) -> str | None:
         return None
 
     async def expire_results(self, before: float) -> list[str]:

@@ -130,6 +130,34 @@ def expire_results(conn: sa.Connection, before: float) -> list[str]:
     return ids
 
 
+def lose_results(conn: sa.Connection, why: str) -> list[str]:
+    """Succeeded jobs whose record says their result is there, but none is stored
+    with it: mark the result gone, saying ``why``; their ids.
+
+    Only for a store of one server, after a restart: a result it did not store
+    was held by its process (or its cluster client), which is gone.
+    """
+    condition = sa.and_(
+        jobs_table.c.state == JobState.SUCCEEDED.value,
+        jobs_table.c.result_available.is_(True),
+        jobs_table.c.result.is_(None),
+    )
+    ids = list(conn.execute(sa.select(jobs_table.c.job_id).where(condition)).scalars())
+    for chunk in _chunks(ids):
+        conn.execute(
+            jobs_table.update()
+            .where(jobs_table.c.job_id.in_(chunk))
+            .values(result_available=False, result_gone=why)
+        )
+    return ids
+
+
+def result_gone(conn: sa.Connection, job_id: str) -> str | None:
+    """Why a job's result is gone, if :func:`lose_results` marked it."""
+    query = sa.select(jobs_table.c.result_gone).where(jobs_table.c.job_id == job_id)
+    return conn.execute(query).scalar()
+
+
 def finished_before(conn: sa.Connection, when: float) -> list[str]:
     """Ids of jobs whose finish time is before ``when``."""
     query = sa.select(jobs_table.c.job_id).where(jobs_table.c.finish_time < when)

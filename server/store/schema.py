@@ -51,6 +51,9 @@ jobs_table = sa.Table(
     sa.Column("request", sa.Text),
     # A small result, cloudpickled, so it outlives a restart.
     sa.Column("result", sa.LargeBinary),
+    # Why a succeeded job's result is gone though it was not released or expired
+    # (it was held only by a server process that stopped); see queries.lose_results.
+    sa.Column("result_gone", sa.Text),
 )
 
 #: One idempotency key of one owner names one job, across replicas (an empty key is none).
@@ -91,7 +94,12 @@ _RECORD_COLUMNS = (
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 #: The columns that make a record (not the kept request, result or owning instance).
-RECORD_SELECT = [c for c in jobs_table.c if c.name not in ("request", "result", "instance_id")]
+RECORD_SELECT = [
+    c for c in jobs_table.c if c.name not in ("request", "result", "instance_id", "result_gone")
+]
+
+#: Columns added since the first release, as (name, SQL type): added to stores made before.
+_ADDED_COLUMNS = (("result_gone", "TEXT"),)
 
 INSERT = jobs_table.insert()
 
@@ -200,14 +208,20 @@ def read_record(conn: sa.Connection, job_id: str) -> JobRecord | None:
 def create_schema(engine: sa.Engine) -> None:
     """Create what is missing of the schema, in a store made before too.
 
-    ``create_all`` creates missing tables with their indexes, but adds no index
-    to a table that exists: the unique index on idempotency keys
+    ``create_all`` creates missing tables with their indexes, but adds no
+    column or index to a table that exists: columns added since (all
+    nullable) are added here with ``ALTER TABLE``, and the unique index on idempotency keys
     (:data:`REQUEST_KEY_INDEX`) is added to a store made before it here. A
     store that already holds two jobs of one owner under one key (possible
     before the index) keeps working without it, as before (the latest of
     such jobs answers for the key), and a warning says which keys to clear.
     """
     metadata.create_all(engine)
+    present = {c["name"] for c in sa.inspect(engine).get_columns(jobs_table.name)}
+    for name, sql_type in _ADDED_COLUMNS:
+        if name not in present:  # nullable, so every row made before reads NULL
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {jobs_table.name} ADD COLUMN {name} {sql_type}"))
     try:
         with engine.begin() as conn:
             REQUEST_KEY_INDEX.create(conn, checkfirst=True)

@@ -326,6 +326,17 @@ class SqlJobTable:
         self._copies.expire(ids)
         return ids
 
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        """After a restart: succeeded records whose result is not stored with them
+        say it is gone (see :func:`server.store.queries.lose_results`); their ids."""
+        ids = await self._query(queries.lose_results, why)
+        self._copies.expire(ids)
+        return ids
+
+    async def why_no_result(self, job_id: str) -> str | None:
+        """Why the job's result is gone, if it was lost rather than released or expired."""
+        return await self._query(queries.result_gone, job_id, flush=False)
+
     async def finished_before(self, when: float) -> list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
         return await self._query(queries.finished_before, when)

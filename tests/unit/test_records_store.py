@@ -27,15 +27,21 @@ def record(job_id: str, request_id: str, owner: str = "alice") -> JobRecord:
 
 
 def old_store(path) -> sa.Engine:
-    """A store as made before the unique index: the jobs table without it."""
+    """A store as made before the unique index and the ``result_gone`` column."""
     engine = sa.create_engine(f"sqlite:///{path}")
-    old = sa.MetaData()
-    jobs_table.to_metadata(old)
-    old.tables[jobs_table.name].indexes.discard(
-        next(i for i in old.tables[jobs_table.name].indexes if i.name == REQUEST_KEY_INDEX.name)
-    )
-    old.create_all(engine)
+    jobs_table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP INDEX {REQUEST_KEY_INDEX.name}"))
+        conn.execute(sa.text(f"ALTER TABLE {jobs_table.name} DROP COLUMN result_gone"))
     return engine
+
+
+def column_names(path) -> set[str]:
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns(jobs_table.name)}
+    finally:
+        engine.dispose()
 
 
 def index_names(path) -> set[str]:
@@ -65,13 +71,15 @@ async def test_the_store_refuses_a_second_job_for_one_key(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_a_store_made_before_gets_the_index(tmp_path):
+async def test_a_store_made_before_gets_the_index_and_column(tmp_path):
     path = tmp_path / "jobs.db"
     old_store(path).dispose()
     assert REQUEST_KEY_INDEX.name not in index_names(path)
+    assert "result_gone" not in column_names(path)
     store = SqlJobTable(f"sqlite:///{path}")
     await store.close()
     assert REQUEST_KEY_INDEX.name in index_names(path)
+    assert "result_gone" in column_names(path)
 
 
 @pytest.mark.asyncio
@@ -91,3 +99,24 @@ async def test_a_store_made_before_with_repeated_keys_still_opens(tmp_path, capl
     finally:
         await store.close()
     assert REQUEST_KEY_INDEX.name not in index_names(path)
+
+
+@pytest.mark.asyncio
+async def test_results_not_stored_with_their_records_are_marked_gone(tmp_path):
+    store = SqlJobTable(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        now = time.time()
+        done = dict(state=JobState.SUCCEEDED, finish_time=now, result_available=True)
+        store.insert_many(
+            [NewJob(record(f"job-{i}", "").replace(**done), None) for i in range(3)]
+            + [NewJob(record("failed", "").replace(state=JobState.FAILED, finish_time=now), None)]
+        ).result(10)
+        store.store_result("job-0", b"kept")
+        assert await store.lose_unstored_results("lost in a restart") == ["job-1", "job-2"]
+        assert (await store.get("job-0")).result_available
+        assert not (await store.get("job-1")).result_available
+        assert await store.why_no_result("job-1") == "lost in a restart"
+        assert await store.why_no_result("job-0") is None
+        assert await store.lose_unstored_results("again") == []
+    finally:
+        await store.close()

@@ -37,6 +37,8 @@ MAY_BLOCK = {
     "unfinished",
     "request_of",
     "stored_result",
+    "lose_unstored_results",
+    "why_no_result",
     "expire_results",
     "finished_before",
     "oldest_finished",
