@@ -253,6 +253,9 @@ class JobTable(Protocol):
     async def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""
 
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
+
     async def expire_results(self, before: float) -> list[str]:
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
@@ -447,6 +450,9 @@ class MemoryJobTable:
 
     async def lose_unstored_results(self, why: str) -> list[str]:
         return []
+
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        return {}
 
     async def why_no_result(self, job_id: str) -> str | None:
         return None

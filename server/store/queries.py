@@ -117,6 +117,18 @@ def stored_result(conn: sa.Connection, job_id: str) -> bytes | None:
     return conn.execute(query).scalar()
 
 
+def stored_result_sizes(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, int]:
+    """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
+    sizes: dict[str, int] = {}
+    for chunk in _chunks(job_ids):
+        length = sa.func.length(jobs_table.c.result)
+        query = sa.select(jobs_table.c.job_id, length).where(
+            jobs_table.c.job_id.in_(chunk), jobs_table.c.result.is_not(None)
+        )
+        sizes.update((job_id, size) for job_id, size in conn.execute(query))
+    return sizes
+
+
 def expire_results(conn: sa.Connection, before: float) -> list[str]:
     """Drop the results of jobs finished before ``before``; their ids."""
     condition = sa.and_(jobs_table.c.result_available.is_(True), jobs_table.c.finish_time < before)

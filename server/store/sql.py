@@ -320,6 +320,10 @@ class SqlJobTable:
         """The result stored with the record, if any (one still queued is stored first)."""
         return await self._query(queries.stored_result, job_id, flush=self._writer.pending(job_id))
 
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The sizes of the results stored with those of ``job_ids`` that have one."""
+        return await self._query(queries.stored_result_sizes, list(job_ids), flush=False)
+
     async def expire_results(self, before: float) -> list[str]:
         """Drop the results of jobs finished before ``before``; returns their ids."""
         ids = await self._query(queries.expire_results, before)

@@ -39,6 +39,7 @@ MAY_BLOCK = {
     "stored_result",
     "lose_unstored_results",
     "why_no_result",
+    "stored_result_sizes",
     "expire_results",
     "finished_before",
     "oldest_finished",
