@@ -215,7 +215,9 @@ class HeldResults:
         estimated before anything is fetched: one question to the scheduler
         for the results on the cluster, one query for those kept with their
         records. A result too large to be answered inline costs nothing (it
-        is a pointer to GetJobResult).
+        is a pointer to GetJobResult), and so does one that cannot be encoded
+        (it cannot be pickled, or has no form of the one asked for): it does
+        not sink the others, and GetJobResult says why.
         """
         entries: list[tuple[JobRecord, Any] | None] = []
         for job_id in job_ids:
@@ -251,10 +253,15 @@ class HeldResults:
                 encoded.append(
                     results.EncodedResult("auto", size_bytes=big[id(entry)], streamed=True)
                 )
-            elif id(entry) in values:
-                encoded.append(await self._encode_inline(entry[0], values[id(entry)], fmt))
             else:
-                encoded.append(await self.result(entry[0].job_id, fmt, caller))
+                try:
+                    if id(entry) in values:
+                        value = await self._encode_inline(entry[0], values[id(entry)], fmt)
+                    else:
+                        value = await self.result(entry[0].job_id, fmt, caller)
+                except FailedPrecondition:  # see the docstring: GetJobResult says why
+                    value = results.EncodedResult("auto", size_bytes=0, streamed=True)
+                encoded.append(value)
         return encoded
 
     async def _fitting(self, entries: list[tuple[JobRecord, Any] | None], budget: int) -> int:
