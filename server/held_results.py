@@ -310,9 +310,7 @@ class HeldResults:
             )
         return encoded
 
-    async def _handle(
-        self, job_id: str, caller: Any, load: bool = True
-    ) -> tuple[JobRecord, Any]:
+    async def _handle(self, job_id: str, caller: Any, load: bool = True) -> tuple[JobRecord, Any]:
         """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job.
 
         Without ``load``, a result this server does not hold but the record

@@ -54,10 +54,15 @@ def refused(call):
 def test_an_arrow_result_with_a_column_of_mixed_types(stub, scheduler):
     job = spec(mixed_frame, scheduler=scheduler, fmt=pb.RESULT_FORMAT_ARROW)
     details = refused(lambda: stub.Run(pb.RunRequest(job=job), timeout=60))
-    assert "no Arrow form" in details and "column a" in details and "RESULT_FORMAT_PICKLE" in details
+    assert (
+        "no Arrow form" in details and "column a" in details and "RESULT_FORMAT_PICKLE" in details
+    )
     # The same job's result, asked for as a pickle, is there.
     submitted = stub.SubmitJob(pb.SubmitJobRequest(job=job), timeout=30).job
-    stub.WaitJob(pb.WaitJobRequest(job_id=submitted.job_id, result_format=pb.RESULT_FORMAT_PICKLE), timeout=60)
+    stub.WaitJob(
+        pb.WaitJobRequest(job_id=submitted.job_id, result_format=pb.RESULT_FORMAT_PICKLE),
+        timeout=60,
+    )
     streamed = refused(
         lambda: list(stub.GetJobResult(pb.GetJobResultRequest(job_id=submitted.job_id), timeout=30))
     )
@@ -76,11 +81,15 @@ def test_wait_jobs_answers_for_the_others(stub):
     ids = [j.job_id for j in jobs]
     got = {}
     while len(got) < 3:
-        reply = stub.WaitJobs(pb.WaitJobsRequest(job_ids=[i for i in ids if i not in got]), timeout=60)
+        reply = stub.WaitJobs(
+            pb.WaitJobsRequest(job_ids=[i for i in ids if i not in got]), timeout=60
+        )
         got.update((e.job.job_id, e) for e in reply.jobs)
     assert pickle.loads(got[ids[0]].result.pickle) == 1
     assert pickle.loads(got[ids[2]].result.pickle) == 3
     bad = got[ids[1]]
     assert bad.job.state == pb.JOB_STATE_SUCCEEDED and bad.result.streamed
-    details = refused(lambda: list(stub.GetJobResult(pb.GetJobResultRequest(job_id=ids[1]), timeout=30)))
+    details = refused(
+        lambda: list(stub.GetJobResult(pb.GetJobResultRequest(job_id=ids[1]), timeout=30))
+    )
     assert "cannot be pickled" in details and "generator" in details

@@ -18,7 +18,16 @@ from tests.helpers import ROOT, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARGS = ["--n-workers", "1", "--threads-per-worker", "2", "--dashboard-address", "", "--local-processes", "1"]
+ARGS = [
+    "--n-workers",
+    "1",
+    "--threads-per-worker",
+    "2",
+    "--dashboard-address",
+    "",
+    "--local-processes",
+    "1",
+]
 
 #: Imported before the server's code: a small result is kept with its record only
 #: an hour after its job ends, so the kill lands in that window every time.
@@ -61,7 +70,10 @@ def test_results_held_only_by_the_killed_process_are_said_gone(tmp_path):
         large = finish(stub, pickled(big, 3 * 1024 * 1024, scheduler=pb.SCHEDULER_DISTRIBUTED))
         # Small, but its copy for the record is not made before the kill.
         small = finish(stub, pickled(big, 10, scheduler=pb.SCHEDULER_THREADS))
-        assert pickle.loads(stub.WaitJob(pb.WaitJobRequest(job_id=small), timeout=30).result.pickle) == b"x" * 10
+        assert (
+            pickle.loads(stub.WaitJob(pb.WaitJobRequest(job_id=small), timeout=30).result.pickle)
+            == b"x" * 10
+        )
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(30)
 
@@ -73,7 +85,10 @@ def test_results_held_only_by_the_killed_process_are_said_gone(tmp_path):
                 job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
                 assert job.state == pb.JOB_STATE_SUCCEEDED
                 assert not job.result_available, "the record says the result is not there"
-                listed = {j.job_id: j for j in stub.ListJobs(pb.ListJobsRequest(page_size=10), timeout=10).jobs}
+                listed = {
+                    j.job_id: j
+                    for j in stub.ListJobs(pb.ListJobsRequest(page_size=10), timeout=10).jobs
+                }
                 assert not listed[job_id].result_available
                 error = result_error(stub, job_id)
                 assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -83,7 +98,9 @@ def test_results_held_only_by_the_killed_process_are_said_gone(tmp_path):
                     stub.WaitJob(pb.WaitJobRequest(job_id=job_id), timeout=10)
                 assert waited.value.code() == grpc.StatusCode.NOT_FOUND
                 assert "the service restarted" in waited.value.details()
-        assert "2 results were held only by the server's process when it last stopped" in second.log()
+        assert (
+            "2 results were held only by the server's process when it last stopped" in second.log()
+        )
     finally:
         assert second.stop() == 0
     # A third start finds nothing more to mark, and still says why.

@@ -43,9 +43,7 @@ def sleeper(scheduler) -> pb.JobSpec:
 
 
 @pytest.mark.parametrize("call", ["WaitJob", "WaitJobs"])
-def test_a_waiter_answered_just_before_sigkill_finds_the_job_finished_after_restart(
-    tmp_path, call
-):
+def test_a_waiter_answered_just_before_sigkill_finds_the_job_finished_after_restart(tmp_path, call):
     env = {"DASK_COMPUTE_JOB_STORE": f"sqlite:///{tmp_path / 'jobs.db'}"}
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -65,9 +65,12 @@ def stub(tmp_path_factory):
         stored_result_bytes=0,
         processes=False,
     )
-    with serving_in_process(settings) as srv, grpc.insecure_channel(
-        srv.target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    ) as channel:
+    with (
+        serving_in_process(settings) as srv,
+        grpc.insecure_channel(
+            srv.target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        ) as channel,
+    ):
         yield pb_grpc.ComputeServiceStub(channel)
 
 

@@ -106,7 +106,7 @@ async def test_results_not_stored_with_their_records_are_marked_gone(tmp_path):
     store = SqlJobTable(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
         now = time.time()
-        done = dict(state=JobState.SUCCEEDED, finish_time=now, result_available=True)
+        done = {"state": JobState.SUCCEEDED, "finish_time": now, "result_available": True}
         store.insert_many(
             [NewJob(record(f"job-{i}", "").replace(**done), None) for i in range(3)]
             + [NewJob(record("failed", "").replace(state=JobState.FAILED, finish_time=now), None)]
