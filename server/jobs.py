@@ -108,6 +108,11 @@ class JobRecord:
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
 
 
+class RequestKeyTaken(Exception):
+    """A new record's idempotency key names a job stored already (by another replica,
+    since this one looked the key up): the store's unique (owner, key) refused it."""
+
+
 def new_job_id() -> str:
     """A fresh, unguessable job id (128 random bits, in hex) that says nothing
     about the server that made it."""

@@ -8,7 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from server.jobs import JobKind, JobRecord, JobState, NewJob
+from server.jobs import JobKind, JobRecord, JobState, NewJob, RequestKeyTaken
 from server.store import SqlJobTable
 from server.store.schema import REQUEST_KEY_INDEX, jobs_table, row_values
 
@@ -62,7 +62,7 @@ async def test_the_store_refuses_a_second_job_for_one_key(tmp_path):
             [NewJob(record("job-2", ""), None), NewJob(record("job-3", ""), None)]
         ).result(10)
         store.insert_many([NewJob(record("job-4", "key", owner="bob"), None)]).result(10)
-        with pytest.raises(sa.exc.IntegrityError):
+        with pytest.raises(RequestKeyTaken, match="UNIQUE"):
             store.insert_many([NewJob(record("job-5", "key"), None)]).result(10)
         assert (await store.find_request("alice", "key")).job_id == "job-1"
         assert await store.count() == 4
