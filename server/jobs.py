@@ -109,8 +109,7 @@ _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
 
 
 class RequestKeyTaken(Exception):
-    """A new record's idempotency key names a job stored already (by another replica,
-    since this one looked the key up): the store's unique (owner, key) refused it."""
+    """The store refused a new record: another replica stored a job with its key first."""
 
 
 def new_job_id() -> str:
@@ -265,9 +264,8 @@ class JobTable(Protocol):
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
     async def lose_unstored_results(self, why: str) -> list[str]:
-        """After a restart of a server alone on its store: mark the results of
-        succeeded records that have none stored with them gone, saying ``why``
-        (what the server held is lost with its process); returns their ids."""
+        """After a restart (alone on the store): succeeded records with no result stored
+        with them say it is gone, and ``why``; returns their ids."""
 
     async def why_no_result(self, job_id: str) -> str | None:
         """Why a succeeded job's result is gone, if :meth:`lose_unstored_results` said."""
