@@ -117,6 +117,10 @@ class Admission:
     ) -> list[Admitted | JobRecord]:
         """Pass a batch through the gate: all of it, or nothing (see :meth:`admit`).
 
+        A request whose idempotency key an earlier one of the batch carries
+        is answered with that one's :class:`Admitted` (the same object):
+        :meth:`server.runner.Runner.accept` makes one job of it.
+
         Raises:
             InvalidArgument: The batch is empty, larger than :data:`MAX_BATCH`,
                 or a job in it is invalid (the message says which, by index).
@@ -135,17 +139,31 @@ class Admission:
         if unknown and self.store.durable:
             stored = await self.store.find_requests(caller.name, unknown)
         admitted: list[Admitted | JobRecord] = []
+        # A key repeated within the batch: its first job answers for every repeat.
+        first: dict[str, Admitted] = {}
         for index, request in enumerate(requests):
             try:
                 self.authorize(request, caller)
+                repeat = first.get(request.request_id) if request.request_id else None
+                if repeat is not None:
+                    admitted.append(repeat)
+                    continue
                 existing = await self.existing(request, caller, ask_store=False)
                 existing = existing or stored.get(request.request_id)
-                admitted.append(
-                    existing if existing is not None else await self._validate(request, caller)
-                )
+                if existing is None:
+                    job = await self._validate(request, caller)
+                    # The same key may have landed here meanwhile (another call).
+                    existing = await self.existing(request, caller, ask_store=False)
+                if existing is not None:
+                    admitted.append(existing)
+                    continue
+                if request.request_id:
+                    first[request.request_id] = job
+                admitted.append(job)
             except ServiceError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from exc
-        self.check_limits(caller, sum(isinstance(a, Admitted) for a in admitted))
+        fresh = {id(a) for a in admitted if isinstance(a, Admitted)}
+        self.check_limits(caller, len(fresh))
         return admitted
 
     async def readmit(self, owner: str, request: JobRequest) -> Admitted:

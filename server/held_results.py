@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 STORE_RESULT_DELAY = 0.05
 
 _NO_RESULT = object()
+#: A result the record says is there, not loaded yet (see HeldResults._handle).
+_STORED = object()
 
 
 @dataclasses.dataclass
@@ -203,16 +205,35 @@ class HeldResults:
             held.fetched = value
 
     async def results(
-        self, job_ids: list[str], fmt: str, caller: Any
+        self, job_ids: list[str], fmt: str, caller: Any, budget: int | None = None
     ) -> list[results.EncodedResult | None]:
-        """The results of many succeeded jobs (see ComputeCore.results)."""
-        handles: list[tuple[JobRecord, Any] | None] = []
+        """The results of many succeeded jobs (see ComputeCore.results).
+
+        With ``budget`` (bytes), only the first results whose estimated sizes
+        fit in it are fetched and encoded (at least one): the list answers a
+        prefix of ``job_ids``, and the rest are not touched. Sizes are
+        estimated before anything is fetched: one question to the scheduler
+        for the results on the cluster, one query for those kept with their
+        records. A result too large to be answered inline costs nothing (it
+        is a pointer to GetJobResult), and so does one that cannot be encoded
+        (it cannot be pickled, or has no form of the one asked for): it does
+        not sink the others, and GetJobResult says why.
+        """
+        entries: list[tuple[JobRecord, Any] | None] = []
         for job_id in job_ids:
             try:
-                handles.append(await self._handle(job_id, caller))
+                entries.append(await self._handle(job_id, caller, load=False))
             except NotFound:
-                handles.append(None)
-        held = [h for h in handles if h is not None and isinstance(h[1], ClusterResult)]
+                entries.append(None)
+        if budget is not None:
+            entries = entries[: await self._fitting(entries, budget)]
+        for index, entry in enumerate(entries):
+            if entry is not None and entry[1] is _STORED:  # loaded now that it is wanted
+                try:
+                    entries[index] = await self._handle(entry[0].job_id, caller)
+                except NotFound:
+                    entries[index] = None
+        held = [h for h in entries if h is not None and isinstance(h[1], ClusterResult)]
         sizes = await self._estimate_sizes([handle for _, handle in held])
         limit = self.inline_result_bytes
         small = [h for h, size in zip(held, sizes, strict=True) if size <= limit]
@@ -225,18 +246,52 @@ class HeldResults:
         for (record, handle), value in zip(small, fetched, strict=True):
             self._lend(record.job_id, handle, value)
         encoded: list[results.EncodedResult | None] = []
-        for entry in handles:
+        for entry in entries:
             if entry is None:
                 encoded.append(None)
             elif id(entry) in big:
                 encoded.append(
                     results.EncodedResult("auto", size_bytes=big[id(entry)], streamed=True)
                 )
-            elif id(entry) in values:
-                encoded.append(await self._encode_inline(entry[0], values[id(entry)], fmt))
             else:
-                encoded.append(await self.result(entry[0].job_id, fmt, caller))
+                try:
+                    if id(entry) in values:
+                        value = await self._encode_inline(entry[0], values[id(entry)], fmt)
+                    else:
+                        value = await self.result(entry[0].job_id, fmt, caller)
+                except FailedPrecondition:  # see the docstring: GetJobResult says why
+                    value = results.EncodedResult("auto", size_bytes=0, streamed=True)
+                encoded.append(value)
         return encoded
+
+    async def _fitting(self, entries: list[tuple[JobRecord, Any] | None], budget: int) -> int:
+        """How many of ``entries`` (at least one) have results whose estimates fit in ``budget``."""
+        on_cluster = [e for e in entries if e is not None and isinstance(e[1], ClusterResult)]
+        estimates = dict(
+            zip(
+                map(id, on_cluster),
+                await self._estimate_sizes([handle for _, handle in on_cluster]),
+                strict=True,
+            )
+        )
+        stored = [e[0].job_id for e in entries if e is not None and e[1] is _STORED]
+        stored_sizes = await self.store.stored_result_sizes(stored) if stored else {}
+        for count, entry in enumerate(entries):
+            if entry is None:
+                continue
+            record, handle = entry
+            if id(entry) in estimates:
+                size = estimates[id(entry)]
+            elif handle is _STORED:
+                size = stored_sizes.get(record.job_id) or 0
+            else:
+                size = await self.estimate_size(handle)
+            if size > self.inline_result_bytes:
+                continue  # answered with a pointer to GetJobResult
+            if size > budget and count:
+                return count
+            budget -= size
+        return len(entries)
 
     async def _encode_inline(
         self, record: JobRecord, value: Any, fmt: str
@@ -255,8 +310,13 @@ class HeldResults:
             )
         return encoded
 
-    async def _handle(self, job_id: str, caller: Any) -> tuple[JobRecord, Any]:
-        """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job."""
+    async def _handle(self, job_id: str, caller: Any, load: bool = True) -> tuple[JobRecord, Any]:
+        """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job.
+
+        Without ``load``, a result this server does not hold but the record
+        says is there (kept with it, or another replica's) is :data:`_STORED`,
+        for a later call with ``load``.
+        """
         record = await self.get_job(job_id, caller)
         if record.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
@@ -269,6 +329,8 @@ class HeldResults:
             record = await self.replicas.current(record)
             if not record.result_available:
                 held.result, held.released, handle = _NO_RESULT, True, _NO_RESULT
+        if handle is _NO_RESULT and record.result_available and not load:
+            return record, _STORED
         if handle is _NO_RESULT and record.result_available:
             # From before a restart, or another replica's.
             blob = await self.store.stored_result(job_id)
@@ -281,6 +343,9 @@ class HeldResults:
         if handle is _NO_RESULT:
             if held is not None and held.released:
                 raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
+            why = await self.store.why_no_result(job_id) if held is None else None
+            if why:
+                raise NotFound(f"the result of job {job_id} is gone: {why}")
             raise NotFound(
                 f"the result of job {job_id} is gone: results are kept for "
                 f"{self.result_ttl:g}s after a job finishes"

@@ -108,6 +108,10 @@ class JobRecord:
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
 
 
+class RequestKeyTaken(Exception):
+    """The store refused a new record: another replica stored a job with its key first."""
+
+
 def new_job_id() -> str:
     """A fresh, unguessable job id (128 random bits, in hex) that says nothing
     about the server that made it."""
@@ -253,8 +257,18 @@ class JobTable(Protocol):
     async def stored_result(self, job_id: str) -> bytes | None:
         """The result stored with the record, if any."""
 
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
+
     async def expire_results(self, before: float) -> list[str]:
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
+
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        """After a restart (alone on the store): succeeded records with no result stored
+        with them say it is gone, and ``why``; returns their ids."""
+
+    async def why_no_result(self, job_id: str) -> str | None:
+        """Why a succeeded job's result is gone, if :meth:`lose_unstored_results` said."""
 
     async def finished_before(self, when: float) -> list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
@@ -435,6 +449,15 @@ class MemoryJobTable:
         return None
 
     async def stored_result(self, job_id: str) -> bytes | None:
+        return None
+
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        return []
+
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        return {}
+
+    async def why_no_result(self, job_id: str) -> str | None:
         return None
 
     async def expire_results(self, before: float) -> list[str]:

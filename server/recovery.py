@@ -6,6 +6,12 @@ again from the start, under the same id, if it passes the one gate
 permissions and the server's *current* policy: a pickled job whose owner
 lost ``code``, or a server restarted with ``--no-pickled-work``, is not
 loaded. Every other orphan ends FAILED with a reason that says why.
+
+After a restart it also makes the records say what is really there: a
+succeeded job's result that was not stored with its record (larger than
+``--stored-result-bytes``, or the server was killed in the moment before a
+small one is stored) was held only by the process that stopped, and its
+record says so (``result_available`` false, and why, for GetJobResult).
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from server.requests import request_from_doc
 from server.runner import Runner
 
 logger = logging.getLogger(__name__)
+
+#: Why a result held only by the server's process is gone after a restart.
+LOST_IN_RESTART = (
+    "the service restarted since the job succeeded, and its result was held only by the "
+    "server's process or its cluster (results larger than --stored-result-bytes are not "
+    "kept with their records, and a small one is kept a moment after its job ends): run "
+    "the job again"
+)
 
 
 class Recovery:
@@ -46,7 +60,15 @@ class Recovery:
         self.pools = pools
 
     async def after_restart(self) -> None:
-        """Settle the jobs an earlier run of this server left unfinished."""
+        """Settle the jobs an earlier run of this server left unfinished, and mark the
+        results it held only in its process gone."""
+        lost = await self.store.lose_unstored_results(LOST_IN_RESTART)
+        if lost:
+            logger.warning(
+                "%d results were held only by the server's process when it last stopped "
+                "(not stored with their records): their records now say they are gone",
+                len(lost),
+            )
         orphans = await self.store.unfinished()
         rerun = await self.settle(orphans, "service restarted", "ServiceRestarted")
         if orphans:

@@ -131,7 +131,8 @@ def encode_stream(value: Any, fmt: str, is_function: bool, checksum: bool = True
     all are hashed.
 
     Raises:
-        FailedPrecondition: JSON was asked for but the value has none.
+        FailedPrecondition: JSON was asked for but the value has none, Arrow
+            cannot hold it, or it cannot be pickled.
     """
     stream = _encode_stream(value, fmt, is_function)
     if not checksum:
@@ -157,7 +158,7 @@ def _encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
             segments = [memoryview(text)]
             return ResultStream("json", tuple(segments))
     buffers: list[pickle.PickleBuffer] = []
-    main = _pickle.dumps_out_of_band(value, buffers.append)
+    main = _pickled(_pickle.dumps_out_of_band, value, buffers.append)
     segments = [memoryview(main)]
     for buffer in buffers:
         try:
@@ -215,7 +216,8 @@ def to_arrow(value: Any) -> bytes:
     """``value`` as an Arrow IPC stream: a pandas DataFrame or Series, or an Arrow table.
 
     Raises:
-        FailedPrecondition: The value is not tabular (the message names its type).
+        FailedPrecondition: The value is not tabular (the message names its
+            type), or Arrow cannot hold it (a column of mixed types).
     """
     return _arrow_ipc(value).to_pybytes()
 
@@ -230,39 +232,53 @@ def _arrow_ipc(value: Any) -> Any:
             "ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
         ) from exc
 
-    table = None
-    if isinstance(value, pa.Table):
-        table = value
-    elif isinstance(value, pa.RecordBatch):
-        table = pa.Table.from_batches([value])
-    else:
-        try:
-            import pandas as pd
-        except ImportError:  # pragma: no cover - pandas comes with dask[dataframe]
-            pd = None
-        if pd is not None and isinstance(value, pd.Series):
-            value = value.to_frame()
-        if pd is not None and isinstance(value, pd.DataFrame):
-            table = pa.Table.from_pandas(
-                value, preserve_index=not isinstance(value.index, pd.RangeIndex)
-            )
+    try:
+        table = _as_table(pa, value)
+        if table is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        # e.g. a column of mixed types: Arrow wants one type per column.
+        raise FailedPrecondition(
+            f"the result has no Arrow form ({type(exc).__name__}: {exc}); give each column "
+            "values of one type (for example with astype(str)), or ask for "
+            "RESULT_FORMAT_PICKLE"
+        ) from exc
     if table is None:
         cls = type(value)
         raise FailedPrecondition(
             f"the result ({cls.__module__}.{cls.__qualname__}) is not a table, so it has no "
             "Arrow form; ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
         )
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
     return sink.getvalue()
+
+
+def _as_table(pa: Any, value: Any) -> Any:
+    """``value`` as an Arrow table, or ``None`` when it is not tabular."""
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas comes with dask[dataframe]
+        return None
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if isinstance(value, pd.DataFrame):
+        return pa.Table.from_pandas(
+            value, preserve_index=not isinstance(value.index, pd.RangeIndex)
+        )
+    return None
 
 
 def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
     """Encode ``value`` as ``fmt`` ("auto" is JSON for named calls that allow it).
 
     Raises:
-        FailedPrecondition: JSON or Arrow was asked for but the value has none.
+        FailedPrecondition: JSON or Arrow was asked for but the value has none,
+            or it cannot be pickled.
     """
     if fmt == "arrow":
         data = to_arrow(value)
@@ -277,8 +293,26 @@ def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
                 ) from exc
         else:
             return EncodedResult("json", json=data, size_bytes=_json_size(data))
-    blob = _pickle.dumps(value)
+    blob = _pickled(_pickle.dumps, value)
     return EncodedResult("pickle", pickle=blob, size_bytes=len(blob))
+
+
+def _pickled(dumps: Any, value: Any, *args: Any) -> bytes:
+    """``dumps(value, *args)``; a value that cannot be pickled is the caller's to fix.
+
+    Raises:
+        FailedPrecondition: Pickling the value failed (the message names its
+            type and what the pickler said), rather than an internal error.
+    """
+    try:
+        return dumps(value, *args)
+    except Exception as exc:  # whatever the value's own pickling raises
+        cls = type(value)
+        raise FailedPrecondition(
+            f"the result ({cls.__module__}.{cls.__qualname__}) cannot be pickled "
+            f"({type(exc).__name__}: {exc}): return a value that can be (for example a list "
+            "rather than a generator)"
+        ) from exc
 
 
 def _json_size(data: Any) -> int:

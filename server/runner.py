@@ -21,7 +21,7 @@ from server import job_errors
 from server.admission import Admission, Admitted
 from server.errors import JobNotFound, Unavailable
 from server.execution import Executors
-from server.jobs import JobError, JobRecord, JobState, JobTable, NewJob, new_job_id
+from server.jobs import JobError, JobRecord, JobState, JobTable, NewJob, RequestKeyTaken, new_job_id
 from server.logwriter import log_event
 from server.metrics import Metrics
 from server.pools import Occupancy
@@ -108,6 +108,7 @@ class Runner:
         admitted: list[Admitted],
         abandoned: Callable[[], str] | None = None,
         waited: bool = False,
+        retried: bool = False,
     ) -> list[JobRecord]:
         """Record admitted jobs (one write for the batch), then start them.
 
@@ -121,9 +122,21 @@ class Runner:
         their end) may start before their record is written, where the
         replicas strategy allows it; their caller runs them (see :meth:`run_in_caller`).
 
+        An :class:`Admitted` given more than once (a batch that repeats an
+        idempotency key, see :meth:`server.admission.Admission.admit_many`)
+        is one job: its record is returned at each of its places. If the
+        store refuses a key because another replica stored a job with it since
+        the gate looked (:class:`server.jobs.RequestKeyTaken`), that job is
+        returned for it and the rest are accepted again (once: ``retried``).
+
         Raises:
             Unavailable: The job store could not record them (nothing started).
         """
+        unique = list({id(job): job for job in admitted}.values())
+        if len(unique) < len(admitted):
+            records = await self.accept(unique, abandoned, waited, retried)
+            by_job = {id(job): record for job, record in zip(unique, records, strict=True)}
+            return [by_job[id(job)] for job in admitted]
         executors = self.pools()
         durable = self.store.durable
         entries = []
@@ -161,6 +174,16 @@ class Runner:
 
         def start(written: asyncio.Future[list[JobRecord]]) -> None:
             error = written.exception()
+            if isinstance(error, RequestKeyTaken) and not retried:
+                # Another replica stored a job with one of these keys meanwhile:
+                # that job answers for its key, and the others are accepted again.
+                for entry in entries:
+                    self.admission.unreserve(entry.record)
+                again = asyncio.ensure_future(self._accept_taken(admitted))
+                _RETRYING.add(again)  # (held until done: the loop holds tasks weakly)
+                again.add_done_callback(_RETRYING.discard)
+                again.add_done_callback(lambda done: _settle(started, done))
+                return
             if error is not None:
                 started.set_exception(self._not_recorded(entries, error))
                 return
@@ -183,6 +206,19 @@ class Runner:
 
                 started.add_done_callback(cancel)
             raise
+
+    async def _accept_taken(self, admitted: list[Admitted]) -> list[JobRecord]:
+        """:meth:`accept` again, after the store refused a key another replica took."""
+        found: dict[tuple[str, str], JobRecord] = {}
+        for owner in {job.caller.name for job in admitted}:
+            keys = [j.request.request_id for j in admitted if j.caller.name == owner]
+            stored = await self.store.find_requests(owner, [key for key in keys if key])
+            found.update(((owner, key), record) for key, record in stored.items())
+        rest = [j for j in admitted if (j.caller.name, j.request.request_id) not in found]
+        accepted = iter(await self.accept(rest, retried=True) if rest else [])
+        return [
+            found.get((j.caller.name, j.request.request_id)) or next(accepted) for j in admitted
+        ]
 
     def _not_recorded(
         self, entries: list[NewJob], error: BaseException
@@ -466,6 +502,22 @@ class Runner:
         """Drop the runtimes of expired records."""
         for job_id in job_ids:
             self.runtimes.pop(job_id, None)
+
+
+#: Accepts re-run after a refused key (see Runner.accept), until they are done.
+_RETRYING: set[asyncio.Future[Any]] = set()
+
+
+def _settle(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Give ``target`` the outcome of ``done``."""
+    if target.done():
+        return
+    if done.cancelled():
+        target.cancel()
+    elif done.exception() is not None:
+        target.set_exception(done.exception())
+    else:
+        target.set_result(done.result())
 
 
 class _TimedOut(Exception):

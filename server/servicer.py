@@ -169,10 +169,16 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         caller = current_caller()
         records, timed_out = await self.core.wait_jobs(list(request.job_ids), timeout, caller)
         succeeded = [r.job_id for r in records if r.state is JobState.SUCCEEDED]
-        encoded = dict(zip(succeeded, await self.core.results(succeeded, fmt, caller), strict=True))
-        response = pb.WaitJobsResponse(timed_out=timed_out)
         budget = min(WAIT_JOBS_RESULT_BYTES, self.core.settings.max_message_bytes // 2)
+        # The budget first: only the results that fit are fetched and encoded
+        # (a prefix of the succeeded jobs); the jobs past them come next call.
+        fetched = await self.core.held.results(succeeded, fmt, caller, budget=budget)
+        encoded = dict(zip(succeeded, fetched, strict=False))
+        left_out = set(succeeded[len(fetched) :])
+        response = pb.WaitJobsResponse(timed_out=timed_out)
         for record in records:
+            if record.job_id in left_out:
+                break  # the rest come with the next call, at once
             result = encoded.get(record.job_id)
             size = 0 if result is None or result.streamed else result.size_bytes
             if size > budget and response.jobs:

@@ -24,10 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from server.errors import JobNotFound
-from server.jobs import JobRecord, NewJob
+from server.jobs import JobRecord, NewJob, RequestKeyTaken
 from server.store import queries
 from server.store.schema import (
     INSERT,
+    REQUEST_KEY_INDEX,
     STORE_RESULT,
     read_record,
     record_update,
@@ -250,6 +251,9 @@ class Copies:
 
         def done(outcome: Any) -> None:
             if isinstance(outcome, BaseException):
+                if _key_taken(outcome):
+                    taken = RequestKeyTaken(str(outcome.orig))
+                    taken.__cause__, outcome = outcome, taken
                 if future.set_running_or_notify_cancel():
                     future.set_exception(outcome)
                 return
@@ -358,3 +362,12 @@ class Copies:
                     final = record if current is None else current.replace(**changes)
                     self._records[job_id] = final
         return final
+
+
+def _key_taken(error: BaseException) -> bool:
+    """Whether an insert failed on the unique idempotency key (not another constraint)."""
+    if not isinstance(error, sa.exc.IntegrityError):
+        return False
+    text = str(error.orig)
+    # PostgreSQL names the index; SQLite names its columns.
+    return REQUEST_KEY_INDEX.name in text or "dask_compute_jobs.request_id" in text

@@ -117,6 +117,18 @@ def stored_result(conn: sa.Connection, job_id: str) -> bytes | None:
     return conn.execute(query).scalar()
 
 
+def stored_result_sizes(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, int]:
+    """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
+    sizes: dict[str, int] = {}
+    for chunk in _chunks(job_ids):
+        length = sa.func.length(jobs_table.c.result)
+        query = sa.select(jobs_table.c.job_id, length).where(
+            jobs_table.c.job_id.in_(chunk), jobs_table.c.result.is_not(None)
+        )
+        sizes.update((job_id, size) for job_id, size in conn.execute(query))
+    return sizes
+
+
 def expire_results(conn: sa.Connection, before: float) -> list[str]:
     """Drop the results of jobs finished before ``before``; their ids."""
     condition = sa.and_(jobs_table.c.result_available.is_(True), jobs_table.c.finish_time < before)
@@ -128,6 +140,34 @@ def expire_results(conn: sa.Connection, before: float) -> list[str]:
             .values(result_available=False, result=None)
         )
     return ids
+
+
+def lose_results(conn: sa.Connection, why: str) -> list[str]:
+    """Succeeded jobs whose record says their result is there, but none is stored
+    with it: mark the result gone, saying ``why``; their ids.
+
+    Only for a store of one server, after a restart: a result it did not store
+    was held by its process (or its cluster client), which is gone.
+    """
+    condition = sa.and_(
+        jobs_table.c.state == JobState.SUCCEEDED.value,
+        jobs_table.c.result_available.is_(True),
+        jobs_table.c.result.is_(None),
+    )
+    ids = list(conn.execute(sa.select(jobs_table.c.job_id).where(condition)).scalars())
+    for chunk in _chunks(ids):
+        conn.execute(
+            jobs_table.update()
+            .where(jobs_table.c.job_id.in_(chunk))
+            .values(result_available=False, result_gone=why)
+        )
+    return ids
+
+
+def result_gone(conn: sa.Connection, job_id: str) -> str | None:
+    """Why a job's result is gone, if :func:`lose_results` marked it."""
+    query = sa.select(jobs_table.c.result_gone).where(jobs_table.c.job_id == job_id)
+    return conn.execute(query).scalar()
 
 
 def finished_before(conn: sa.Connection, when: float) -> list[str]:

@@ -51,6 +51,19 @@ jobs_table = sa.Table(
     sa.Column("request", sa.Text),
     # A small result, cloudpickled, so it outlives a restart.
     sa.Column("result", sa.LargeBinary),
+    # Why a succeeded job's result is gone though it was not released or expired
+    # (it was held only by a server process that stopped); see queries.lose_results.
+    sa.Column("result_gone", sa.Text),
+)
+
+#: One idempotency key of one owner names one job, across replicas (an empty key is none).
+REQUEST_KEY_INDEX = sa.Index(
+    "uq_dask_compute_jobs_owner_request",
+    jobs_table.c.owner,
+    jobs_table.c.request_id,
+    unique=True,
+    sqlite_where=jobs_table.c.request_id != "",
+    postgresql_where=jobs_table.c.request_id != "",
 )
 
 # Replicas sharing the store say they are alive here; see ReplicaRegistry.adopt_orphans.
@@ -81,7 +94,12 @@ _RECORD_COLUMNS = (
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 #: The columns that make a record (not the kept request, result or owning instance).
-RECORD_SELECT = [c for c in jobs_table.c if c.name not in ("request", "result", "instance_id")]
+RECORD_SELECT = [
+    c for c in jobs_table.c if c.name not in ("request", "result", "instance_id", "result_gone")
+]
+
+#: Columns added since the first release, as (name, SQL type): added to stores made before.
+_ADDED_COLUMNS = (("result_gone", "TEXT"),)
 
 INSERT = jobs_table.insert()
 
@@ -185,6 +203,43 @@ def read_record(conn: sa.Connection, job_id: str) -> JobRecord | None:
     """The stored record of ``job_id``, if there is one."""
     row = conn.execute(sa.select(*RECORD_SELECT).where(jobs_table.c.job_id == job_id)).first()
     return None if row is None else to_record(row)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """Create what is missing of the schema, in a store made before too.
+
+    ``create_all`` creates missing tables with their indexes, but adds no
+    column or index to a table that exists: columns added since (all
+    nullable) are added here with ``ALTER TABLE``, and the unique index on idempotency keys
+    (:data:`REQUEST_KEY_INDEX`) is added to a store made before it here. A
+    store that already holds two jobs of one owner under one key (possible
+    before the index) keeps working without it, as before (the latest of
+    such jobs answers for the key), and a warning says which keys to clear.
+    """
+    metadata.create_all(engine)
+    present = {c["name"] for c in sa.inspect(engine).get_columns(jobs_table.name)}
+    for name, sql_type in _ADDED_COLUMNS:
+        if name not in present:  # nullable, so every row made before reads NULL
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {jobs_table.name} ADD COLUMN {name} {sql_type}"))
+    try:
+        with engine.begin() as conn:
+            REQUEST_KEY_INDEX.create(conn, checkfirst=True)
+    except sa.exc.IntegrityError:
+        with engine.connect() as conn:
+            repeated = conn.execute(
+                sa.select(jobs_table.c.owner, jobs_table.c.request_id)
+                .where(jobs_table.c.request_id != "")
+                .group_by(jobs_table.c.owner, jobs_table.c.request_id)
+                .having(sa.func.count() > 1)
+                .limit(5)
+            ).all()
+        logger.warning(
+            "job store: jobs made before this version repeat idempotency keys (owner, key: "
+            "%s); without a unique index on them, two replicas may each accept a job for one "
+            "key. Delete the older jobs of those keys (or let them expire) and restart to add it",
+            ", ".join(f"{owner!r} {key!r}" for owner, key in repeated),
+        )
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -27,7 +27,13 @@ from server.store import queries
 from server.store.copies import Copies, Kept, not_found, request_json, result_write
 from server.store.reader import Reader
 from server.store.registry import ReplicaRegistry
-from server.store.schema import lock_sqlite_file, make_engine, metadata, read_record, to_record
+from server.store.schema import (
+    create_schema,
+    lock_sqlite_file,
+    make_engine,
+    read_record,
+    to_record,
+)
 from server.store.writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ class SqlJobTable:
         self._lock_file = lock_sqlite_file(url)
         try:
             self.engine = make_engine(url)
-            metadata.create_all(self.engine)
+            create_schema(self.engine)
             #: A SQLite store is one server's own (its file is locked): it alone writes it.
             self.exclusive = self.engine.dialect.name == "sqlite"
             # On a store of its own, this server numbers new records when it
@@ -314,11 +320,26 @@ class SqlJobTable:
         """The result stored with the record, if any (one still queued is stored first)."""
         return await self._query(queries.stored_result, job_id, flush=self._writer.pending(job_id))
 
+    async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The sizes of the results stored with those of ``job_ids`` that have one."""
+        return await self._query(queries.stored_result_sizes, list(job_ids), flush=False)
+
     async def expire_results(self, before: float) -> list[str]:
         """Drop the results of jobs finished before ``before``; returns their ids."""
         ids = await self._query(queries.expire_results, before)
         self._copies.expire(ids)
         return ids
+
+    async def lose_unstored_results(self, why: str) -> list[str]:
+        """After a restart: succeeded records whose result is not stored with them
+        say it is gone (see :func:`server.store.queries.lose_results`); their ids."""
+        ids = await self._query(queries.lose_results, why)
+        self._copies.expire(ids)
+        return ids
+
+    async def why_no_result(self, job_id: str) -> str | None:
+        """Why the job's result is gone, if it was lost rather than released or expired."""
+        return await self._query(queries.result_gone, job_id, flush=False)
 
     async def finished_before(self, when: float) -> list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
