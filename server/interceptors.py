@@ -25,6 +25,11 @@ own :class:`server.status.Answers` (given to the interceptor by
 metadata and is counted in the RPC metrics with its real code; without one,
 through :func:`server.status.status_of` alone.
 
+Refusals are logged at INFO, rate-limited by :class:`RefusalLog`: one line
+per peer address per interval, the next one saying how many more were refused
+meanwhile, so that callers without a credential cannot make the server write a
+line per call.
+
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
 method, whatever task runs the interceptor, and gives access to the call's
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
@@ -58,6 +64,69 @@ OPEN_SERVICES = frozenset(
 )
 
 
+class RefusalLog:
+    """Logs refused calls at most once per peer address per ``interval`` seconds.
+
+    The first refusal from an address is logged; the ones after it within the
+    interval are counted, and the next line from that address, once the
+    interval has passed, says how many there were. At most ``max_peers``
+    addresses are tracked at once (past that, all others share one entry), so
+    neither the log nor this table grows with a flood of calls.
+    """
+
+    OTHERS = "other peers"
+
+    def __init__(
+        self,
+        interval: float = 10.0,
+        max_peers: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.max_peers = max_peers
+        self.clock = clock
+        # address -> [time of its last line, refusals not logged since]
+        self._peers: dict[str, list[float | int]] = {}
+
+    def refused(self, method: str, peer: str, exc: Exception) -> bool:
+        """Log (or count) one refusal; whether a line was written."""
+        now = self.clock()
+        address = _address_of(peer)
+        entry = self._peers.get(address)
+        if entry is None:
+            self._forget_before(now - self.interval)
+            if len(self._peers) >= self.max_peers:
+                address = self.OTHERS
+                entry = self._peers.get(address)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        skipped = entry[1] if entry is not None else 0
+        self._peers[address] = [now, 0]
+        if skipped:
+            logger.info(
+                "refused %s from %s: %s (and %d more refused calls from %s in the last %.0f s)",
+                method, peer, exc, skipped, address, self.interval,
+            )  # fmt: skip
+        else:
+            logger.info("refused %s from %s: %s", method, peer, exc)
+        return True
+
+    def _forget_before(self, cutoff: float) -> None:
+        if len(self._peers) < self.max_peers:
+            return
+        for address, (last, skipped) in list(self._peers.items()):
+            if last < cutoff and not skipped:
+                del self._peers[address]
+
+
+def _address_of(peer: str) -> str:
+    """The address of a grpc peer string without its port (``ipv4:1.2.3.4:567`` -> ``ipv4:1.2.3.4``)."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
 def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
@@ -77,6 +146,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self.authenticator = authenticator
         self.answers = answers
+        self.refusals = RefusalLog()
         # Each method's wrapped handler, made once (the servicer's handlers do not change).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -91,7 +161,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            gate = _Gate(self.authenticator, method, self.answers)
+            gate = _Gate(self.authenticator, method, self.answers, self.refusals)
             known = self._wrapped[method] = (handler, _wrap(handler, gate))
         return known[1]
 
@@ -100,12 +170,17 @@ class _Gate:
     """What one method's wrapped handler checks before it runs the servicer's."""
 
     def __init__(
-        self, authenticator: Authenticator, method: str, answers: status.Answers | None
+        self,
+        authenticator: Authenticator,
+        method: str,
+        answers: status.Answers | None,
+        refusals: RefusalLog,
     ) -> None:
         self.authenticator = authenticator
         self.method = method
         self.name = method.rsplit("/", 1)[-1]  # as the servicer's metrics name it
         self.answers = answers
+        self.refusals = refusals
 
     def caller(self, context: grpc.aio.ServicerContext) -> Caller:
         """Who makes the call.
@@ -146,9 +221,9 @@ class _Gate:
             grpc.aio.AbortError: Always.
         """
         if isinstance(exc, ServiceError):
-            # Logged without the credential, at INFO: a flood of bad calls must not
-            # flood the log at a level operators alert on.
-            logger.info("refused %s from %s: %s", self.method, context.peer(), exc)
+            # Logged without the credential, at INFO (a flood of bad calls must not
+            # flood the log at a level operators alert on), and rate-limited per peer.
+            self.refusals.refused(self.method, context.peer(), exc)
         if self.answers is not None:
             await self.answers.refuse(self.name, context, exc, received)
         await status.abort(context, status.status_of(exc, self.method))
