@@ -146,6 +146,18 @@ def _env(name: str) -> str:
     f"[default: 30; env {_env('replica_lease')}]",
 )
 @click.option(
+    "--max-argument-bytes",
+    type=int,
+    help=f"Most bytes of JSON arguments (call.args and call.kwargs of all its jobs) in one "
+    f"request; past it INVALID_ARGUMENT. [default: 4194304 (4 MiB); env {_env('max_argument_bytes')}]",
+)
+@click.option(
+    "--max-argument-values",
+    type=int,
+    help=f"Most JSON values in one job's arguments; past it INVALID_ARGUMENT. "
+    f"[default: 1000000; env {_env('max_argument_values')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",
