@@ -190,7 +190,9 @@ class Registry:
         check: Callable[..., None] | None = None,
     ) -> None:
         """Register ``func`` (see :meth:`function`)."""
-        spec = dataclasses.replace(describe(func, name=name or func.__name__, lazy=lazy), check=check)
+        spec = dataclasses.replace(
+            describe(func, name=name or func.__name__, lazy=lazy), check=check
+        )
         existing = self._functions.get(spec.name)
         if existing is not None and existing.func is not func:
             raise ValueError(f"a function named {spec.name!r} is already registered")

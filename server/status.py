@@ -19,9 +19,9 @@ object, so that refusals are counted with their real code too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
-import contextvars
 import time
 import uuid
 from types import TracebackType
@@ -47,6 +47,7 @@ def received_bytes(request: Any) -> int:
     if known is not None:
         return known
     return request.ByteSize() if hasattr(request, "ByteSize") else 0
+
 
 #: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
 ERROR_KEY = "dask-compute-error"

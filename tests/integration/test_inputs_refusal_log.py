@@ -33,7 +33,9 @@ def test_unauthenticated_calls_write_a_bounded_number_of_lines(tmp_path, caplog)
                 codes.add(exc.code())
         elapsed = time.monotonic() - started
     assert codes == {grpc.StatusCode.UNAUTHENTICATED}
-    lines = [r for r in caplog.records if r.name == "server.interceptors" and "refused" in r.getMessage()]
+    lines = [
+        r for r in caplog.records if r.name == "server.interceptors" and "refused" in r.getMessage()
+    ]
     # One line per interval from this one address, and one more for a summary.
     bound = 2 + int(elapsed / RefusalLog().interval)
     assert 1 <= len(lines) <= bound, f"{len(lines)} lines for 2,000 refused calls in {elapsed:.1f}s"

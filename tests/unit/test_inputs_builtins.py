@@ -22,5 +22,8 @@ def test_pi_with_too_many_samples_is_refused_naming_the_bound():
 
 def test_pi_within_its_bounds_binds():
     pi = builtins.get("pi")
-    assert pi.bind([], {"samples": 4e8, "chunks": 1e6}) == ([], {"samples": 400_000_000, "chunks": 1_000_000})
+    assert pi.bind([], {"samples": 4e8, "chunks": 1e6}) == (
+        [],
+        {"samples": 400_000_000, "chunks": 1_000_000},
+    )
     assert pi.bind([], {}) == ([], {})

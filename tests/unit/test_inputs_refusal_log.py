@@ -17,7 +17,10 @@ class Clock:
 
 
 def refuse(log: RefusalLog, peer: str, times: int) -> int:
-    return sum(log.refused("/compute.v1.ComputeService/Run", peer, Unauthenticated("no token")) for _ in range(times))
+    return sum(
+        log.refused("/compute.v1.ComputeService/Run", peer, Unauthenticated("no token"))
+        for _ in range(times)
+    )
 
 
 def test_one_line_per_peer_per_interval_then_the_count(caplog):
