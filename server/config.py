@@ -115,6 +115,11 @@ class Settings:
             request is refused with INVALID_ARGUMENT before it is parsed.
         max_argument_values: Most JSON values (numbers, strings, lists, ...)
             in one job's arguments; past it INVALID_ARGUMENT.
+        max_uploads_per_caller: Most PutObject uploads one caller may have in
+            progress at once; past it RESOURCE_EXHAUSTED.
+        max_upload_bytes_per_caller: Most bytes one caller's uploads in
+            progress may hold in the server together (counted as they
+            arrive); past it RESOURCE_EXHAUSTED.
     """
 
     host: str = "127.0.0.1"
@@ -155,6 +160,8 @@ class Settings:
     replica_lease: float = 30.0
     max_argument_bytes: int = 4 * 1024 * 1024
     max_argument_values: int = 1_000_000
+    max_uploads_per_caller: int = 4
+    max_upload_bytes_per_caller: int = 4 * 1024**3
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -186,6 +193,8 @@ class Settings:
             "max_jobs_per_caller",
             "max_argument_bytes",
             "max_argument_values",
+            "max_uploads_per_caller",
+            "max_upload_bytes_per_caller",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")

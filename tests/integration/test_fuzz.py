@@ -5,8 +5,9 @@ classes refuse to produce): random bytes, truncated and bit-flipped messages,
 non-UTF-8 bytes in string fields, out-of-range enums, huge page sizes and
 durations, oversized strings, unknown and foreign job ids, pickles that do not
 load or raise while loading, JSON arguments nested hundreds of levels
-deep, and JSON arguments past the server's bounds (``--max-argument-bytes``,
-``--max-argument-values``, the built-ins' own). Each answer must be a clean status (never INTERNAL or UNKNOWN), the
+deep, JSON arguments past the server's bounds (``--max-argument-bytes``,
+``--max-argument-values``, the built-ins' own), and uploads announcing more than
+a caller's uploads may hold (``--max-upload-bytes-per-caller``). Each answer must be a clean status (never INTERNAL or UNKNOWN), the
 server must stay up and SERVING, and jobs accepted before and after the run
 must finish with their right results.
 
@@ -67,6 +68,8 @@ FUZZ = settings(
 #: The fuzz server's bounds of JSON arguments (--max-argument-bytes, --max-argument-values).
 MAX_BYTES = 1024 * 1024
 MAX_VALUES = 2000
+#: The fuzz server's --max-upload-bytes-per-caller: uploads' headers announce up to 1 MiB.
+MAX_UPLOAD_BYTES = 512 * 1024
 
 TRIED = {"inputs": 0}
 CODES: collections.Counter = collections.Counter()  # (method, status) -> count, printed at the end
@@ -303,6 +306,7 @@ def fuzz_server(tmp_path_factory):
         "--dashboard-address", "", "--local-processes", "1", "--local-threads", "4",
         "--tokens-file", str(tokens_file), "--max-message-bytes", str(8 * 1024 * 1024),
         "--max-argument-bytes", str(MAX_BYTES), "--max-argument-values", str(MAX_VALUES),
+        "--max-upload-bytes-per-caller", str(MAX_UPLOAD_BYTES),
     ]
     with running_server(args, directory / "server.log") as server:
         yield server
@@ -367,7 +371,8 @@ def send(channel, server, method: str, body: bytes, token) -> grpc.StatusCode:
         code = exc.code()
         assert code in CLEAN, f"{method} answered {code}: {exc.details()} (request {body[:200]!r})"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # a limit of the server's, not of the client's
-            assert "max_" in exc.details() or "larger than max" in exc.details(), exc.details()
+            details = exc.details()
+            assert "max_" in details or "--max-" in details or "larger than max" in details, details
     CODES[method, code.name] += 1
     assert server.process.poll() is None, f"the server died on {method} {body[:200]!r}:\n{server.log()[-3000:]}"
     return code
@@ -435,6 +440,16 @@ def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fu
         stub_call(body, metadata=_metadata(BOB), timeout=20)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert bound in info.value.details()
+
+
+def test_an_upload_announcing_more_than_a_caller_may_hold_is_resource_exhausted(channel, fuzz_server, before):
+    header = ld(1, ld(1, b"ab" * 32) + vint(2, MAX_UPLOAD_BYTES + 1))
+    call = channel.stream_unary(f"/{SERVICE.full_name}/PutObject", request_serializer=None, response_deserializer=None)
+    TRIED["inputs"] += 1
+    with pytest.raises(grpc.RpcError) as info:
+        call(iter([header, ld(2, b"x" * 100)]), metadata=_metadata(ALICE), timeout=20)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-upload-bytes-per-caller" in info.value.details()
 
 
 @pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
