@@ -59,8 +59,7 @@ def test_a_caller_has_at_most_so_many_uploads_in_progress():
     limits = UploadLimits(max_uploads=2, max_bytes=10 * MiB)
     with limits.admit("alice", 5), limits.admit("alice", 5):
         with pytest.raises(ResourceExhausted, match=r"--max-uploads-per-caller=2"):
-            with limits.admit("alice", 5):
-                pass
+            limits.admit("alice", 5).__enter__()
         with limits.admit("bob", 5):  # another caller has its own count
             assert limits.in_progress("bob") == (1, 0)
         assert limits.in_progress("alice") == (2, 0)
@@ -72,8 +71,8 @@ def test_a_caller_has_at_most_so_many_uploads_in_progress():
 def test_a_callers_uploads_hold_at_most_so_many_bytes():
     limits = UploadLimits(max_uploads=4, max_bytes=1000)
     with pytest.raises(ResourceExhausted, match=r"at most 1,000 .*--max-upload-bytes-per-caller"):
-        with limits.admit("alice", 1001):  # announced past the bound: refused at once
-            pass
+        limits.admit("alice", 1001).__enter__()  # announced past the bound: refused at once
+    assert limits.in_progress("alice") == (0, 0)
     with limits.admit("alice", 800) as first, limits.admit("alice", 800) as second:
         first(600)
         with pytest.raises(ResourceExhausted, match=r"would hold 1,001 bytes"):
