@@ -93,7 +93,11 @@ def build_server(
     servicer = ComputeServicer(core)
     server = grpc.aio.server(
         options=server_options(settings),
-        interceptors=[CallerInterceptor(authenticator, servicer.answers)],
+        interceptors=[
+            CallerInterceptor(
+                authenticator, servicer.answers, max_argument_bytes=settings.max_argument_bytes
+            )
+        ],
     )
     pb_grpc.add_ComputeServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -3,6 +3,10 @@
 ``fib`` is pure Python and CPU bound, so it shows why ``processes`` beats
 ``threads`` for work that holds the GIL; ``pi`` is a ``dask.array`` Monte Carlo
 estimate that the job's scheduler computes chunk by chunk.
+
+Built-ins bound what they allocate inside the server: a call past a bound is
+refused with INVALID_ARGUMENT before it is accepted (``pi``'s chunk size, which
+is what one of its tasks holds in memory at once, is the one that matters).
 """
 
 from __future__ import annotations
@@ -36,17 +40,38 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
-@builtins.function(lazy=True)
+#: Largest ``pi`` chunk: a chunk of n points holds about 41 bytes a point at once
+#: (the points, their squares, the sums and the mask), so 1,000,000 is ~41 MB a task.
+PI_MAX_CHUNK = 1_000_000
+#: Most ``pi`` chunks (tasks) of one call.
+PI_MAX_CHUNKS = 10_000
+
+
+def _pi_bounds(samples: int, chunks: int, seed: int | None) -> None:
+    if chunks > PI_MAX_CHUNK:
+        raise ValueError(
+            f"chunks must be at most {PI_MAX_CHUNK:,} (each chunk is held in memory at once), "
+            f"got {chunks:,}"
+        )
+    if samples > PI_MAX_CHUNK * PI_MAX_CHUNKS:
+        raise ValueError(
+            f"samples must be at most {PI_MAX_CHUNK * PI_MAX_CHUNKS:,} "
+            f"({PI_MAX_CHUNKS:,} chunks of at most {PI_MAX_CHUNK:,}), got {samples:,}"
+        )
+
+
+@builtins.function(lazy=True, check=_pi_bounds)
 def pi(samples: int = 1_000_000, chunks: int = 100_000, seed: int | None = None) -> float:
     """Estimate pi by Monte Carlo on a dask.array of ``samples`` points in ``chunks``-sized chunks.
 
-    The array is computed by the job's scheduler, one task per chunk.
+    The array is computed by the job's scheduler, one task per chunk; ``chunks``
+    is at most 1,000,000 and there are at most 10,000 chunks.
     """
     import dask.array as da
 
     if samples < 1 or chunks < 1:
         raise ValueError("samples and chunks must be at least 1")
-    if samples // chunks > 10_000:
+    if samples // chunks > PI_MAX_CHUNKS:
         raise ValueError("at most 10,000 chunks: raise chunks or lower samples")
     rng = da.random.default_rng(seed)
     xy = rng.random((samples, 2), chunks=(chunks, 2))

@@ -156,6 +156,30 @@ def _env(name: str) -> str:
     f"[default: 30; env {_env('replica_lease')}]",
 )
 @click.option(
+    "--max-argument-bytes",
+    type=int,
+    help=f"Most bytes of JSON arguments (call.args and call.kwargs of all its jobs) in one "
+    f"request; past it INVALID_ARGUMENT. [default: 4194304 (4 MiB); env {_env('max_argument_bytes')}]",
+)
+@click.option(
+    "--max-argument-values",
+    type=int,
+    help=f"Most JSON values in one job's arguments; past it INVALID_ARGUMENT. "
+    f"[default: 1000000; env {_env('max_argument_values')}]",
+)
+@click.option(
+    "--max-uploads-per-caller",
+    type=int,
+    help=f"Most PutObject uploads one caller may have in progress; past it RESOURCE_EXHAUSTED. "
+    f"[default: 4; env {_env('max_uploads_per_caller')}]",
+)
+@click.option(
+    "--max-upload-bytes-per-caller",
+    type=int,
+    help=f"Most bytes one caller's uploads in progress may hold in the server, counted as they "
+    f"arrive; past it RESOURCE_EXHAUSTED. [default: 4 GiB; env {_env('max_upload_bytes_per_caller')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

@@ -119,6 +119,16 @@ class Settings:
             0 (the default) turns it off.
         replica_lease: With a shared job store (replicas), seconds a replica
             may go unseen before another takes over its unfinished jobs.
+        max_argument_bytes: Most bytes of JSON arguments (``call.args`` and
+            ``call.kwargs``, of all its jobs) in one request; past it the
+            request is refused with INVALID_ARGUMENT before it is parsed.
+        max_argument_values: Most JSON values (numbers, strings, lists, ...)
+            in one job's arguments; past it INVALID_ARGUMENT.
+        max_uploads_per_caller: Most PutObject uploads one caller may have in
+            progress at once; past it RESOURCE_EXHAUSTED.
+        max_upload_bytes_per_caller: Most bytes one caller's uploads in
+            progress may hold in the server together (counted as they
+            arrive); past it RESOURCE_EXHAUSTED.
     """
 
     host: str = "127.0.0.1"
@@ -159,6 +169,10 @@ class Settings:
     max_object_bytes: int = 4 * 1024**3
     metrics_port: int = 0
     replica_lease: float = 30.0
+    max_argument_bytes: int = 4 * 1024 * 1024
+    max_argument_values: int = 1_000_000
+    max_uploads_per_caller: int = 4
+    max_upload_bytes_per_caller: int = 4 * 1024**3
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -192,7 +206,15 @@ class Settings:
             raise SettingsError(
                 f"max_abandoned_threads must be 1 to 1024, got {self.max_abandoned_threads}"
             )
-        for name in ("max_jobs", "max_pending_jobs", "max_jobs_per_caller"):
+        for name in (
+            "max_jobs",
+            "max_pending_jobs",
+            "max_jobs_per_caller",
+            "max_argument_bytes",
+            "max_argument_values",
+            "max_uploads_per_caller",
+            "max_upload_bytes_per_caller",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         if not 0 <= self.inline_result_bytes <= 3 * 1024 * 1024:

@@ -1,4 +1,10 @@
-"""Translation between protobuf messages and the core's plain Python objects."""
+"""Translation between protobuf messages and the core's plain Python objects.
+
+JSON arguments are bounded: :func:`job_request` counts the values of a call's
+``args`` and ``kwargs`` and refuses more than ``max_values`` with
+INVALID_ARGUMENT; :func:`argument_bytes` says how big they are, so that the
+servicer converts large ones on a thread rather than on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -69,14 +75,60 @@ def result_format(number: int) -> str:
     return _enum(FORMAT_NAMES, number, "result_format", pb.ResultFormat)
 
 
-def _json(message: Any, what: str) -> Any:
-    """Plain JSON values of a ListValue or Struct."""
+#: Above this many bytes of JSON arguments, the servicer converts them on a thread.
+LARGE_ARGUMENT_BYTES = 64 * 1024
+
+
+def argument_bytes(spec: pb.JobSpec) -> int:
+    """Encoded bytes of a job's JSON arguments (0 for work that is not a call)."""
+    if spec.WhichOneof("work") != "call":
+        return 0
+    call = spec.call
+    return call.args.ByteSize() + call.kwargs.ByteSize()
+
+
+def count_values(value: Any, limit: int) -> int:
+    """JSON values in a decoded ``value`` (its containers' items, all the way down);
+    counting stops once past ``limit``."""
+    count = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        count += len(items)
+        if count > limit:
+            return count
+        pending.extend(i for i in items if isinstance(i, (dict, list)))
+    return count
+
+
+def _json(message: Any, what: str, budget: list[int] | None = None) -> Any:
+    """Plain JSON values of a ListValue or Struct.
+
+    ``budget`` holds the values the job's arguments may still have, and is
+    charged with this message's.
+    """
     if not message.ListFields():  # empty: skip json_format's walk of the message
         return [] if message.DESCRIPTOR.full_name == "google.protobuf.ListValue" else {}
     try:
-        return json_format.MessageToDict(message)
+        value = json_format.MessageToDict(message)
     except ValueError as exc:  # NaN and Infinity have no JSON form
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+    if budget is not None:
+        count = count_values(value, budget[0])
+        if count > budget[0]:
+            raise InvalidArgument(
+                f"the arguments hold more than {budget[1]:,} JSON values; the server accepts "
+                f"at most {budget[1]:,} a job (--max-argument-values): pass large data as an "
+                f"object (PutObject) and refer to it instead"
+            )
+        budget[0] -= count
+    return value
 
 
 def timeout(duration: Any) -> float | None:
@@ -87,8 +139,14 @@ def timeout(duration: Any) -> float | None:
     return seconds or None
 
 
-def job_request(spec: pb.JobSpec) -> JobRequest:
-    """The core's :class:`JobRequest` from a ``JobSpec``."""
+def job_request(spec: pb.JobSpec, max_values: int | None = None) -> JobRequest:
+    """The core's :class:`JobRequest` from a ``JobSpec``.
+
+    ``max_values``: most JSON values in the call's arguments (``None``: no bound).
+
+    Raises:
+        InvalidArgument: A field the core cannot take, or too many values.
+    """
     scheduler = _enum(SCHEDULER_NAMES, spec.scheduler, "scheduler", pb.Scheduler)
     fmt = result_format(spec.result_format)
     common = {
@@ -103,11 +161,13 @@ def job_request(spec: pb.JobSpec) -> JobRequest:
     if work == "call":
         if not spec.call.function:
             raise InvalidArgument("call.function is required: name a function from ListFunctions")
+        call = spec.call
+        budget = None if max_values is None else [max_values, max_values]
         return JobRequest(
             kind=JobKind.FUNCTION,
-            function=spec.call.function,
-            args=_json(spec.call.args, "call.args") if spec.call.HasField("args") else [],
-            kwargs=_json(spec.call.kwargs, "call.kwargs") if spec.call.HasField("kwargs") else {},
+            function=call.function,
+            args=_json(call.args, "call.args", budget) if call.HasField("args") else [],
+            kwargs=_json(call.kwargs, "call.kwargs", budget) if call.HasField("kwargs") else {},
             **common,
         )
     if work in ("pickled_call", "graph"):

@@ -25,6 +25,19 @@ own :class:`server.status.Answers` (given to the interceptor by
 metadata and is counted in the RPC metrics with its real code; without one,
 through :func:`server.status.status_of` alone.
 
+Before it parses a ``Run``, ``SubmitJob`` or ``SubmitJobs`` request, it reads
+the request's wire format just far enough to add up the bytes of its JSON
+arguments (``call.args`` and ``call.kwargs``), and refuses a request past
+``max_argument_bytes`` with :class:`server.errors.InvalidArgument` naming
+``--max-argument-bytes``: protobuf parses a message holding the GIL, and
+millions of small JSON values would hold the event loop (health checks
+included) for as long as they take to parse.
+
+Refusals are logged at INFO, rate-limited by :class:`RefusalLog`: one line
+per peer address per interval, the next one saying how many more were refused
+meanwhile, so that callers without a credential cannot make the server write a
+line per call.
+
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
 method, whatever task runs the interceptor, and gives access to the call's
@@ -36,11 +49,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
+import typing
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
 
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from server import status
 from server.auth import Authenticator, Caller, caller_scope, set_caller
 from server.errors import InvalidArgument, ServiceError, Unauthenticated
@@ -58,6 +74,141 @@ OPEN_SERVICES = frozenset(
 )
 
 
+class RefusalLog:
+    """Logs refused calls at most once per peer address per ``interval`` seconds.
+
+    The first refusal from an address is logged; the ones after it within the
+    interval are counted, and the next line from that address, once the
+    interval has passed, says how many there were. At most ``max_peers``
+    addresses are tracked at once (past that, all others share one entry), so
+    neither the log nor this table grows with a flood of calls.
+    """
+
+    OTHERS = "other peers"
+
+    def __init__(
+        self,
+        interval: float = 10.0,
+        max_peers: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.max_peers = max_peers
+        self.clock = clock
+        # address -> [time of its last line, refusals not logged since]
+        self._peers: dict[str, list[float | int]] = {}
+
+    def refused(self, method: str, peer: str, exc: Exception) -> bool:
+        """Log (or count) one refusal; whether a line was written."""
+        now = self.clock()
+        address = _address_of(peer)
+        entry = self._peers.get(address)
+        if entry is None:
+            self._forget_before(now - self.interval)
+            if len(self._peers) >= self.max_peers:
+                address = self.OTHERS
+                entry = self._peers.get(address)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        skipped = entry[1] if entry is not None else 0
+        self._peers[address] = [now, 0]
+        if skipped:
+            logger.info(
+                "refused %s from %s: %s (and %d more refused calls from %s in the last %.0f s)",
+                method, peer, exc, skipped, address, self.interval,
+            )  # fmt: skip
+        else:
+            logger.info("refused %s from %s: %s", method, peer, exc)
+        return True
+
+    def _forget_before(self, cutoff: float) -> None:
+        if len(self._peers) < self.max_peers:
+            return
+        for address, (last, skipped) in list(self._peers.items()):
+            if last < cutoff and not skipped:
+                del self._peers[address]
+
+
+def _field(message: Any, name: str) -> int:
+    return message.DESCRIPTOR.fields_by_name[name].number
+
+
+_JOB_FIELD = {
+    "/compute.v1.ComputeService/Run": _field(pb.RunRequest, "job"),
+    "/compute.v1.ComputeService/SubmitJob": _field(pb.SubmitJobRequest, "job"),
+    "/compute.v1.ComputeService/SubmitJobs": _field(pb.SubmitJobsRequest, "jobs"),
+}
+_CALL_FIELD = _field(pb.JobSpec, "call")
+_ARGUMENT_FIELDS = (_field(pb.FunctionCall, "args"), _field(pb.FunctionCall, "kwargs"))
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(data: memoryview) -> typing.Iterator[tuple[int, memoryview]]:
+    """The length-delimited fields of one message's wire format, as (number, bytes)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise ValueError("truncated")
+            yield number, data[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"wire type {wire}")
+
+
+def argument_bytes(method: str, raw: bytes) -> int:
+    """Bytes of the JSON arguments (``call.args`` and ``call.kwargs``) of every job
+    in a ``Run``/``SubmitJob``/``SubmitJobs`` request, read from its wire format
+    without parsing it; 0 for other methods and for bytes that are not a valid
+    message (the parser refuses those)."""
+    job_field = _JOB_FIELD.get(method)
+    if job_field is None or not raw:
+        return 0
+    total = 0
+    try:
+        for number, job in _fields(memoryview(raw)):
+            if number != job_field:
+                continue
+            for number, call in _fields(job):
+                if number != _CALL_FIELD:
+                    continue
+                for number, value in _fields(call):
+                    if number in _ARGUMENT_FIELDS:
+                        total += len(value)
+    except (ValueError, IndexError):
+        return 0
+    return total
+
+
+def _address_of(peer: str) -> str:
+    """The address of a grpc peer string without its port (``ipv4:1.2.3.4:567`` -> ``ipv4:1.2.3.4``)."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
 def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
@@ -70,13 +221,20 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             the server runs; each call asks it afresh).
         answers: How the service answers (the servicer's), so that refusals
             are answered and counted as its own errors are.
+        max_argument_bytes: Most bytes of JSON arguments in one request
+            (``--max-argument-bytes``); ``None`` means no bound.
     """
 
     def __init__(
-        self, authenticator: Authenticator, answers: status.Answers | None = None
+        self,
+        authenticator: Authenticator,
+        answers: status.Answers | None = None,
+        max_argument_bytes: int | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.answers = answers
+        self.max_argument_bytes = max_argument_bytes
+        self.refusals = RefusalLog()
         # Each method's wrapped handler, made once (the servicer's handlers do not change).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -91,7 +249,9 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            gate = _Gate(self.authenticator, method, self.answers)
+            gate = _Gate(
+                self.authenticator, method, self.answers, self.refusals, self.max_argument_bytes
+            )
             known = self._wrapped[method] = (handler, _wrap(handler, gate))
         return known[1]
 
@@ -100,12 +260,19 @@ class _Gate:
     """What one method's wrapped handler checks before it runs the servicer's."""
 
     def __init__(
-        self, authenticator: Authenticator, method: str, answers: status.Answers | None
+        self,
+        authenticator: Authenticator,
+        method: str,
+        answers: status.Answers | None,
+        refusals: RefusalLog,
+        max_argument_bytes: int | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.method = method
         self.name = method.rsplit("/", 1)[-1]  # as the servicer's metrics name it
         self.answers = answers
+        self.refusals = refusals
+        self.max_argument_bytes = max_argument_bytes if method in _JOB_FIELD else None
 
     def caller(self, context: grpc.aio.ServicerContext) -> Caller:
         """Who makes the call.
@@ -130,6 +297,15 @@ class _Gate:
         """
         if deserializer is None:
             return raw
+        bound = self.max_argument_bytes
+        if bound is not None and len(raw) > bound:
+            size = argument_bytes(self.method, raw)
+            if size > bound:
+                raise InvalidArgument(
+                    f"the JSON arguments of this request are {size:,} bytes; the server accepts "
+                    f"at most {bound:,} (--max-argument-bytes): pass large data as an object "
+                    f"(PutObject) and refer to it instead"
+                )
         try:
             return deserializer(raw)
         except Exception as exc:  # DecodeError, or whatever a parser raises
@@ -146,9 +322,9 @@ class _Gate:
             grpc.aio.AbortError: Always.
         """
         if isinstance(exc, ServiceError):
-            # Logged without the credential, at INFO: a flood of bad calls must not
-            # flood the log at a level operators alert on.
-            logger.info("refused %s from %s: %s", self.method, context.peer(), exc)
+            # Logged without the credential, at INFO (a flood of bad calls must not
+            # flood the log at a level operators alert on), and rate-limited per peer.
+            self.refusals.refused(self.method, context.peer(), exc)
         if self.answers is not None:
             await self.answers.refuse(self.name, context, exc, received)
         await status.abort(context, status.status_of(exc, self.method))
@@ -188,6 +364,7 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
     method = gate.method
 
     async def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Caller, Any]:
+        status.RECEIVED_BYTES.set(len(raw))  # this call's task: the servicer reads it
         try:
             return gate.caller(context), gate.parse(deserializer, raw)
         except Exception as exc:  # noqa: BLE001  (answered through the one mapping)

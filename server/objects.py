@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from server.errors import InvalidArgument, InvalidPayload, NotFound, ResourceExhausted
@@ -124,12 +124,17 @@ async def receive(
     size: int,
     segment_sizes: Sequence[int],
     sha256: str | None = None,
+    reserve: Callable[[int], None] | None = None,
 ) -> bytearray:
     """Collect an upload's bytes into one buffer, and check them against ``sha256`` if given.
 
-    The bytes are hashed in a thread while the next ones arrive, so the check
-    ends soon after the upload does and the event loop never hashes. Without
-    ``sha256``, :func:`verify` checks them afterwards.
+    The buffer grows as bytes arrive (``size`` is only what the header
+    announced: nothing is allocated for bytes that have not come), and each
+    chunk is first charged to ``reserve``, which may refuse it by raising
+    (see :class:`server.uploads.UploadLimits`). The bytes are hashed in a
+    thread while the next ones arrive, so the check ends soon after the upload
+    does and the event loop never hashes. Without ``sha256``, :func:`verify`
+    checks them afterwards.
 
     Raises:
         InvalidArgument: Too many or too few bytes, or not the announced
@@ -137,57 +142,62 @@ async def receive(
     """
     if sum(segment_sizes or [size]) != size:
         raise InvalidArgument(f"segment sizes add up to {sum(segment_sizes)}, not {size}")
-    data = bytearray(size)
-    view = memoryview(data)
-    digest = _PrefixHash(view) if sha256 is not None else None
-    position = 0
+    data = bytearray()
+    digest = _ChunkHash() if sha256 is not None else None
     async for chunk in chunks:
-        end = position + len(chunk)
-        if end > size:
+        if len(data) + len(chunk) > size:
             raise InvalidArgument(f"the upload has more than the {size} bytes its header announced")
-        view[position:end] = chunk
-        position = end
+        if reserve is not None:
+            reserve(len(chunk))
+        data += chunk  # a large buffer grows in place (realloc), without copying what it holds
         if digest is not None:
-            digest.advance(position)
-    if position != size:
+            digest.add(chunk)
+    if len(data) != size:
         raise InvalidArgument(
-            f"the upload ended after {position} of {size} bytes; nothing was kept, upload it again"
+            f"the upload ended after {len(data)} of {size} bytes; nothing was kept, upload it again"
         )
     if digest is not None:
-        _check(await digest.hexdigest(size), sha256)
+        _check(await digest.hexdigest(), sha256)
     return data
 
 
-class _PrefixHash:
-    """The SHA-256 of a filling buffer's prefix, hashed in a thread as the buffer fills.
+class _ChunkHash:
+    """The SHA-256 of an upload's chunks, hashed in a thread as they arrive.
 
-    At most one hashing step runs at a time, so the steps keep their order.
+    Chunks wait until at least :data:`HASH_STEP` bytes of them are pending; at
+    most one hashing step runs at a time, so the steps keep their order.
     """
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    def __init__(self) -> None:
         self._digest = hashlib.sha256()
-        self._hashed = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._step: asyncio.Future | None = None
 
-    def advance(self, filled: int) -> None:
-        """Note that ``view[:filled]`` is final; hash more of it unless a step is running."""
+    def add(self, chunk: bytes) -> None:
+        """Hash ``chunk`` after the ones before it (soon, in a thread)."""
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
         if self._step is not None and not self._step.done():
             return
-        if filled - self._hashed >= HASH_STEP:
-            self._step = self._hash(filled)
+        if self._pending_bytes >= HASH_STEP:
+            self._step = self._hash()
 
-    def _hash(self, filled: int) -> asyncio.Future:
-        piece = self._view[self._hashed : filled]
-        self._hashed = filled
-        return asyncio.get_running_loop().run_in_executor(None, self._digest.update, piece)
+    def _hash(self) -> asyncio.Future:
+        pieces, self._pending, self._pending_bytes = self._pending, [], 0
 
-    async def hexdigest(self, filled: int) -> str:
-        """The hex SHA-256 of ``view[:filled]``."""
+        def update() -> None:
+            for piece in pieces:
+                self._digest.update(piece)
+
+        return asyncio.get_running_loop().run_in_executor(None, update)
+
+    async def hexdigest(self) -> str:
+        """The hex SHA-256 of every chunk added."""
         if self._step is not None:
             await self._step
-        if filled > self._hashed:
-            await self._hash(filled)
+        if self._pending:
+            await self._hash()
         return self._digest.hexdigest()
 
 

@@ -66,6 +66,10 @@ class FunctionSpec:
     lazy: bool
     var_args: bool
     var_kwargs: bool
+    #: Called with the bound arguments (defaults filled in, by name) before the
+    #: job is accepted; a ``ValueError`` it raises refuses the call with
+    #: INVALID_ARGUMENT. Built-ins use it to bound what a call may allocate.
+    check: Callable[..., None] | None = None
 
     @property
     def signature(self) -> str:
@@ -120,7 +124,18 @@ class FunctionSpec:
         if missing:
             names = ", ".join(repr(m) for m in missing)
             self._fail(f"missing required argument{'s' if len(missing) > 1 else ''} {names}")
+        if self.check is not None:
+            self._check(out_args, out_kwargs)
         return out_args, out_kwargs
+
+    def _check(self, args: list, kwargs: dict) -> None:
+        assert self.check is not None
+        bound = inspect.signature(self.func).bind(*args, **kwargs)
+        bound.apply_defaults()
+        try:
+            self.check(**bound.arguments)
+        except ValueError as exc:
+            self._fail(str(exc))
 
     def _convert(self, param: ParameterSpec, value: Any) -> Any:
         try:
@@ -144,6 +159,7 @@ class Registry:
         *,
         name: str | None = None,
         lazy: bool = False,
+        check: Callable[..., None] | None = None,
     ) -> Any:
         """Register ``func`` as a named function; use as ``@function`` or ``@function(...)``.
 
@@ -152,20 +168,31 @@ class Registry:
             name: The name callers use; defaults to ``func.__name__``.
             lazy: ``func`` returns a Dask collection for the service to compute
                 on the job's scheduler, instead of running as one task.
+            check: Called with the bound arguments by name before a job is
+                accepted; a ``ValueError`` from it answers INVALID_ARGUMENT.
 
         Returns:
             ``func`` unchanged, so it stays callable in its module.
         """
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(f, name=name, lazy=lazy)
+            self.add(f, name=name, lazy=lazy, check=check)
             return f
 
         return register(func) if func is not None else register
 
-    def add(self, func: Callable[..., Any], *, name: str | None = None, lazy: bool = False) -> None:
+    def add(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        lazy: bool = False,
+        check: Callable[..., None] | None = None,
+    ) -> None:
         """Register ``func`` (see :meth:`function`)."""
-        spec = describe(func, name=name or func.__name__, lazy=lazy)
+        spec = dataclasses.replace(
+            describe(func, name=name or func.__name__, lazy=lazy), check=check
+        )
         existing = self._functions.get(spec.name)
         if existing is not None and existing.func is not func:
             raise ValueError(f"a function named {spec.name!r} is already registered")
@@ -174,7 +201,7 @@ class Registry:
     def update(self, other: Registry) -> None:
         """Add every function of ``other``."""
         for spec in other:
-            self.add(spec.func, name=spec.name, lazy=spec.lazy)
+            self.add(spec.func, name=spec.name, lazy=spec.lazy, check=spec.check)
 
     def get(self, name: str) -> FunctionSpec:
         """The function called ``name``.

@@ -322,10 +322,14 @@ def strategies(
     """The replicas strategy and the uploads that fit ``store``: the one place that
     asks whether other replicas share it."""
     s = settings
+    limits = {
+        "max_uploads_per_caller": s.max_uploads_per_caller,
+        "max_upload_bytes_per_caller": s.max_upload_bytes_per_caller,
+    }
     if store.exclusive:
-        alone = Uploads(cluster, store, s.object_ttl, s.max_object_bytes)
+        alone = Uploads(cluster, store, s.object_ttl, s.max_object_bytes, **limits)
         return Alone(store, cluster, pools), alone
-    shared = SharedUploads(cluster, store, s.object_ttl, s.max_object_bytes)
+    shared = SharedUploads(cluster, store, s.object_ttl, s.max_object_bytes, **limits)
     return Shared(store, cluster, pools, s.replica_lease), shared
 
 

@@ -21,7 +21,7 @@ import grpc
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from server import convert
+from server import convert, status
 from server.auth import current_caller
 from server.core import ComputeCore
 from server.errors import InvalidArgument
@@ -84,6 +84,28 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         #: calls it refuses through it too (server.app.build_server hands it over).
         self.answers = Answers(core.metrics, ((INSTANCE_KEY, core.instance_id),))
 
+    async def _job_request(self, spec: pb.JobSpec) -> Any:
+        """The core's request from a ``JobSpec`` (see :meth:`_job_requests`)."""
+        return (await self._job_requests([spec]))[0]
+
+    async def _job_requests(self, specs: Any) -> list[Any]:
+        """The core's requests from ``JobSpec`` messages, with their JSON arguments
+        bounded (``--max-argument-values``) and, in a large request, converted on a
+        thread: a walk of many thousands of values would hold up every other call
+        on the loop (health checks too). The request's size is the one received
+        (no walk of the parsed message to learn it)."""
+        max_values = self.core.settings.max_argument_values
+
+        def convert_all() -> list[Any]:
+            return [convert.job_request(spec, max_values) for spec in specs]
+
+        size = status.RECEIVED_BYTES.get()
+        if size is None:  # not through the interceptor: a test's direct call
+            size = sum(convert.argument_bytes(spec) for spec in specs)
+        if size > convert.LARGE_ARGUMENT_BYTES:
+            return await asyncio.to_thread(convert_all)
+        return convert_all()
+
     @_translate_errors
     async def GetClusterInfo(self, request: pb.GetClusterInfoRequest, context: Any) -> Any:
         snapshot = await self.core.cluster_info()
@@ -116,7 +138,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             return "the caller of Run went away"
 
         record = await self.core.run(
-            convert.job_request(request.job), caller, why_cancelled, release=request.release
+            await self._job_request(request.job), caller, why_cancelled, release=request.release
         )
         response = pb.RunResponse(
             job=convert.job(record), cluster=convert.cluster(self.core.cluster_snapshot())
@@ -131,13 +153,13 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     @_translate_errors
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> Any:
-        record = await self.core.submit(convert.job_request(request.job), current_caller())
+        record = await self.core.submit(await self._job_request(request.job), current_caller())
         return pb.SubmitJobResponse(job=convert.job(record))
 
     @_translate_errors
     async def SubmitJobs(self, request: pb.SubmitJobsRequest, context: Any) -> Any:
         records = await self.core.submit_many(
-            [convert.job_request(j) for j in request.jobs], current_caller()
+            await self._job_requests(request.jobs), current_caller()
         )
         return pb.SubmitJobsResponse(jobs=[convert.job(r) for r in records])
 

@@ -19,6 +19,7 @@ object, so that refusals are counted with their real code too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -31,6 +32,22 @@ import grpc
 from server.errors import ServiceError
 
 logger = logging.getLogger(__name__)
+
+#: Bytes of the request of the call that the current task answers, as received
+#: (set by the caller interceptor before it parses them), so that answering and
+#: the servicer need not walk a large parsed message to learn its size.
+RECEIVED_BYTES: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "received_bytes", default=None
+)
+
+
+def received_bytes(request: Any) -> int:
+    """Bytes of ``request``: as received when the interceptor said, else its encoded size."""
+    known = RECEIVED_BYTES.get()
+    if known is not None:
+        return known
+    return request.ByteSize() if hasattr(request, "ByteSize") else 0
+
 
 #: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
 ERROR_KEY = "dask-compute-error"
@@ -209,10 +226,7 @@ class Answering:
         # Counted before the status goes out, so a caller that scrapes the
         # metrics right after its answer sees its call.
         request = self.request
-        if isinstance(request, int):
-            received = request
-        else:
-            received = request.ByteSize() if hasattr(request, "ByteSize") else 0
+        received = request if isinstance(request, int) else received_bytes(request)
         elapsed = time.perf_counter() - self.started
         self.answers.metrics.rpc(self.name, code, elapsed, received, self.sent)
         if status is not None:

@@ -7,24 +7,102 @@ SHA-256. :class:`SharedUploads` is the same with replicas: the rule is that
 **an object exists while its dataset is published on the cluster**, every
 use asks the scheduler, and the shared store records each use so that any
 replica's janitor can end an object unused through all of them.
+
+:class:`UploadLimits` bounds what uploads in progress may take: how many one
+caller may have at once (``--max-uploads-per-caller``) and how many bytes
+they may hold together (``--max-upload-bytes-per-caller``), counted as the
+bytes arrive, never from what a header announces. Past either, the upload is
+refused with RESOURCE_EXHAUSTED naming the flag.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from server import objects
 from server.auth import Caller
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
 from server.cluster_results import DIRECT_GATHER_TIMEOUT
-from server.errors import NotFound, PermissionDenied, Unavailable
+from server.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from server.jobs import JobTable, new_job_id
 
 logger = logging.getLogger(__name__)
+
+
+#: Defaults of --max-uploads-per-caller and --max-upload-bytes-per-caller.
+MAX_UPLOADS_PER_CALLER = 4
+MAX_UPLOAD_BYTES_PER_CALLER = 4 * 1024**3
+
+
+class UploadLimits:
+    """Uploads in progress, per caller: how many, and the bytes they hold.
+
+    Args:
+        max_uploads: Most uploads one caller may have in progress.
+        max_bytes: Most bytes one caller's uploads in progress may hold.
+    """
+
+    def __init__(self, max_uploads: int, max_bytes: int) -> None:
+        self.max_uploads = max_uploads
+        self.max_bytes = max_bytes
+        self._uploads: collections.Counter[str] = collections.Counter()
+        self._bytes: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def admit(self, owner: str, size: int) -> Iterator[Callable[[int], None]]:
+        """Count one upload of ``owner`` announcing ``size`` bytes while the block runs.
+
+        Yields the function that reserves each chunk's bytes as it arrives;
+        they are given back when the block ends.
+
+        Raises:
+            ResourceExhausted: ``owner`` has as many uploads in progress as it
+                may, or ``size`` (or a chunk, with the bytes already held)
+                exceeds what its uploads may hold.
+        """
+        if size > self.max_bytes:
+            raise ResourceExhausted(self._too_many_bytes(owner, size))
+        if self._uploads[owner] >= self.max_uploads:
+            raise ResourceExhausted(
+                f"caller {owner!r} has {self._uploads[owner]} uploads in progress, the most "
+                f"this server takes at once (--max-uploads-per-caller={self.max_uploads}); "
+                f"finish one first"
+            )
+        self._uploads[owner] += 1
+        held = 0
+
+        def reserve(n: int) -> None:
+            nonlocal held
+            if self._bytes[owner] + n > self.max_bytes:
+                raise ResourceExhausted(self._too_many_bytes(owner, self._bytes[owner] + n))
+            self._bytes[owner] += n
+            held += n
+
+        try:
+            yield reserve
+        finally:
+            self._uploads[owner] -= 1
+            self._bytes[owner] -= held
+            if not self._uploads[owner]:
+                del self._uploads[owner]
+                self._bytes.pop(owner, None)
+
+    def _too_many_bytes(self, owner: str, wanted: int) -> str:
+        return (
+            f"caller {owner!r}'s uploads in progress would hold {wanted:,} bytes; this server "
+            f"holds at most {self.max_bytes:,} for one caller's uploads at once "
+            f"(--max-upload-bytes-per-caller)"
+        )
+
+    def in_progress(self, owner: str) -> tuple[int, int]:
+        """``owner``'s uploads in progress and the bytes they hold."""
+        return self._uploads.get(owner, 0), self._bytes.get(owner, 0)
 
 
 class Uploads:
@@ -35,12 +113,23 @@ class Uploads:
         store: The job store (with replicas, it records each object's uses).
         ttl: Seconds an unused object is kept.
         max_bytes: The largest upload taken.
+        max_uploads_per_caller: Most uploads one caller may have in progress.
+        max_upload_bytes_per_caller: Most bytes they may hold together.
     """
 
-    def __init__(self, cluster: Cluster, store: JobTable, ttl: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: JobTable,
+        ttl: float,
+        max_bytes: int,
+        max_uploads_per_caller: int = MAX_UPLOADS_PER_CALLER,
+        max_upload_bytes_per_caller: int = MAX_UPLOAD_BYTES_PER_CALLER,
+    ) -> None:
         self.cluster = cluster
         self.store = store
         self.held = objects.ObjectStore(ttl, max_bytes)
+        self.limits = UploadLimits(max_uploads_per_caller, max_upload_bytes_per_caller)
 
     async def put(
         self,
@@ -61,22 +150,9 @@ class Uploads:
         if existing is not None:
             return existing, True
         self.cluster.check_ok()
-        data = await objects.receive(chunks, size, segment_sizes, sha256)
+        with self.limits.admit(caller.name, size) as reserve:
+            raw = await self._receive(chunks, size, segment_sizes, sha256, reserve)
         client = self.cluster.client
-        # The bytearray as is (Dask sends it without a copy), straight to a
-        # worker of our own cluster: through its scheduler, in this process,
-        # the bytes would be held here once more.
-        raw = None
-        if self.cluster.owned:
-            try:
-                raw = await asyncio.wait_for(
-                    client.scatter(data, hash=False, direct=True), DIRECT_GATHER_TIMEOUT
-                )
-            except asyncio.TimeoutError:
-                logger.warning("a direct scatter stalled; scattering through the scheduler")
-        if raw is None:
-            raw = await client.scatter(data, hash=False)
-        del data
         future = client.submit(
             objects.load_on_worker(),
             raw,
@@ -91,6 +167,29 @@ class Uploads:
         stored = await self._keep(caller, object_id, size, future)
         logger.info("object=%s event=stored size=%d owner=%s", object_id, size, caller.name)
         return stored, False
+
+    async def _receive(
+        self,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        segment_sizes: Sequence[int],
+        sha256: str,
+        reserve: Callable[[int], None],
+    ) -> Any:
+        """Receive an upload's bytes and scatter them to a worker; the cluster's future."""
+        data = await objects.receive(chunks, size, segment_sizes, sha256, reserve)
+        client = self.cluster.client
+        # The bytearray as is (Dask sends it without a copy), straight to a
+        # worker of our own cluster: through its scheduler, in this process,
+        # the bytes would be held here once more.
+        if self.cluster.owned:
+            try:
+                return await asyncio.wait_for(
+                    client.scatter(data, hash=False, direct=True), DIRECT_GATHER_TIMEOUT
+                )
+            except asyncio.TimeoutError:
+                logger.warning("a direct scatter stalled; scattering through the scheduler")
+        return await client.scatter(data, hash=False)
 
     @staticmethod
     def authorize(caller: Caller) -> None:
@@ -114,9 +213,7 @@ class Uploads:
         except NotFound:
             return None
 
-    async def holding(
-        self, caller: Caller, ids: Iterable[str]
-    ) -> dict[str, objects.StoredObject]:
+    async def holding(self, caller: Caller, ids: Iterable[str]) -> dict[str, objects.StoredObject]:
         """The caller's objects ``ids``, each marked as used now.
 
         Raises:
@@ -160,8 +257,10 @@ class Uploads:
 class SharedUploads(Uploads):
     """Uploaded objects shared by replicas; see the module docstring."""
 
-    def __init__(self, cluster: Cluster, store: JobTable, ttl: float, max_bytes: int) -> None:
-        super().__init__(cluster, store, ttl, max_bytes)
+    def __init__(
+        self, cluster: Cluster, store: JobTable, ttl: float, max_bytes: int, **limits: int
+    ) -> None:
+        super().__init__(cluster, store, ttl, max_bytes, **limits)
         assert store.registry is not None, "a shared store has a replica registry"
         self.registry = store.registry
         # When this replica last recorded a use of each object.
@@ -196,9 +295,7 @@ class SharedUploads(Uploads):
         self._used(caller.name, [object_id], force=True)
         return self.held.add(caller.name, object_id, size, future)
 
-    async def holding(
-        self, caller: Caller, ids: Iterable[str]
-    ) -> dict[str, objects.StoredObject]:
+    async def holding(self, caller: Caller, ids: Iterable[str]) -> dict[str, objects.StoredObject]:
         """The caller's objects ``ids``, as the cluster's datasets say, each marked as used.
 
         The scheduler is asked about all of ``ids`` at once: a copy held

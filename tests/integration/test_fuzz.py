@@ -4,8 +4,10 @@ Requests are encoded by hand (so they can be wrong in ways the generated
 classes refuse to produce): random bytes, truncated and bit-flipped messages,
 non-UTF-8 bytes in string fields, out-of-range enums, huge page sizes and
 durations, oversized strings, unknown and foreign job ids, pickles that do not
-load or raise while loading, and JSON arguments nested hundreds of levels
-deep. Each answer must be a clean status (never INTERNAL or UNKNOWN), the
+load or raise while loading, JSON arguments nested hundreds of levels
+deep, JSON arguments past the server's bounds (``--max-argument-bytes``,
+``--max-argument-values``, the built-ins' own), and uploads announcing more than
+a caller's uploads may hold (``--max-upload-bytes-per-caller``). Each answer must be a clean status (never INTERNAL or UNKNOWN), the
 server must stay up and SERVING, and jobs accepted before and after the run
 must finish with their right results.
 
@@ -62,6 +64,12 @@ FUZZ = settings(
     database=None,
     suppress_health_check=list(HealthCheck),
 )
+
+#: The fuzz server's bounds of JSON arguments (--max-argument-bytes, --max-argument-values).
+MAX_BYTES = 1024 * 1024
+MAX_VALUES = 2000
+#: The fuzz server's --max-upload-bytes-per-caller: uploads' headers announce up to 1 MiB.
+MAX_UPLOAD_BYTES = 512 * 1024
 
 TRIED = {"inputs": 0}
 CODES: collections.Counter = collections.Counter()  # (method, status) -> count, printed at the end
@@ -196,6 +204,9 @@ def function_calls(draw) -> bytes:
         st.lists(json_values, max_size=4).map(list_value),
         st.tuples(st.integers(1, 400), st.sampled_from(["list", "struct"])).map(lambda t: nested(*t)),
         st.binary(max_size=30),
+        # past the fuzz server's bounds: too many values, too many bytes
+        st.integers(MAX_VALUES - 5, MAX_VALUES + 50).map(lambda n: list_value([None] * n)),
+        st.integers(MAX_BYTES - 5000, MAX_BYTES + 5000).map(lambda n: list_value(["x" * 1000] * (n // 1006))),
     ))
     body += ld(2, args)
     if draw(st.booleans()):
@@ -294,6 +305,8 @@ def fuzz_server(tmp_path_factory):
         "--no-processes", "--n-workers", "1", "--threads-per-worker", "4",
         "--dashboard-address", "", "--local-processes", "1", "--local-threads", "4",
         "--tokens-file", str(tokens_file), "--max-message-bytes", str(8 * 1024 * 1024),
+        "--max-argument-bytes", str(MAX_BYTES), "--max-argument-values", str(MAX_VALUES),
+        "--max-upload-bytes-per-caller", str(MAX_UPLOAD_BYTES),
     ]
     with running_server(args, directory / "server.log") as server:
         yield server
@@ -358,7 +371,8 @@ def send(channel, server, method: str, body: bytes, token) -> grpc.StatusCode:
         code = exc.code()
         assert code in CLEAN, f"{method} answered {code}: {exc.details()} (request {body[:200]!r})"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # a limit of the server's, not of the client's
-            assert "max_" in exc.details() or "larger than max" in exc.details(), exc.details()
+            details = exc.details()
+            assert "max_" in details or "--max-" in details or "larger than max" in details, details
     CODES[method, code.name] += 1
     assert server.process.poll() is None, f"the server died on {method} {body[:200]!r}:\n{server.log()[-3000:]}"
     return code
@@ -408,6 +422,34 @@ def test_deeply_nested_json_arguments(channel, fuzz_server, before, depth, kind)
     # gets (and refuses) the argument.
     body = ld(1, ld(1, ld(1, b"ping") + ld(2 if kind == "list" else 3, nested(depth, kind))))
     assert send(channel, fuzz_server, "Run", body, ALICE) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("method", ["Run", "SubmitJob", "SubmitJobs"])
+@pytest.mark.parametrize("call, bound", [
+    (ld(1, b"ping") + ld(2, list_value([None] * (MAX_VALUES + 1))), "--max-argument-values"),
+    (ld(1, b"add") + ld(3, struct_value({"a": [1] * (MAX_VALUES // 2), "b": [2] * (MAX_VALUES // 2)})), "--max-argument-values"),
+    (ld(1, b"ping") + ld(2, list_value(["x" * 1000] * (MAX_BYTES // 1000))), "--max-argument-bytes"),
+    (ld(1, b"pi") + ld(3, struct_value({"samples": 4e8, "chunks": 4e8})), "chunks must be at most 1,000,000"),
+], ids=["values", "values-in-kwargs", "bytes", "pi-chunks"])
+def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fuzz_server, before, method, call, bound):
+    spec = ld(1, call)
+    body = ld(1, spec) if method != "SubmitJobs" else ld(1, ld(1, ld(1, b"ping"))) + ld(1, spec)
+    stub_call = channel.unary_unary(f"/{SERVICE.full_name}/{method}", request_serializer=None, response_deserializer=None)
+    TRIED["inputs"] += 1
+    with pytest.raises(grpc.RpcError) as info:
+        stub_call(body, metadata=_metadata(BOB), timeout=20)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert bound in info.value.details()
+
+
+def test_an_upload_announcing_more_than_a_caller_may_hold_is_resource_exhausted(channel, fuzz_server, before):
+    header = ld(1, ld(1, b"ab" * 32) + vint(2, MAX_UPLOAD_BYTES + 1))
+    call = channel.stream_unary(f"/{SERVICE.full_name}/PutObject", request_serializer=None, response_deserializer=None)
+    TRIED["inputs"] += 1
+    with pytest.raises(grpc.RpcError) as info:
+        call(iter([header, ld(2, b"x" * 100)]), metadata=_metadata(ALICE), timeout=20)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-upload-bytes-per-caller" in info.value.details()
 
 
 @pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
