@@ -119,7 +119,7 @@ class Admission:
 
         A request whose idempotency key an earlier one of the batch carries
         is answered with that one's :class:`Admitted` (the same object):
-        :meth:`server.runner.Runner.accept` makes one job of it.
+        :meth:`server.recording.Recording.accept` makes one job of it.
 
         Raises:
             InvalidArgument: The batch is empty, larger than :data:`MAX_BATCH`,

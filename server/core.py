@@ -41,6 +41,7 @@ from server.metrics import Metrics
 from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
 from server.requests import JobRequest, Preparer
+from server.recording import Recording
 from server.runner import Runner
 from server.waiting import Waiting
 
@@ -111,6 +112,9 @@ class ComputeCore:
             self.metrics,
             on_end=lambda job_id: self.waiting.wake(job_id),
             succeeded=self.held.keep,
+        )
+        self.recording = Recording(
+            self.jobs, self.admission, self.replicas, self._pools, self.metrics, self.runner
         )
         self.waiting = Waiting(
             self.jobs, self.runner.runtimes, self.get_job, self.cluster, self.replicas.as_stored
@@ -279,7 +283,7 @@ class ComputeCore:
 
         A request with a ``request_id`` that this caller used before returns
         the first job's record instead. ``abandoned`` and ``waited``: see
-        :meth:`server.runner.Runner.accept`.
+        :meth:`server.recording.Recording.accept`.
 
         Raises:
             InvalidArgument: Bad scheduler, format, arguments or payload.
@@ -292,7 +296,7 @@ class ComputeCore:
         admitted = await self.admission.admit(request, caller)
         if isinstance(admitted, JobRecord):
             return admitted
-        (record,) = await self.runner.accept([admitted], abandoned, waited)
+        (record,) = await self.recording.accept([admitted], abandoned, waited)
         return record
 
     async def submit_many(
@@ -303,7 +307,7 @@ class ComputeCore:
         self._check_ready()
         admitted = await self.admission.admit_many(requests, caller)
         fresh = [a for a in admitted if isinstance(a, Admitted)]
-        accepted = iter(await self.runner.accept(fresh) if fresh else [])
+        accepted = iter(await self.recording.accept(fresh) if fresh else [])
         return [a if isinstance(a, JobRecord) else next(accepted) for a in admitted]
 
     async def run(
@@ -354,12 +358,8 @@ class ComputeCore:
         """Wait until at least one of the jobs finishes or ``timeout`` seconds pass.
 
         Returns:
-            The records of every job of ``job_ids`` finished by then, in the
-            order asked, and whether the wait timed out with none finished.
-
-        Raises:
-            InvalidArgument: No ids, too many, or one twice.
-            JobNotFound: One of the jobs does not exist (its id is named).
+            The records of the jobs finished by then, in the order asked, and
+            whether the wait timed out with none finished.
         """
         return await self.waiting.wait_jobs(job_ids, timeout, caller)
 
@@ -416,12 +416,8 @@ class ComputeCore:
     async def results(
         self, job_ids: list[str], fmt: str = "auto", caller: Caller = ANONYMOUS
     ) -> list[results.EncodedResult | None]:
-        """The results of many succeeded jobs, as :meth:`result` gives each.
-
-        Results held on the cluster are fetched in one ``gather``, as Dask's
-        own client does for many futures. A result that is gone (released or
-        expired) is ``None`` rather than an error for the whole batch.
-        """
+        """The results of many succeeded jobs, as :meth:`result` gives each (one
+        ``gather`` for those on the cluster; ``None`` for one that is gone)."""
         return await self.held.results(job_ids, fmt, caller)
 
     async def open_result(

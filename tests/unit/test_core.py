@@ -321,10 +321,10 @@ async def test_a_run_past_its_time_limit_answers_with_the_failed_record(core):
 async def test_a_run_answers_once_its_record_is_stored_finished_in_one_write(core, monkeypatch):
     import sqlalchemy as sa
 
-    import server.runner
+    import server.recording
 
     # A long delay: the record is written with the job's end, not when this runs out.
-    monkeypatch.setattr(server.runner, "WAITED_WRITE_DELAY", 60.0)
+    monkeypatch.setattr(server.recording, "WAITED_WRITE_DELAY", 60.0)
     statements = []
 
     def seen(conn, cursor, statement, parameters, context, executemany):

@@ -165,3 +165,19 @@ async def test_cancelling_a_processes_job_ends_its_process(tmp_path):
         assert (await core.run(ping("processes"), BOB)).state is JobState.SUCCEEDED
     finally:
         await core.close()
+
+
+async def test_a_job_whose_result_cannot_be_held_fails_instead_of_hanging(monkeypatch):
+    core = own_core()
+    await core.start()
+    try:
+
+        async def refuses(job_id, value):
+            raise TypeError("cannot hold this result")
+
+        monkeypatch.setattr(core.runner, "succeeded", refuses)
+        record = await asyncio.wait_for(core.run(ping(), BOB), 10)
+        assert record.state is JobState.FAILED
+        assert "cannot hold this result" in record.error.message
+    finally:
+        await core.close()
