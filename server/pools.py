@@ -229,6 +229,10 @@ async def call_in(
     future = loop.create_future()
 
     def settle(error: BaseException | None, value: Any) -> None:
+        # One hand-off to the loop per call: the call's place goes to the next
+        # (``finished``), then its outcome to whoever still awaits it.
+        if finished is not None:
+            finished()
         if future.done():  # the awaiting task was cancelled
             return
         if error is None:
@@ -245,8 +249,6 @@ async def call_in(
             outcome = (None, value)
         try:
             loop.call_soon_threadsafe(settle, *outcome)
-            if finished is not None:
-                loop.call_soon_threadsafe(finished)
         except RuntimeError:  # the loop closed meanwhile: nobody waits any more
             pass
 
