@@ -31,30 +31,9 @@ import dask.multiprocessing
 import dask.threaded
 
 from server import _pickle, job_errors
-from server.cluster_results import (
-    DIRECT_GATHER_TIMEOUT,
-    ClusterResult,
-    fetch_many,
-    flatten,
-    nbytes_many,
-)
+from server.cluster_results import ClusterResult, flatten
 from server.pools import Gate, Occupancy, ProcessPools, call_in
 from server.progress import Progress, flatten_keys
-
-# Where core.py finds them today: the results held on the cluster live in
-# server.cluster_results, and are re-exported here until it imports them there.
-__all__ = [
-    "DIRECT_GATHER_TIMEOUT",
-    "ClusterResult",
-    "Executors",
-    "PoolProcessDied",
-    "RemoteError",
-    "Work",
-    "call_in",
-    "fetch_many",
-    "namespace_graph",
-    "nbytes_many",
-]
 
 logger = logging.getLogger(__name__)
 

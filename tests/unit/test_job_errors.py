@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from server import _pickle, job_errors
 from server.errors import InvalidPayload
-from server.execution import Executors, Work, call_in
+from server.execution import Executors, Work
+from server.pools import call_in
 
 
 class Abort(BaseException):
