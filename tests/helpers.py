@@ -255,6 +255,24 @@ SESSION_SHAPE = {
 }
 
 
+def own_core(**overrides):
+    """A core of a test's own, not started: one in-process worker, records in memory."""
+    from server.app import build_registry
+    from server.config import Settings
+    from server.core import ComputeCore
+
+    base = {
+        "n_workers": 1,
+        "threads_per_worker": 1,
+        "processes": False,
+        "dashboard_address": "",
+        "local_processes": 1,
+        "job_store": "memory",
+    }
+    settings = Settings(**{**base, **overrides})
+    return ComputeCore(settings, build_registry(settings))
+
+
 def local_settings(directory: pathlib.Path, **overrides):
     """:class:`server.config.Settings` of an in-process server: 127.0.0.1:0, the
     session's cluster shape, job records in ``directory``; ``overrides`` win."""

@@ -36,6 +36,7 @@ from tests.helpers import (
     async_wait_until,
     cancels,
     inc,
+    own_core,
     slowinc,
     stops,
     throws,
@@ -61,20 +62,6 @@ async def core(tmp_path_factory):
     await c.start()
     yield c
     await c.close()
-
-
-def own_core(**overrides):
-    """A core of a test's own, not started: one in-process worker, records in memory."""
-    base = {
-        "n_workers": 1,
-        "threads_per_worker": 1,
-        "processes": False,
-        "dashboard_address": "",
-        "local_processes": 1,
-        "job_store": "memory",
-    }
-    settings = Settings(**{**base, **overrides})
-    return ComputeCore(settings, build_registry(settings))
 
 
 def call(function, *args, scheduler="", **kwargs):

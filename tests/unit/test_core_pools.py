@@ -16,13 +16,11 @@ import cloudpickle
 import psutil
 import pytest
 
-from server.app import build_registry
 from server.auth import Caller
-from server.config import Settings
 from server.core import ComputeCore, JobRequest
 from server.errors import ResourceExhausted
 from server.jobs import JobKind, JobState
-from tests.helpers import async_wait_until, slowinc
+from tests.helpers import async_wait_until, own_core, slowinc
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,19 +29,6 @@ BOB = Caller("bob", frozenset({"run", "code"}))
 #: Long enough that a job waiting for one of these threads is plainly stuck;
 #: short enough that the test process does not wait long for them at exit.
 SLOW = 6.0
-
-
-def own_core(**overrides) -> ComputeCore:
-    base = {
-        "n_workers": 1,
-        "threads_per_worker": 1,
-        "processes": False,
-        "dashboard_address": "",
-        "local_processes": 1,
-        "job_store": "memory",
-    }
-    settings = Settings(**{**base, **overrides})
-    return ComputeCore(settings, build_registry(settings))
 
 
 def pickled(func, *args, scheduler="threads", **kwargs) -> JobRequest:
