@@ -89,7 +89,7 @@ class Preparer:
     Args:
         registry: The named functions offered.
         resolve_objects: What stands in for held objects in a job.
-        in_thread: Runs a blocking call off the event loop (the driver pool).
+        in_thread: Runs a blocking call of the service's off the event loop (its own pool).
     """
 
     def __init__(
