@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from server import execution, worker_stream
+from server import cluster_results, worker_stream
 from server.errors import Unavailable
 from tests.helpers import async_wait_until
 
@@ -83,7 +83,7 @@ def test_a_large_result_is_encoded_hashed_and_read_on_its_worker(scheduler, monk
     async def scenario(client):
         future = client.submit(make_array, n, pure=False)
         await future.exception()
-        result = execution.ClusterResult([future], "single", direct=True)
+        result = cluster_results.ClusterResult([future], "single", direct=True)
         stream = await result.open_stream("pickle", False)
         assert isinstance(stream, worker_stream.WorkerStream)
         assert stream.sha256 == "" and stream.total_size > 40 * MiB
@@ -106,7 +106,7 @@ def test_a_worker_that_forgets_the_stream_midway_answers_unavailable(scheduler) 
     async def scenario(client):
         future = client.submit(make_array, 3 * MiB, pure=False)
         await future.exception()
-        stream = await execution.ClusterResult([future], "single", True).open_stream("auto", False)
+        stream = await cluster_results.ClusterResult([future], "single", True).open_stream("auto", False)
         assert isinstance(stream, worker_stream.WorkerStream)
         await client.run(forget_streams)
         with pytest.raises(Unavailable, match="ask again"):
@@ -120,7 +120,7 @@ def test_a_value_its_worker_lost_is_fetched_the_usual_way(scheduler) -> None:
         future = client.submit(make_array, 3 * MiB, pure=False)
         await future.exception()
         await client.run(lose, future.key)
-        result = execution.ClusterResult([future], "single", direct=True)
+        result = cluster_results.ClusterResult([future], "single", direct=True)
         assert await result.open_stream("pickle", False) is None
 
     _with_cluster(scheduler, scenario)

@@ -13,7 +13,7 @@ from client_sdk import _pickle
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._results import ResultAssembler
 from client_sdk.errors import ComputeError
-from server import convert, execution, objects, results
+from server import cluster_results, convert, objects, results
 from server.errors import InvalidArgument
 
 # -- the SDK's upload ----------------------------------------------------------
@@ -218,12 +218,12 @@ class _Client:
 @pytest.mark.parametrize("direct", [True, False])
 def test_large_results_are_fetched_directly_from_workers_when_asked(direct: bool) -> None:
     client = _Client()
-    single = execution.ClusterResult([_Future(client, "a")], "single", direct=direct)
-    nested = execution.ClusterResult(
+    single = cluster_results.ClusterResult([_Future(client, "a")], "single", direct=direct)
+    nested = cluster_results.ClusterResult(
         [_Future(client, "b"), (_Future(client, "c"),)], "plain", direct=direct
     )
     assert asyncio.run(single.fetch(large=True)) == "value-a"
-    assert asyncio.run(execution.fetch_many([single, nested], large=True)) == [
+    assert asyncio.run(cluster_results.fetch_many([single, nested], large=True)) == [
         "value-a",
         ["value-b", ("value-c",)],
     ]
@@ -236,9 +236,9 @@ def test_large_results_are_fetched_directly_from_workers_when_asked(direct: bool
 
 
 def test_a_stalled_direct_gather_falls_back_to_the_scheduler(monkeypatch) -> None:
-    monkeypatch.setattr(execution, "DIRECT_GATHER_TIMEOUT", 0.05)
+    monkeypatch.setattr(cluster_results, "DIRECT_GATHER_TIMEOUT", 0.05)
     client = _Client(stall=True)
-    result = execution.ClusterResult([_Future(client, "a")], "single", direct=True)
+    result = cluster_results.ClusterResult([_Future(client, "a")], "single", direct=True)
     assert asyncio.run(result.fetch(large=True)) == "value-a"
     assert client.gathers == [(["a"], True), (["a"], None)]
 
@@ -395,9 +395,9 @@ def test_a_worker_stream_plans_pieces_within_segments() -> None:
     ],
 )
 def test_only_one_futures_own_value_is_read_from_its_worker(futures, shape, key) -> None:
-    result = execution.ClusterResult(futures, shape, direct=True)
+    result = cluster_results.ClusterResult(futures, shape, direct=True)
     assert result.single_key == key
     # Not pickled (a named call's JSON), or not direct: fetched here as before.
     assert asyncio.run(result.open_stream("json", False)) is None
     assert asyncio.run(result.open_stream("auto", True)) is None
-    assert asyncio.run(execution.ClusterResult(futures, shape).open_stream("pickle", False)) is None
+    assert asyncio.run(cluster_results.ClusterResult(futures, shape).open_stream("pickle", False)) is None
