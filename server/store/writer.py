@@ -108,7 +108,6 @@ class Writer:
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        self._conn: sa.Connection | None = None  # (used by the writer's thread only)
         self._cond = threading.Condition()
         self._queue: list[Write] = []
         self._deferred: dict[str, Write] = {}
@@ -228,12 +227,6 @@ class Writer:
                 self._wake_at = 0.0
 
     def _run(self) -> None:
-        try:
-            self._run_batches()
-        finally:
-            self._release_connection()
-
-    def _run_batches(self) -> None:
         while (batch := self._take()) is not None:
             outcomes: list[Any] = []
             try:
@@ -252,15 +245,9 @@ class Writer:
 
     def _write(self, batch: list[Write]) -> list[Any]:
         try:
-            # The writer's own connection, kept between batches: a checkout
-            # from the pool (and its reset on return) would cost each commit
-            # about as much as the commit itself.
-            if self._conn is None or self._conn.invalidated or self._conn.closed:
-                self._conn = self._engine.connect()
-            with self._conn.begin():
-                outcomes: list[Any] = apply_batch(self._conn, batch)
+            with self._engine.begin() as conn:
+                outcomes: list[Any] = apply_batch(conn, batch)
         except Exception:
-            self._release_connection()
             # One bad write must not sink the others: write each alone.
             outcomes = []
             for write in batch:
@@ -271,15 +258,6 @@ class Writer:
                     logger.exception("job store: a write of jobs %s failed", write.jobs[:3])
                     outcomes.append(exc)
         return outcomes
-
-    def _release_connection(self) -> None:
-        """Let the writer's connection go (after a failure, or at the end)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # a connection already broken: nothing more to release
-                logger.debug("job store: the writer's connection would not close", exc_info=True)
 
     @staticmethod
     def _call_back(batch: list[Write], outcomes: list[Any]) -> None:
