@@ -243,7 +243,8 @@ def create_schema(engine: sa.Engine) -> None:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    """An engine for ``url``; SQLite files get WAL mode (checkpointed by
+    :mod:`server.store.checkpoint`) and their folder is created."""
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -260,6 +261,9 @@ def make_engine(url: str) -> sa.Engine:
             # A commit survives the process being killed (kill -9); only a
             # power cut can lose the last transactions. Much faster than FULL.
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # No commit checkpoints the log itself (a sync to disk on the
+            # writer's path): server.store.checkpoint does, on its own thread.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 

@@ -22,8 +22,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 from server.jobs import JobRecord, JobState, NewJob, make_page_token, page_bounds
 from server.store import queries
+from server.store.checkpoint import Checkpointer
 from server.store.copies import Copies, Kept, not_found, request_json, result_write
 from server.store.reader import Reader
 from server.store.registry import ReplicaRegistry
@@ -78,7 +81,11 @@ class SqlJobTable:
             raise
         self.instance_id = instance_id
         self._copies = Copies(instance_id, self.exclusive, next_seq)
-        self._writer = Writer(self.engine)
+        self._writer = Writer(self.engine, keep_connection=self.exclusive)
+        #: A SQLite file's log is checkpointed off the writer's path.
+        self.checkpointer: Checkpointer | None = None
+        if self.exclusive and sa.engine.make_url(url).database not in (None, "", ":memory:"):
+            self.checkpointer = Checkpointer(self.engine, lambda: self._writer.commits)
         self._reader = Reader()
         self.registry: ReplicaRegistry | None = None
         if not self.exclusive:
@@ -409,6 +416,8 @@ class SqlJobTable:
 
     def _close(self) -> None:
         self._writer.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
         if self._lock_file is not None:
             self._lock_file.close()

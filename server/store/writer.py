@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -104,10 +104,20 @@ class Writer:
     Lock order: a caller holding a lock of its own may call in here; the
     writer never calls out while holding its own (``done`` callbacks and plans
     run without it).
+
+    Args:
+        engine: The store's engine.
+        keep_connection: Write every batch on one connection, kept open (a
+            SQLite file of this server's own: no checkout from the pool per
+            transaction); otherwise each batch checks one out of the pool.
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, keep_connection: bool = False) -> None:
         self._engine = engine
+        self._keep_connection = keep_connection
+        self._conn: sa.Connection | None = None
+        #: Transactions committed so far (read from any thread).
+        self.commits = 0
         self._cond = threading.Condition()
         self._queue: list[Write] = []
         self._deferred: dict[str, Write] = {}
@@ -242,21 +252,44 @@ class Writer:
             # Not kept while waiting for the next: a write's callback may hold
             # a job's result, which the cluster must be free to let go.
             del batch, outcomes
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One transaction, on the kept connection or one from the pool."""
+        if not self._keep_connection:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except BaseException:
+            # A connection that failed mid-transaction is not trusted again.
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
 
     def _write(self, batch: list[Write]) -> list[Any]:
         try:
-            with self._engine.begin() as conn:
+            with self._transaction() as conn:
                 outcomes: list[Any] = apply_batch(conn, batch)
         except Exception:
             # One bad write must not sink the others: write each alone.
             outcomes = []
             for write in batch:
                 try:
-                    with self._engine.begin() as conn:
+                    with self._transaction() as conn:
                         outcomes.append(write.apply(conn))
                 except Exception as exc:
                     logger.exception("job store: a write of jobs %s failed", write.jobs[:3])
                     outcomes.append(exc)
+        self.commits += 1
         return outcomes
 
     @staticmethod
