@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +70,45 @@ class Occupancy:
             self._when_stopped.append(callback)
 
 
+class _Waiter:
+    """A call (or a place asked for with :meth:`Gate.enter`) waiting for its place.
+
+    ``start`` is called, from whichever thread freed the place, once the
+    place is its own; it must be safe to call from any thread.
+    """
+
+    __slots__ = ("owner", "start")
+
+    def __init__(self, owner: str, start: Callable[[], None]) -> None:
+        self.owner = owner
+        self.start = start
+
+
+class _Call:
+    """One job call through :meth:`Gate.call`: where it is (changed under the gate's lock)."""
+
+    __slots__ = ("running", "state", "waiter")
+
+    #: Waiting for a place; given one and about to start; handed to the pool;
+    #: returned; cancelled while it ran; dropped before it started; cancelled
+    #: between being given its place and starting (its start drops it).
+    WAITING, STARTED, RETURNED, ABANDONED, DROPPED, CANCELLED = range(6)
+
+    def __init__(self) -> None:
+        self.state = _Call.WAITING
+        self.waiter: _Waiter | None = None
+        #: The pool's future of the call, once it was handed to the pool.
+        self.running: concurrent.futures.Future[None] | None = None
+
+
 class Gate:
     """Admission of job calls to one local pool; see the module docstring.
+
+    A place freed by a returning call goes to the next waiting call in the
+    returning call's own thread: the waiting call is handed to the pool at
+    once, without a turn of the event loop between, so that a busy pool's
+    threads never sit idle while calls wait. The counts are kept under a lock
+    of the gate's own; the event loop is told of each call's end afterwards.
 
     Args:
         name: The pool's name, for messages ("threads", "synchronous", ...).
@@ -88,7 +126,8 @@ class Gate:
         self.running = 0
         self.abandoned = 0
         self._by_owner: collections.Counter[str] = collections.Counter()
-        self._waiting: collections.deque[tuple[str, asyncio.Future[None]]] = collections.deque()
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._lock = threading.Lock()
 
     def refusal(self) -> str | None:
         """Why the pool takes no new job now, or ``None`` if it does."""
@@ -107,47 +146,64 @@ class Gate:
             raise ResourceExhausted(why)
 
     async def enter(self, owner: str) -> None:
-        """Wait for a place for one call of ``owner``'s (in order of arrival)."""
-        if self._fits(owner) and not any(waiter == owner for waiter, _ in self._waiting):
-            self._take(owner)
-            return
-        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((owner, place))
+        """Wait for a place for one call of ``owner``'s (in order of arrival);
+        :meth:`leave` gives it back."""
+        loop = asyncio.get_running_loop()
+        place: asyncio.Future[None] = loop.create_future()
+
+        def given() -> None:  # on the loop, once the place is ours
+            if place.cancelled():
+                self.leave(owner)  # given just as its waiter was cancelled
+            else:
+                place.set_result(None)
+
+        waiter = _Waiter(owner, lambda: _on_loop(loop, given))
+        with self._lock:
+            if self._may_enter(owner):
+                self._take(owner)
+                return
+            self._waiting.append(waiter)
         try:
             await place
         except asyncio.CancelledError:
-            if place.done() and not place.cancelled():
+            with self._lock:
+                waiting = waiter in self._waiting
+                if waiting:
+                    self._waiting.remove(waiter)
+            if not waiting and place.done() and not place.cancelled():
                 self.leave(owner)  # it was given a place just as it was cancelled
-            else:
-                self._waiting.remove((owner, place))
             raise
 
     def leave(self, owner: str) -> None:
-        """A call of ``owner``'s returned: its place goes to the next that fits."""
-        self.running -= 1
-        self._by_owner[owner] -= 1
-        if self._by_owner[owner] <= 0:
-            del self._by_owner[owner]
-        self._wake()
+        """A call of ``owner``'s returned: its place goes to the next that fits
+        (any thread)."""
+        with self._lock:
+            self._give_back(owner)
+            starting = self._next()
+        _start(starting)
 
     def abandon(self, owner: str) -> None:
         """A call of ``owner``'s was cancelled while it ran: free its place now,
-        and count it abandoned until :meth:`returned`."""
-        self.abandoned += 1
+        and count it abandoned until :meth:`returned` (any thread)."""
+        with self._lock:
+            self.abandoned += 1
+            abandoned = self.abandoned
+            self._give_back(owner)
+            starting = self._next()
         logger.warning(
             "the %s pool: a cancelled job's call of %s's goes on running (its thread cannot be "
             "stopped); %d such calls now (at most %d)",
             self.name,
             owner,
-            self.abandoned,
+            abandoned,
             self.max_abandoned,
         )
-        self.leave(owner)
+        _start(starting)
 
     def returned(self) -> None:
-        """An abandoned call returned at last."""
-        self.abandoned -= 1
-        self._wake()
+        """An abandoned call returned at last (any thread)."""
+        with self._lock:
+            self.abandoned -= 1
 
     async def call(
         self,
@@ -158,32 +214,129 @@ class Gate:
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        """``func(*args, **kwargs)`` of a job in ``pool``, once the gate lets it in.
+        """``func(*args, **kwargs)`` of a job in ``executor``, once the gate lets it in.
 
-        The job holds its place (and its occupancy) until the call returns,
-        even if the job is cancelled meanwhile: then the place is freed for
-        others and the call counts as abandoned until it returns.
+        The job holds its occupancy from now until the call returns (or is
+        dropped before it started), even if the job is cancelled meanwhile:
+        then its place is freed for others and the call counts as abandoned
+        until it returns.
+
+        ``func`` may run a job's code: what it raises reaches the awaiting task
+        through :func:`server.job_errors.job_exception` (an ordinary exception).
         """
         owner = occupancy.owner
-        await self.enter(owner)
-        occupancy.enter()
-        state = {"returned": False, "abandoned": False}
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Any] = loop.create_future()
+        call = _Call()
+        work = functools.partial(func, *args, **kwargs)
 
-        def returned() -> None:
-            state["returned"] = True
-            if state["abandoned"]:
-                self.returned()
-            else:
-                self.leave(owner)
+        def stopped(error: BaseException | None, value: Any) -> None:
+            # On the loop, once the call returned (or was dropped): the job's
+            # work stopped, and the outcome goes to whoever still awaits it.
             occupancy.leave()
+            if outcome.done():  # the awaiting task was cancelled
+                return
+            if isinstance(error, asyncio.CancelledError):
+                outcome.cancel()  # dropped before it started
+            elif error is None:
+                outcome.set_result(value)
+            else:
+                outcome.set_exception(error)
 
-        def abandoned() -> None:
-            if not state["returned"]:
-                state["abandoned"] = True
-                self.abandon(owner)
+        def run() -> None:  # in the pool's thread
+            try:
+                result: tuple[BaseException | None, Any] = (None, work())
+            except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
+                result = (job_errors.job_exception(exc), None)
+            with self._lock:
+                if call.state == _Call.ABANDONED:
+                    self.abandoned -= 1
+                    starting: list[_Waiter] = []
+                else:
+                    self._give_back(owner)
+                    starting = self._next()
+                call.state = _Call.RETURNED
+            _start(starting)  # (the next call is handed to the pool before this thread is free)
+            _on_loop(loop, stopped, *result)
 
-        call = functools.partial(func, *args, **kwargs)
-        return await call_in(executor, call, finished=returned, abandoned=abandoned)
+        def dropped(running: concurrent.futures.Future[None]) -> None:
+            if not running.cancelled():
+                return
+            # The pool shut down (or the call was cancelled) before it started.
+            with self._lock:
+                call.state = _Call.DROPPED
+                self._give_back(owner)
+                starting = self._next()
+            _start(starting)
+            _on_loop(loop, stopped, asyncio.CancelledError(), None)
+
+        def start() -> None:  # any thread, once the place is the call's
+            with self._lock:
+                if call.state == _Call.CANCELLED:  # cancelled since it was given its place
+                    call.state = _Call.DROPPED
+                    self._give_back(owner)
+                    starting = self._next()
+                else:
+                    call.state = _Call.STARTED
+            if call.state == _Call.DROPPED:
+                _start(starting)
+                _on_loop(loop, stopped, asyncio.CancelledError(), None)
+                return
+            try:
+                call.running = executor.submit(run)
+            except RuntimeError:  # the pool was shut down
+                dropped_now: concurrent.futures.Future[None] = concurrent.futures.Future()
+                dropped_now.cancel()
+                dropped(dropped_now)
+                return
+            call.running.add_done_callback(dropped)
+
+        occupancy.enter()
+        with self._lock:
+            if self._may_enter(owner):
+                self._take(owner)
+                now = True
+            else:
+                call.waiter = _Waiter(owner, start)
+                self._waiting.append(call.waiter)
+                now = False
+        if now:
+            start()
+        try:
+            return await outcome
+        except asyncio.CancelledError:
+            self._cancelled(call, owner, occupancy)
+            raise
+
+    def _cancelled(self, call: _Call, owner: str, occupancy: Occupancy) -> None:
+        """The task awaiting ``call`` was cancelled: drop the call, or abandon it."""
+        with self._lock:
+            waited = call.state == _Call.WAITING
+            if waited and call.waiter in self._waiting:
+                self._waiting.remove(call.waiter)  # type: ignore[arg-type]
+                call.state = _Call.DROPPED
+            elif waited:
+                # Given its place, not started yet: its start drops it (and
+                # tells the loop its work stopped).
+                call.state = _Call.CANCELLED
+                return
+        if waited:
+            occupancy.leave()  # it never started
+            return
+        running = call.running
+        if running is not None and running.cancel():
+            return  # not started yet: ``dropped`` frees its place
+        with self._lock:
+            abandon = call.state == _Call.STARTED
+            if abandon:
+                call.state = _Call.ABANDONED
+        if abandon:
+            self.abandon(owner)
+
+    def _may_enter(self, owner: str) -> bool:
+        """Whether a new call of ``owner``'s takes a place now (lock held): it
+        fits, and no earlier call of ``owner``'s waits."""
+        return self._fits(owner) and not any(w.owner == owner for w in self._waiting)
 
     def _fits(self, owner: str) -> bool:
         return self.running < self.size and self._by_owner[owner] < self.per_caller
@@ -192,16 +345,37 @@ class Gate:
         self.running += 1
         self._by_owner[owner] += 1
 
-    def _wake(self) -> None:
-        for index, (owner, place) in enumerate(self._waiting):
+    def _give_back(self, owner: str) -> None:
+        self.running -= 1
+        self._by_owner[owner] -= 1
+        if self._by_owner[owner] <= 0:
+            del self._by_owner[owner]
+
+    def _next(self) -> list[_Waiter]:
+        """Give free places to the waiters that fit, in order (lock held); the
+        caller starts them once it has let go of the lock."""
+        starting = []
+        for waiter in list(self._waiting):
             if self.running >= self.size:
-                return
-            if self._fits(owner):
-                del self._waiting[index]
-                self._take(owner)
-                place.set_result(None)
-                self._wake()
-                return
+                break
+            if self._fits(waiter.owner):
+                self._waiting.remove(waiter)
+                self._take(waiter.owner)
+                starting.append(waiter)
+        return starting
+
+
+def _start(waiters: list[_Waiter]) -> None:
+    for waiter in waiters:
+        waiter.start()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """``callback(*args)`` on ``loop`` (from any thread); nothing if the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+        pass
 
 
 async def call_in(

@@ -98,6 +98,48 @@ async def test_gate_call_holds_its_place_until_a_cancelled_call_returns():
     assert gate.abandoned == 0
 
 
+@pytest.mark.asyncio
+async def test_a_returning_call_hands_its_place_to_the_next_without_the_event_loop():
+    """A busy pool's threads do not sit idle waiting for a turn of the loop:
+    the next waiting call starts in the pool as the previous one returns."""
+    gate = Gate("threads", size=1)
+    release, second_ran = threading.Event(), threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = asyncio.ensure_future(gate.call(pool, Occupancy("alice"), release.wait, 10))
+        second = asyncio.ensure_future(gate.call(pool, Occupancy("bob"), second_ran.set))
+        for _ in range(200):
+            if gate.running:
+                break
+            await asyncio.sleep(0.01)
+        await _settled()
+        assert not second_ran.is_set(), "one place: the second call waits"
+        release.set()
+        # The event loop is held here (a blocking wait): the second call must
+        # start all the same.
+        assert second_ran.wait(5), "the second call waited for the event loop"
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert gate.running == 0
+
+
+@pytest.mark.asyncio
+async def test_a_call_cancelled_while_waiting_never_runs_and_frees_nothing_it_did_not_hold():
+    gate = Gate("threads", size=1)
+    release, ran = threading.Event(), threading.Event()
+    occupancy = Occupancy("bob")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = asyncio.ensure_future(gate.call(pool, Occupancy("alice"), release.wait, 10))
+        waiting = asyncio.ensure_future(gate.call(pool, occupancy, ran.set))
+        await _settled()
+        assert not occupancy.stopped, "it counts from the moment it asks"
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert occupancy.stopped, "dropped before it started: its job holds nothing"
+        assert gate.running == 1
+        release.set()
+        await asyncio.wait_for(first, 5)
+    assert not ran.is_set() and gate.running == 0 and gate.abandoned == 0
+
+
 class _FakePool:
     def __init__(self) -> None:
         self.ended = False
