@@ -58,6 +58,11 @@ def _pi_bounds(samples: int, chunks: int, seed: int | None) -> None:
             f"samples must be at most {PI_MAX_CHUNK * PI_MAX_CHUNKS:,} "
             f"({PI_MAX_CHUNKS:,} chunks of at most {PI_MAX_CHUNK:,}), got {samples:,}"
         )
+    if chunks >= 1 and samples // chunks > PI_MAX_CHUNKS:
+        raise ValueError(
+            f"at most {PI_MAX_CHUNKS:,} chunks: {samples:,} samples in chunks of {chunks:,} "
+            f"would be {samples // chunks:,}; raise chunks or lower samples"
+        )
 
 
 @builtins.function(lazy=True, check=_pi_bounds)

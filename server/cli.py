@@ -180,6 +180,14 @@ def _env(name: str) -> str:
     f"arrive; past it RESOURCE_EXHAUSTED. [default: 4 GiB; env {_env('max_upload_bytes_per_caller')}]",
 )
 @click.option(
+    "--max-upload-bytes",
+    type=int,
+    help=f"Most bytes all callers' uploads in progress may hold in the server together, counted "
+    f"as they arrive; past it RESOURCE_EXHAUSTED. An upload is held here until it is scattered "
+    f"to a worker, and the workers share the machine. [default: a quarter of the memory this "
+    f"process may use, container limits honoured; env {_env('max_upload_bytes')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

@@ -33,6 +33,14 @@ def _cpu_count() -> int:
     return CPU_COUNT or 1
 
 
+def _memory_limit() -> int:
+    # Distributed's figure honours cgroup limits (a container's) and RLIMIT_RSS,
+    # where psutil.virtual_memory() would give the whole node's.
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT)
+
+
 #: Kubernetes sets <SERVICE>_PORT=tcp://IP:PORT in every pod for each Service; a
 #: Service named "dask-compute" would so set DASK_COMPUTE_PORT.
 _SERVICE_LINK = re.compile(r"^tcp://[^/]+:\d+$")
@@ -129,6 +137,10 @@ class Settings:
         max_upload_bytes_per_caller: Most bytes one caller's uploads in
             progress may hold in the server together (counted as they
             arrive); past it RESOURCE_EXHAUSTED.
+        max_upload_bytes: Most bytes all callers' uploads in progress may
+            hold in the server together (counted as they arrive); past it
+            RESOURCE_EXHAUSTED. ``None`` means a quarter of the memory this
+            process may use (see :attr:`upload_bytes_bound`).
     """
 
     host: str = "127.0.0.1"
@@ -173,6 +185,7 @@ class Settings:
     max_argument_values: int = 1_000_000
     max_uploads_per_caller: int = 4
     max_upload_bytes_per_caller: int = 4 * 1024**3
+    max_upload_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -217,6 +230,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if self.max_upload_bytes is not None and self.max_upload_bytes < 1:
+            raise SettingsError("max_upload_bytes must be at least 1")
         if not 0 <= self.inline_result_bytes <= 3 * 1024 * 1024:
             raise SettingsError("inline_result_bytes must be between 0 and 3 MiB")
         if not 1024 <= self.result_chunk_bytes <= 3 * 1024 * 1024:
@@ -255,6 +270,20 @@ class Settings:
         callers are told apart (credentials are configured), else all of it."""
         named = self.tokens_file or self.tokens or self.tls_client_ca
         return self.local_pool_share if named else 1.0
+
+    @property
+    def upload_bytes_bound(self) -> int:
+        """Most bytes all uploads in progress may hold (default: a quarter of the
+        memory this process may use, container limits honoured).
+
+        An upload's bytes are held in the server until they are scattered to a
+        worker, which then loads the object from them: the server shares the
+        machine with its LocalCluster's workers (whose ``memory_limit=auto``
+        divides all of it among them), so uploads take at most a quarter.
+        """
+        if self.max_upload_bytes is not None:
+            return self.max_upload_bytes
+        return max(1, _memory_limit() // 4)
 
     @property
     def local_threads_count(self) -> int:

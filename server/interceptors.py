@@ -34,9 +34,11 @@ millions of small JSON values would hold the event loop (health checks
 included) for as long as they take to parse.
 
 Refusals are logged at INFO, rate-limited by :class:`RefusalLog`: one line
-per peer address per interval, the next one saying how many more were refused
-meanwhile, so that callers without a credential cannot make the server write a
-line per call.
+per peer address per :data:`REFUSAL_LOG_INTERVAL` seconds, the next one saying
+how many more were refused meanwhile, for at most :data:`REFUSAL_LOG_PEERS`
+addresses at once, so that callers without a credential cannot make the server
+write a line per call. (Fixed, not settings: they bound what a caller can make
+the server write, and the README says what they are.)
 
 Wrapping the handler, rather than setting the context variable in
 ``intercept_service``, keeps the caller bound to the task that runs the
@@ -73,6 +75,11 @@ OPEN_SERVICES = frozenset(
     }
 )
 
+#: Seconds between two log lines of refused calls from one peer address.
+REFUSAL_LOG_INTERVAL = 10.0
+#: Most peer addresses whose refusals are counted apart; past it, the others share one entry.
+REFUSAL_LOG_PEERS = 1024
+
 
 class RefusalLog:
     """Logs refused calls at most once per peer address per ``interval`` seconds.
@@ -88,8 +95,8 @@ class RefusalLog:
 
     def __init__(
         self,
-        interval: float = 10.0,
-        max_peers: int = 1024,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        max_peers: int = REFUSAL_LOG_PEERS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interval = interval

@@ -325,6 +325,7 @@ def strategies(
     limits = {
         "max_uploads_per_caller": s.max_uploads_per_caller,
         "max_upload_bytes_per_caller": s.max_upload_bytes_per_caller,
+        "max_upload_bytes": s.upload_bytes_bound,
     }
     if store.exclusive:
         alone = Uploads(cluster, store, s.object_ttl, s.max_object_bytes, **limits)

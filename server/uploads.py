@@ -9,10 +9,16 @@ use asks the scheduler, and the shared store records each use so that any
 replica's janitor can end an object unused through all of them.
 
 :class:`UploadLimits` bounds what uploads in progress may take: how many one
-caller may have at once (``--max-uploads-per-caller``) and how many bytes
-they may hold together (``--max-upload-bytes-per-caller``), counted as the
-bytes arrive, never from what a header announces. Past either, the upload is
-refused with RESOURCE_EXHAUSTED naming the flag.
+caller may have at once (``--max-uploads-per-caller``), how many bytes they
+may hold together (``--max-upload-bytes-per-caller``), and how many bytes all
+callers' uploads may hold together (``--max-upload-bytes``), counted as the
+bytes arrive, never reserved for what a header announces (though a header
+announcing more than could ever fit is refused at once). Past any of them, the
+upload is refused with RESOURCE_EXHAUSTED naming the flag, and the bytes it held
+are given back; the other uploads go on. That is all the memory uploads take in
+the server: an upload's bytes are held here only until they are scattered to a
+worker, and a held object lives on the cluster's workers (bounded by their
+``--memory-limit``).
 """
 
 from __future__ import annotations
@@ -38,21 +44,31 @@ logger = logging.getLogger(__name__)
 #: Defaults of --max-uploads-per-caller and --max-upload-bytes-per-caller.
 MAX_UPLOADS_PER_CALLER = 4
 MAX_UPLOAD_BYTES_PER_CALLER = 4 * 1024**3
+#: A default of --max-upload-bytes for parts built alone (the server's own
+#: default is a quarter of the machine's memory: Settings.upload_bytes_bound).
+MAX_UPLOAD_BYTES = 8 * 1024**3
 
 
 class UploadLimits:
-    """Uploads in progress, per caller: how many, and the bytes they hold.
+    """Uploads in progress: per caller, how many and the bytes they hold; in all,
+    the bytes they hold.
 
     Args:
         max_uploads: Most uploads one caller may have in progress.
         max_bytes: Most bytes one caller's uploads in progress may hold.
+        max_total_bytes: Most bytes all callers' uploads in progress may hold.
     """
 
-    def __init__(self, max_uploads: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_uploads: int, max_bytes: int, max_total_bytes: int = MAX_UPLOAD_BYTES
+    ) -> None:
         self.max_uploads = max_uploads
         self.max_bytes = max_bytes
+        self.max_total_bytes = max_total_bytes
         self._uploads: collections.Counter[str] = collections.Counter()
         self._bytes: collections.Counter[str] = collections.Counter()
+        self._total_uploads = 0
+        self._total_bytes = 0
 
     @contextlib.contextmanager
     def admit(self, owner: str, size: int) -> Iterator[Callable[[int], None]]:
@@ -61,13 +77,19 @@ class UploadLimits:
         Yields the function that reserves each chunk's bytes as it arrives;
         they are given back when the block ends.
 
+        Nothing is reserved for ``size``, what the header announces; but an
+        upload that could never fit (``size`` past what one caller's uploads,
+        or all uploads, may hold) is refused at once, before its bytes are sent.
+
         Raises:
             ResourceExhausted: ``owner`` has as many uploads in progress as it
                 may, or ``size`` (or a chunk, with the bytes already held)
-                exceeds what its uploads may hold.
+                exceeds what its uploads, or all uploads, may hold.
         """
         if size > self.max_bytes:
             raise ResourceExhausted(self._too_many_bytes(owner, size))
+        if size > self.max_total_bytes:
+            raise ResourceExhausted(self._too_many_in_all(size, retry=False))
         if self._uploads[owner] >= self.max_uploads:
             raise ResourceExhausted(
                 f"caller {owner!r} has {self._uploads[owner]} uploads in progress, the most "
@@ -75,13 +97,17 @@ class UploadLimits:
                 f"finish one first"
             )
         self._uploads[owner] += 1
+        self._total_uploads += 1
         held = 0
 
         def reserve(n: int) -> None:
             nonlocal held
             if self._bytes[owner] + n > self.max_bytes:
                 raise ResourceExhausted(self._too_many_bytes(owner, self._bytes[owner] + n))
+            if self._total_bytes + n > self.max_total_bytes:
+                raise ResourceExhausted(self._too_many_in_all(self._total_bytes + n))
             self._bytes[owner] += n
+            self._total_bytes += n
             held += n
 
         try:
@@ -89,6 +115,8 @@ class UploadLimits:
         finally:
             self._uploads[owner] -= 1
             self._bytes[owner] -= held
+            self._total_uploads -= 1
+            self._total_bytes -= held
             if not self._uploads[owner]:
                 del self._uploads[owner]
                 self._bytes.pop(owner, None)
@@ -100,8 +128,17 @@ class UploadLimits:
             f"(--max-upload-bytes-per-caller)"
         )
 
-    def in_progress(self, owner: str) -> tuple[int, int]:
-        """``owner``'s uploads in progress and the bytes they hold."""
+    def _too_many_in_all(self, wanted: int, retry: bool = True) -> str:
+        return (
+            f"the uploads in progress on this server would hold {wanted:,} bytes; it holds at "
+            f"most {self.max_total_bytes:,} for all callers' uploads at once "
+            f"(--max-upload-bytes)" + ("; retry when others have finished" if retry else "")
+        )
+
+    def in_progress(self, owner: str | None = None) -> tuple[int, int]:
+        """``owner``'s uploads in progress and the bytes they hold (``None``: everyone's)."""
+        if owner is None:
+            return self._total_uploads, self._total_bytes
         return self._uploads.get(owner, 0), self._bytes.get(owner, 0)
 
 
@@ -115,6 +152,8 @@ class Uploads:
         max_bytes: The largest upload taken.
         max_uploads_per_caller: Most uploads one caller may have in progress.
         max_upload_bytes_per_caller: Most bytes they may hold together.
+        max_upload_bytes: Most bytes all callers' uploads in progress may
+            hold together.
     """
 
     def __init__(
@@ -125,11 +164,14 @@ class Uploads:
         max_bytes: int,
         max_uploads_per_caller: int = MAX_UPLOADS_PER_CALLER,
         max_upload_bytes_per_caller: int = MAX_UPLOAD_BYTES_PER_CALLER,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.held = objects.ObjectStore(ttl, max_bytes)
-        self.limits = UploadLimits(max_uploads_per_caller, max_upload_bytes_per_caller)
+        self.limits = UploadLimits(
+            max_uploads_per_caller, max_upload_bytes_per_caller, max_upload_bytes
+        )
 
     async def put(
         self,

@@ -6,10 +6,13 @@ non-UTF-8 bytes in string fields, out-of-range enums, huge page sizes and
 durations, oversized strings, unknown and foreign job ids, pickles that do not
 load or raise while loading, JSON arguments nested hundreds of levels
 deep, JSON arguments past the server's bounds (``--max-argument-bytes``,
-``--max-argument-values``, the built-ins' own), and uploads announcing more than
-a caller's uploads may hold (``--max-upload-bytes-per-caller``). Each answer must be a clean status (never INTERNAL or UNKNOWN), the
+``--max-argument-values``, the built-ins' own), and uploads past the upload
+bounds (``--max-uploads-per-caller``, ``--max-upload-bytes-per-caller``,
+``--max-upload-bytes``: headers announcing too much, streams of many chunks past
+them). Each answer must be a clean status (never INTERNAL or UNKNOWN), the
 server must stay up and SERVING, and jobs accepted before and after the run
-must finish with their right results.
+must finish with their right results; each input past a bound gets the code
+that bound answers, with a message naming it, and a ``ping`` works after it.
 
 The server runs with tokens, so the fuzz goes through authentication too, as
 callers with and without the ``code`` permission, with no token and with junk
@@ -19,11 +22,15 @@ tokens.
 from __future__ import annotations
 
 import collections
+import hashlib
 import operator
 import os
 import pickle
+import re
 import struct
 import sys
+import threading
+import urllib.request
 
 import cloudpickle
 import grpc
@@ -35,12 +42,13 @@ from hypothesis import strategies as st
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import inc, running_server
+from tests.helpers import free_port, inc, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
 ALICE = "alice-fuzz-token-0123456789"  # run,code
 BOB = "bob-fuzz-token-0123456789ab"  # run
+CAROL = "carol-fuzz-token-0123456789"  # run,code (only for uploads beside alice's)
 SERVICE = pb.DESCRIPTOR.services_by_name["ComputeService"]
 #: Every RPC of the service, as the descriptor lists them (new RPCs join the fuzz).
 METHODS = tuple(m.name for m in SERVICE.methods)
@@ -70,6 +78,9 @@ MAX_BYTES = 1024 * 1024
 MAX_VALUES = 2000
 #: The fuzz server's --max-upload-bytes-per-caller: uploads' headers announce up to 1 MiB.
 MAX_UPLOAD_BYTES = 512 * 1024
+#: Its --max-upload-bytes (all callers' uploads together) and --max-uploads-per-caller.
+MAX_ALL_UPLOAD_BYTES = 768 * 1024
+MAX_UPLOADS = 4
 
 TRIED = {"inputs": 0}
 CODES: collections.Counter = collections.Counter()  # (method, status) -> count, printed at the end
@@ -294,12 +305,15 @@ tokens = st.sampled_from([ALICE, ALICE, BOB, BOB, None, "junk", "Bearer", ALICE 
 
 # -- the server ---------------------------------------------------------------------------------
 
+#: The fuzz server's Prometheus port (its PutObject byte count says when held uploads are taken).
+METRICS: dict[str, int] = {}
+
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fuzz")
     tokens_file = directory / "tokens"
-    tokens_file.write_text(f"alice run,code {ALICE}\nbob run {BOB}\n")
+    tokens_file.write_text(f"alice run,code {ALICE}\nbob run {BOB}\ncarol run,code {CAROL}\n")
     tokens_file.chmod(0o600)
     args = [
         "--no-processes", "--n-workers", "1", "--threads-per-worker", "4",
@@ -307,6 +321,8 @@ def fuzz_server(tmp_path_factory):
         "--tokens-file", str(tokens_file), "--max-message-bytes", str(8 * 1024 * 1024),
         "--max-argument-bytes", str(MAX_BYTES), "--max-argument-values", str(MAX_VALUES),
         "--max-upload-bytes-per-caller", str(MAX_UPLOAD_BYTES),
+        "--max-upload-bytes", str(MAX_ALL_UPLOAD_BYTES), "--max-uploads-per-caller", str(MAX_UPLOADS),
+        "--metrics-port", str(METRICS.setdefault("port", free_port())),
     ]
     with running_server(args, directory / "server.log") as server:
         yield server
@@ -430,7 +446,9 @@ def test_deeply_nested_json_arguments(channel, fuzz_server, before, depth, kind)
     (ld(1, b"add") + ld(3, struct_value({"a": [1] * (MAX_VALUES // 2), "b": [2] * (MAX_VALUES // 2)})), "--max-argument-values"),
     (ld(1, b"ping") + ld(2, list_value(["x" * 1000] * (MAX_BYTES // 1000))), "--max-argument-bytes"),
     (ld(1, b"pi") + ld(3, struct_value({"samples": 4e8, "chunks": 4e8})), "chunks must be at most 1,000,000"),
-], ids=["values", "values-in-kwargs", "bytes", "pi-chunks"])
+    (ld(1, b"pi") + ld(2, list_value([1e10 + 1, 1e6])), "samples must be at most 10,000,000,000"),
+    (ld(1, b"pi") + ld(3, struct_value({"samples": 1e9, "chunks": 10})), "at most 10,000 chunks"),
+], ids=["values", "values-in-kwargs", "bytes", "pi-chunk-size", "pi-samples", "pi-chunk-count"])
 def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fuzz_server, before, method, call, bound):
     spec = ld(1, call)
     body = ld(1, spec) if method != "SubmitJobs" else ld(1, ld(1, ld(1, b"ping"))) + ld(1, spec)
@@ -440,16 +458,104 @@ def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fu
         stub_call(body, metadata=_metadata(BOB), timeout=20)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert bound in info.value.details()
+    assert_serving(channel, fuzz_server)
 
 
-def test_an_upload_announcing_more_than_a_caller_may_hold_is_resource_exhausted(channel, fuzz_server, before):
-    header = ld(1, ld(1, b"ab" * 32) + vint(2, MAX_UPLOAD_BYTES + 1))
+def assert_serving(channel, server) -> None:
+    """A ``ping`` still runs: the server is up and serving after what was sent."""
+    stub = pb_grpc.ComputeServiceStub(channel)
+    response = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), metadata=_metadata(BOB), timeout=30)
+    assert response.job.state == pb.JOB_STATE_SUCCEEDED and json_format.MessageToDict(response.result.json) == "pong"
+    assert server.process.poll() is None
+
+
+def upload_stream(size: int, chunks: int, announce: int | None = None, hold: threading.Event | None = None):
+    """Raw PutObject messages: a header announcing ``announce`` (default ``size``) bytes,
+    then ``size`` bytes in ``chunks`` chunks; with ``hold``, the stream then stays open until it is set."""
+    data = os.urandom(size)
+    sha = hashlib.sha256(data).hexdigest()
+    yield ld(1, ld(1, sha.encode()) + vint(2, size if announce is None else announce))
+    step = -(-size // chunks) if size else 1
+    for start in range(0, size, step):
+        yield ld(2, data[start:start + step])
+    if hold is not None:
+        hold.wait(60)
+
+
+def put_object_bytes_received() -> float:
+    """The PutObject chunk bytes the fuzz server has taken (each is counted against the
+    upload bounds as it is taken)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS['port']}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(r'^dask_compute_received_bytes_total\{method="PutObject"\} ([0-9.e+]+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+KiB = 1024
+#: Uploads past the upload bounds. Each: the uploads held open first (token, bytes
+#: sent of one more announced), then the refused one (token, bytes, chunks, bytes
+#: announced), and the code and words of its answer.
+UPLOADS_PAST_THE_BOUNDS = {
+    "header-past-a-callers-bound": (
+        [], (ALICE, 100, 1, MAX_UPLOAD_BYTES + 1),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes-per-caller)",
+    ),
+    "header-announcing-exabytes": (
+        [], (ALICE, 100, 1, 2**62),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "(max_object_bytes)",
+    ),
+    "more-chunks-than-announced": (
+        [], (ALICE, 300 * KiB, 300, 100 * KiB),
+        grpc.StatusCode.INVALID_ARGUMENT, "more than the 102400 bytes its header announced",
+    ),
+    "many-chunks-past-a-callers-bound": (
+        [(ALICE, 300 * KiB)], (ALICE, 300 * KiB, 3000, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes-per-caller)",
+    ),
+    "many-chunks-past-all-uploads-bound": (
+        [(ALICE, 400 * KiB)], (CAROL, 400 * KiB, 4000, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes)",
+    ),
+    "too-many-uploads-of-one-caller": (
+        [(ALICE, 1)] * MAX_UPLOADS, (ALICE, 100, 1, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, f"(--max-uploads-per-caller={MAX_UPLOADS})",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UPLOADS_PAST_THE_BOUNDS))
+def test_uploads_past_the_bounds_are_refused_naming_them(channel, fuzz_server, before, case):
+    held_open, (token, size, chunks, announce), code, words = UPLOADS_PAST_THE_BOUNDS[case]
     call = channel.stream_unary(f"/{SERVICE.full_name}/PutObject", request_serializer=None, response_deserializer=None)
-    TRIED["inputs"] += 1
-    with pytest.raises(grpc.RpcError) as info:
-        call(iter([header, ld(2, b"x" * 100)]), metadata=_metadata(ALICE), timeout=20)
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "--max-upload-bytes-per-caller" in info.value.details()
+    release = threading.Event()
+    received = put_object_bytes_received()
+    held = [
+        call.future(upload_stream(sent, 1, sent + 1, hold=release), metadata=_metadata(who), timeout=60)
+        for who, sent in held_open
+    ]
+    try:
+        # Every byte of the held uploads is taken (so each was admitted), and they are still open.
+        wait_until(
+            lambda: any(f.done() for f in held) or put_object_bytes_received() >= received + sum(n for _, n in held_open),
+            message=f"the server to take the held uploads' bytes ({case})",
+        )
+        assert not any(f.done() for f in held), [f.exception() for f in held if f.done()]
+        TRIED["inputs"] += 1
+        with pytest.raises(grpc.RpcError) as info:
+            call(upload_stream(size, chunks, announce), metadata=_metadata(token), timeout=60)
+    finally:
+        release.set()
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details(), info.value.details()
+    for future in held:  # each held upload then ended short of what it announced
+        assert future.exception(timeout=30).code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing of them is still counted: an upload as large as a caller may hold goes in.
+    payload = pickle.dumps(os.urandom(MAX_UPLOAD_BYTES - 100))
+    stub = pb_grpc.ComputeServiceStub(channel)
+    messages = [pb.PutObjectRequest(header=pb.ObjectHeader(sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload)))]
+    messages += [pb.PutObjectRequest(chunk=payload[i:i + 64 * KiB]) for i in range(0, len(payload), 64 * KiB)]
+    assert stub.PutObject(iter(messages), metadata=_metadata(ALICE), timeout=60).object.size_bytes == len(payload)
+    assert_serving(channel, fuzz_server)
 
 
 @pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
