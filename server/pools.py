@@ -378,35 +378,20 @@ def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *ar
         pass
 
 
-async def call_in(
-    pool: concurrent.futures.Executor,
-    func: Callable[..., Any],
-    *args: Any,
-    finished: Callable[[], None] | None = None,
-    abandoned: Callable[[], None] | None = None,
-) -> Any:
+async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` in ``pool``'s thread, awaited: ``loop.run_in_executor``, lighter.
 
     The thread hands the outcome straight to the event loop, rather than
     through a pool future chained to an asyncio one; a trivial call comes
-    back about 20 µs sooner. Cancelling the awaiting task abandons the call
-    (and drops it if it has not started), as with ``run_in_executor``.
-
-    ``finished`` is called on the event loop once the call has returned (or
-    was dropped before it started), whether or not anyone still awaits it;
-    ``abandoned``, when the awaiting task is cancelled while the call runs.
-
-    ``func`` may run a job's code: what it raises reaches the awaiting task
-    through :func:`server.job_errors.job_exception` (an ordinary exception).
+    back about 20 µs sooner. Cancelling the awaiting task drops the call if
+    it has not started (a started one runs to its end), as with
+    ``run_in_executor``. For the service's own work; jobs' calls go through
+    :meth:`Gate.call`.
     """
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
     def settle(error: BaseException | None, value: Any) -> None:
-        # One hand-off to the loop per call: the call's place goes to the next
-        # (``finished``), then its outcome to whoever still awaits it.
-        if finished is not None:
-            finished()
         if future.done():  # the awaiting task was cancelled
             return
         if error is None:
@@ -417,28 +402,21 @@ async def call_in(
     def call() -> None:
         try:
             value = func(*args)
-        except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
-            outcome: tuple[BaseException | None, Any] = (job_errors.job_exception(exc), None)
+        except BaseException as exc:  # noqa: BLE001  (handed to the awaiting task)
+            _on_loop(loop, settle, job_errors.job_exception(exc), None)
         else:
-            outcome = (None, value)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
-            pass
+            _on_loop(loop, settle, None, value)
 
-    def dropped(started: concurrent.futures.Future) -> None:
+    def dropped(started: concurrent.futures.Future[None]) -> None:
         if started.cancelled() and not loop.is_closed():  # the pool shut down first
-            loop.call_soon_threadsafe(future.cancel)
-            if finished is not None:
-                loop.call_soon_threadsafe(finished)
+            _on_loop(loop, future.cancel)
 
     started = pool.submit(call)
     started.add_done_callback(dropped)
     try:
         return await future
     except asyncio.CancelledError:
-        if not started.cancel() and abandoned is not None:
-            abandoned()  # it runs on: its thread cannot be stopped
+        started.cancel()
         raise
 
 
