@@ -296,6 +296,7 @@ def cluster_info(message: pb.ClusterInfo, response: Any = None) -> ClusterInfo:
                 SCHEDULER_NAMES[s] for s in response.schedulers if s in SCHEDULER_NAMES
             ),
             "default_scheduler": SCHEDULER_NAMES.get(response.default_scheduler, ""),
+            "caller": response.caller,
         }
     return ClusterInfo(
         scheduler_address=message.scheduler_address,

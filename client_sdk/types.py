@@ -105,6 +105,8 @@ class ClusterInfo:
         versions: The server's software versions (``None`` in a Run snapshot).
         schedulers: Schedulers jobs may name.
         default_scheduler: Scheduler of jobs that name none.
+        caller: The name the server knows this client by: the owner of the
+            jobs it submits ("" in a Run snapshot).
     """
 
     scheduler_address: str
@@ -117,6 +119,7 @@ class ClusterInfo:
     versions: Versions | None = None
     schedulers: tuple[str, ...] = ()
     default_scheduler: str = ""
+    caller: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,6 +114,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             versions=convert.versions(self.core.versions()),
             schedulers=[convert.SCHEDULER_ENUMS[s] for s in self.core.schedulers()],
             default_scheduler=convert.SCHEDULER_ENUMS[self.core.settings.default_scheduler],
+            caller=current_caller().name,
         )
 
     @_translate_errors

@@ -50,6 +50,7 @@ class Session:
         self._server_versions: Versions | None = None
         self._versions_ok = False
         self._cluster: ClusterInfo | None = None
+        self._caller: str | None = None
         self._open()
 
     def _open(self) -> None:
@@ -94,7 +95,16 @@ class Session:
         info = _convert.cluster_info(response.cluster, response)
         self._server_versions = info.versions
         self._cluster = info
+        self._caller = info.caller
         return info
+
+    def _caller_name(self) -> Op[str]:
+        """The name the server knows this client by (asked once per client)."""
+        if self._caller is None:
+            response = yield Call("GetClusterInfo", pb.GetClusterInfoRequest())
+            self._server_versions = _convert.versions(response.versions)
+            self._caller = response.caller
+        return self._caller
 
     def functions(self) -> Op[list[FunctionInfo]]:
         """List the named functions the service offers, sorted by name."""
@@ -108,5 +118,6 @@ class Session:
         if self._server_versions is None:
             response = yield Call("GetClusterInfo", pb.GetClusterInfoRequest())
             self._server_versions = _convert.versions(response.versions)
+            self._caller = response.caller
         _versions.check(_versions.local_versions(), self._server_versions, self.check_versions)
         self._versions_ok = True

@@ -179,17 +179,22 @@ class Jobs(Session):
 
         Args:
             job_id: The job's id.
-            trust: Load the job's pickled result or exception. A pickle runs
-                code of whoever made it when loaded, and this client did not
-                submit this job (an admin may attach another caller's): by
-                default a failed job raises :class:`~client_sdk.JobFailed`
-                with the error's type, message and traceback text, and a
-                pickled result raises :class:`~client_sdk.UntrustedResult`.
+            trust: Load the job's pickled result or exception even if another
+                caller submitted it. A pickle runs code of whoever made it
+                when loaded: the pickles of this caller's own jobs (those
+                submitted with the same token or certificate, from any
+                process) are loaded; for another caller's (an admin may
+                attach any job), by default a failed job raises
+                :class:`~client_sdk.JobFailed` with the error's type, message
+                and traceback text, and a pickled result raises
+                :class:`~client_sdk.UntrustedResult`.
 
         Raises:
             JobNotFound: No such job, or its record expired.
         """
         info = yield from record(job_id)
+        if not trust:
+            trust = info.owner == (yield from self._caller_name())  # this caller's own job
         return self._new_job(info, owned=False, trust=trust)
 
     def release(self, job_id: str) -> Op[bool]:

@@ -126,9 +126,9 @@ def status(job_id: str, target: str, token: str | None, timeout: float, as_json:
 @click.option(
     "--trust-pickles",
     is_flag=True,
-    help="Load the job's pickled result or exception, which runs code of the caller that "
-    "submitted it. Without it a failure shows its type, message and traceback text, and a "
-    "pickled result is refused.",
+    help="Load the pickled result or exception of another caller's job, which runs code of "
+    "the caller that submitted it (your own jobs' pickles are loaded without it). Without it "
+    "a failure shows its type, message and traceback text, and a pickled result is refused.",
 )
 @common.json_option
 def wait(

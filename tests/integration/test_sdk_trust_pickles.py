@@ -68,8 +68,19 @@ def server(tmp_path_factory):
     tokens = directory / "tokens"
     tokens.write_text(f"alice run,code {ALICE}\nroot admin {ROOT}\n")
     tokens.chmod(0o600)
-    args = ["--no-processes", "--n-workers", "1", "--threads-per-worker", "2",
-            "--dashboard-address", "", "--local-processes", "1", "--tokens-file", str(tokens)]
+    args = [
+        "--no-processes",
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "2",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--tokens-file",
+        str(tokens),
+    ]
     with running_server(args, directory / "serve.log") as running:
         yield running
 
@@ -138,3 +149,17 @@ def test_the_cli_shows_another_callers_error_as_text_unless_told_to_trust(server
     trusted = cli("wait", job_id, "--token", ROOT, "--trust-pickles", target=server.target)
     assert trusted.returncode == 1 and "job failed: ValueError: sprung" in trusted.stderr
     assert trap.exists()
+
+
+def test_a_callers_own_job_from_another_process_is_loaded_without_trust(server, tmp_path):
+    """Alice's job, submitted elsewhere (another process, the raw API), is still
+    alice's: a new client with her token loads its pickles; the server says who
+    the caller is."""
+    trap = tmp_path / "own-elsewhere-trap"
+    job_id = _alice_job(server, return_trap, trap)
+    with ComputeClient(server.target, token=ALICE, timeout=30) as alice:
+        assert alice.info().caller == "alice"
+        assert isinstance(alice.job(job_id).result(timeout=60), ValueError)
+    assert trap.exists(), "her own pickle was loaded"
+    done = cli("wait", _alice_job(server, raise_trap, trap), "--token", ALICE, target=server.target)
+    assert done.returncode == 1 and "job failed: ValueError: sprung" in done.stderr, done.stderr

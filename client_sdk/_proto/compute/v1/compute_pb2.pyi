@@ -249,16 +249,18 @@ class GetClusterInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterInfoResponse(_message.Message):
-    __slots__ = ("cluster", "versions", "schedulers", "default_scheduler")
+    __slots__ = ("cluster", "versions", "schedulers", "default_scheduler", "caller")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     cluster: ClusterInfo
     versions: Versions
     schedulers: _containers.RepeatedScalarFieldContainer[Scheduler]
     default_scheduler: Scheduler
-    def __init__(self, cluster: _Optional[_Union[ClusterInfo, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., schedulers: _Optional[_Iterable[_Union[Scheduler, str]]] = ..., default_scheduler: _Optional[_Union[Scheduler, str]] = ...) -> None: ...
+    caller: str
+    def __init__(self, cluster: _Optional[_Union[ClusterInfo, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., schedulers: _Optional[_Iterable[_Union[Scheduler, str]]] = ..., default_scheduler: _Optional[_Union[Scheduler, str]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class Parameter(_message.Message):
     __slots__ = ("name", "type", "required", "default", "keyword_only")
