@@ -34,6 +34,7 @@ from server import _pickle, job_errors
 from server.cluster_results import ClusterResult, flatten
 from server.pools import Gate, Occupancy, ProcessPools, call_in
 from server.progress import Progress, flatten_keys
+from server.result_checks import Check, checked, first, unless_collection
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ class Executors:
         key: str,
         progress: Progress | None = None,
         occupancy: Occupancy | None = None,
+        check: Check | None = None,
     ) -> Any:
         """Run ``work`` on ``scheduler`` and return its result.
 
@@ -206,26 +208,30 @@ class Executors:
         ``processes`` job's process is ended, see :class:`server.pools.ProcessPools`).
         ``progress`` is kept current with Dask's own task counts;
         ``occupancy`` says what the job holds of the local pools, until its
-        calls really return.
+        calls really return. ``check`` is called with a local job's value in
+        the thread that made it (:mod:`server.result_checks`); what it raises
+        fails the job. (A ``processes`` call's value was pickled in its child
+        already; a ``distributed`` one stays on the cluster.)
         """
         progress = progress or Progress()
         occupancy = occupancy or Occupancy()
         runner = getattr(self, f"_run_{scheduler}")
         if work.call is not None and not work.lazy:
             progress.single_task(done=False)
-            result = await runner(work, progress, occupancy, key)
+            result = await runner(work, progress, occupancy, key, check)
             progress.single_task(done=True)
             return result
         if work.lazy:
             func, args, kwargs = work.call
-            collection = await self._drive(occupancy, func, *args, **kwargs)
+            unless = unless_collection(check)
+            collection = await self._drive(occupancy, checked, unless, None, func, *args, **kwargs)
             if not dask.is_dask_collection(collection):
                 return collection  # already a value: nothing left to compute
             work = Work(collections=(collection,), single=True)
-        return await runner(work, progress, occupancy, key)
+        return await runner(work, progress, occupancy, key, check)
 
     async def _run_distributed(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         client = self.client
         if work.call is not None:
@@ -315,24 +321,31 @@ class Executors:
                 waiter.set_result(cluster_future)
 
     async def _run_threads(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
             gate = self._gates["threads"]
-            return await gate.call(self._threads, occupancy, func, *args, **kwargs)
+            return await gate.call(
+                self._threads, occupancy, checked, check, None, func, *args, **kwargs
+            )
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="threads",
                 pool=self._graph_threads,
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
             occupancy,
+            checked,
+            check,
+            None,
             dask.threaded.get,
             work.graph,
             work.keys,
@@ -348,7 +361,7 @@ class Executors:
         return await gate.call(self._drivers, occupancy, func, *args, **kwargs)
 
     async def _run_processes(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         gate = self._gates["processes"]
         await gate.enter(occupancy.owner)
@@ -356,7 +369,7 @@ class Executors:
         pool = pools.enter()
         live = True
         try:
-            return await self._run_on_pool(pool, work, progress, occupancy)
+            return await self._run_on_pool(pool, work, progress, occupancy, check)
         except BrokenProcessPool as exc:
             self._replace_broken_pool(pool)
             raise PoolProcessDied(
@@ -380,6 +393,7 @@ class Executors:
         work: Work,
         progress: Progress,
         occupancy: Occupancy,
+        check: Check | None,
     ) -> Any:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
@@ -394,17 +408,22 @@ class Executors:
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="processes",
                 pool=pool,
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
             occupancy,
+            checked,
+            check,
+            None,
             dask.multiprocessing.get,
             work.graph,
             work.keys,
@@ -413,22 +432,31 @@ class Executors:
         )
 
     async def _run_synchronous(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
-            return await self._drive(occupancy, func, *args, **kwargs)
+            return await self._drive(occupancy, checked, check, None, func, *args, **kwargs)
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="sync",
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
-            occupancy, dask.local.get_sync, work.graph, work.keys, callbacks=[progress.callback()]
+            occupancy,
+            checked,
+            check,
+            None,
+            dask.local.get_sync,
+            work.graph,
+            work.keys,
+            callbacks=[progress.callback()],
         )
 
     def close(self) -> None:
