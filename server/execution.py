@@ -153,7 +153,9 @@ class Executors:
         self._gates = {
             "threads": Gate("threads", threads, share, max_abandoned),
             "synchronous": Gate("synchronous (driver)", drivers, share, max_abandoned),
-            "processes": Gate("processes", processes, share, max_abandoned),
+            "processes": Gate(
+                "processes", processes, share, max_abandoned, "their processes are being ended"
+            ),
         }
         self._n_processes = processes
         self._process_pools = ProcessPools(self._new_process_pool)
@@ -363,10 +365,11 @@ class Executors:
     async def _run_processes(
         self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
-        gate = self._gates["processes"]
-        await gate.enter(occupancy.owner)
+        gate, owner = self._gates["processes"], occupancy.owner
+        await gate.enter(owner)
         pools = self._process_pools
         pool = pools.enter()
+        occupancy.enter()
         live = True
         try:
             return await self._run_on_pool(pool, work, progress, occupancy, check)
@@ -378,13 +381,22 @@ class Executors:
             ) from exc
         except asyncio.CancelledError:
             # Its process would run on for nobody: the pool is retired, and
-            # ended as soon as no other job runs there.
+            # ended as soon as no other job runs there. Until it is, the call
+            # is abandoned: its place goes to the next (on the fresh pool),
+            # and its job counts against its caller until the process is gone.
             live = False
-            pools.abandon(pool)
+            gate.abandon(owner)
+
+            def ended() -> None:
+                gate.returned()
+                occupancy.leave()
+
+            pools.abandon(pool, ended)
             raise
         finally:
-            gate.leave(occupancy.owner)
             if live:
+                gate.leave(owner)
+                occupancy.leave()
                 pools.leave(pool)
 
     async def _run_on_pool(
