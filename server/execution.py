@@ -32,8 +32,10 @@ import dask.threaded
 
 from server import _pickle, job_errors
 from server.cluster_results import ClusterResult, flatten
-from server.pools import Gate, Occupancy, ProcessPools, call_in
+from server.pools import Gate, Occupancy, call_in
+from server.process_pools import ProcessPools
 from server.progress import Progress, flatten_keys
+from server.result_checks import Check, checked, first, unless_collection
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +154,9 @@ class Executors:
         self._gates = {
             "threads": Gate("threads", threads, share, max_abandoned),
             "synchronous": Gate("synchronous (driver)", drivers, share, max_abandoned),
-            "processes": Gate("processes", processes, share, max_abandoned),
+            "processes": Gate(
+                "processes", processes, share, max_abandoned, "their processes are being ended"
+            ),
         }
         self._n_processes = processes
         self._process_pools = ProcessPools(self._new_process_pool)
@@ -198,34 +202,39 @@ class Executors:
         key: str,
         progress: Progress | None = None,
         occupancy: Occupancy | None = None,
+        check: Check | None = None,
     ) -> Any:
         """Run ``work`` on ``scheduler`` and return its result.
 
         ``key`` names the job's task on the cluster. Cancelling the awaiting
         task cancels the cluster's futures; local runs are abandoned (a
-        ``processes`` job's process is ended, see :class:`server.pools.ProcessPools`).
+        ``processes`` job's process is ended, see :class:`server.process_pools.ProcessPools`).
         ``progress`` is kept current with Dask's own task counts;
         ``occupancy`` says what the job holds of the local pools, until its
-        calls really return.
+        calls really return. ``check`` is called with a local job's value in
+        the thread that made it (:mod:`server.result_checks`); what it raises
+        fails the job. (A ``processes`` call's value was pickled in its child
+        already; a ``distributed`` one stays on the cluster.)
         """
         progress = progress or Progress()
         occupancy = occupancy or Occupancy()
         runner = getattr(self, f"_run_{scheduler}")
         if work.call is not None and not work.lazy:
             progress.single_task(done=False)
-            result = await runner(work, progress, occupancy, key)
+            result = await runner(work, progress, occupancy, key, check)
             progress.single_task(done=True)
             return result
         if work.lazy:
             func, args, kwargs = work.call
-            collection = await self._drive(occupancy, func, *args, **kwargs)
+            unless = unless_collection(check)
+            collection = await self._drive(occupancy, checked, unless, None, func, *args, **kwargs)
             if not dask.is_dask_collection(collection):
                 return collection  # already a value: nothing left to compute
             work = Work(collections=(collection,), single=True)
-        return await runner(work, progress, occupancy, key)
+        return await runner(work, progress, occupancy, key, check)
 
     async def _run_distributed(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         client = self.client
         if work.call is not None:
@@ -315,24 +324,31 @@ class Executors:
                 waiter.set_result(cluster_future)
 
     async def _run_threads(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
             gate = self._gates["threads"]
-            return await gate.call(self._threads, occupancy, func, *args, **kwargs)
+            return await gate.call(
+                self._threads, occupancy, checked, check, None, func, *args, **kwargs
+            )
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="threads",
                 pool=self._graph_threads,
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
             occupancy,
+            checked,
+            check,
+            None,
             dask.threaded.get,
             work.graph,
             work.keys,
@@ -348,15 +364,16 @@ class Executors:
         return await gate.call(self._drivers, occupancy, func, *args, **kwargs)
 
     async def _run_processes(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
-        gate = self._gates["processes"]
-        await gate.enter(occupancy.owner)
+        gate, owner = self._gates["processes"], occupancy.owner
+        await gate.enter(owner)
         pools = self._process_pools
         pool = pools.enter()
+        occupancy.enter()
         live = True
         try:
-            return await self._run_on_pool(pool, work, progress, occupancy)
+            return await self._run_on_pool(pool, work, progress, occupancy, check)
         except BrokenProcessPool as exc:
             self._replace_broken_pool(pool)
             raise PoolProcessDied(
@@ -365,13 +382,22 @@ class Executors:
             ) from exc
         except asyncio.CancelledError:
             # Its process would run on for nobody: the pool is retired, and
-            # ended as soon as no other job runs there.
+            # ended as soon as no other job runs there. Until it is, the call
+            # is abandoned: its place goes to the next (on the fresh pool),
+            # and its job counts against its caller until the process is gone.
             live = False
-            pools.abandon(pool)
+            gate.abandon(owner)
+
+            def ended() -> None:
+                gate.returned()
+                occupancy.leave()
+
+            pools.abandon(pool, ended)
             raise
         finally:
-            gate.leave(occupancy.owner)
             if live:
+                gate.leave(owner)
+                occupancy.leave()
                 pools.leave(pool)
 
     async def _run_on_pool(
@@ -380,6 +406,7 @@ class Executors:
         work: Work,
         progress: Progress,
         occupancy: Occupancy,
+        check: Check | None,
     ) -> Any:
         if work.call is not None:
             payload = await self.in_thread(_pickle.dumps, work.call)
@@ -394,17 +421,22 @@ class Executors:
                 raise value
             raise RemoteError(tb or "the job failed in a pool process")
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="processes",
                 pool=pool,
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
             occupancy,
+            checked,
+            check,
+            None,
             dask.multiprocessing.get,
             work.graph,
             work.keys,
@@ -413,22 +445,31 @@ class Executors:
         )
 
     async def _run_synchronous(
-        self, work: Work, progress: Progress, occupancy: Occupancy, key: str
+        self, work: Work, progress: Progress, occupancy: Occupancy, key: str, check: Check | None
     ) -> Any:
         if work.call is not None:
             func, args, kwargs = work.call
-            return await self._drive(occupancy, func, *args, **kwargs)
+            return await self._drive(occupancy, checked, check, None, func, *args, **kwargs)
         if work.collections is not None:
-            result = await self._drive(
+            return await self._drive(
                 occupancy,
+                checked,
+                check,
+                first if work.single else None,
                 dask.compute,
                 *work.collections,
                 scheduler="sync",
                 callbacks=[progress.callback()],
             )
-            return result[0] if work.single else result
         return await self._drive(
-            occupancy, dask.local.get_sync, work.graph, work.keys, callbacks=[progress.callback()]
+            occupancy,
+            checked,
+            check,
+            None,
+            dask.local.get_sync,
+            work.graph,
+            work.keys,
+            callbacks=[progress.callback()],
         )
 
     def close(self) -> None:

@@ -51,6 +51,10 @@ class _Held:
     # release): the result is never kept with the record, nor published.
     answered_once: bool = False
     published: bool = False
+    # The result as its check encoded it in the job's thread
+    # (server.result_checks), until the inline answer or the record's copy
+    # that would encode it again has used it.
+    encoded: results.EncodedResult | None = None
 
 
 class HeldResults:
@@ -98,8 +102,16 @@ class HeldResults:
 
     # -- keeping -----------------------------------------------------------
 
-    async def keep(self, job_id: str, value: Any) -> Callable[[], None] | None:
+    async def keep(
+        self, job_id: str, value: Any, encoded: results.EncodedResult | None = None
+    ) -> Callable[[], None] | None:
         """Hold a job's result as it succeeds (before it is marked so).
+
+        ``encoded`` is the value as its check encoded it
+        (:mod:`server.result_checks`): it is held only while a use for it is
+        due, so that the value is not encoded twice: the inline answer of a
+        ``Run`` that releases its result, or, until the result is kept with
+        the record, that copy and the answers asked meanwhile.
 
         Returns:
             What to call once the job is marked succeeded: it keeps a small
@@ -110,6 +122,11 @@ class HeldResults:
         if isinstance(value, ClusterResult) and not held.answered_once:
             held.published = await self.replicas.publish_result(job_id, value)
         keep = self.store.durable and self.stored_result_bytes and not held.answered_once
+        if encoded is not None:
+            size = encoded.size_bytes
+            answer = (held.answered_once or keep) and size <= self.inline_result_bytes
+            copy = keep and encoded.format == "pickle" and size <= self.stored_result_bytes
+            held.encoded = encoded if answer or copy else None
         if not keep:
             return None
         if self.replicas.stores_results_first:
@@ -119,6 +136,7 @@ class HeldResults:
                 await self._store_now(job_id, value)
             except Exception as exc:
                 logger.warning("job=%s result not stored with its record: %s", job_id, exc)
+            held.encoded = None
             return None
 
         def store_later() -> None:
@@ -146,7 +164,7 @@ class HeldResults:
         finally:
             held = self._held.get(job_id)
             if held is not None:
-                held.keeping, held.fetched = False, _NO_RESULT
+                held.keeping, held.fetched, held.encoded = False, _NO_RESULT, None
 
     async def _store_now(self, job_id: str, handle: Any) -> None:
         held = self._held.get(job_id)
@@ -158,8 +176,11 @@ class HeldResults:
                 return
             else:
                 value = await handle.fetch()
+        encoded = held.encoded if held is not None and held.result is handle else None
         try:
-            if results.small_for_inline(value):
+            if encoded is not None and encoded.format == "pickle":
+                blob = encoded.pickle  # pickled as the job's result was checked
+            elif results.small_for_inline(value):
                 blob = _pickle.dumps(value)
             else:
                 blob = await self.pools().in_thread(_pickle.dumps, value)
@@ -300,14 +321,37 @@ class HeldResults:
         if fmt == "auto":
             fmt = record.result_format
         is_function = record.kind is JobKind.FUNCTION
-        if results.small_for_inline(value):
+        encoded = self._encoded(record.job_id, value, fmt, is_function)
+        if encoded is None and results.small_for_inline(value):
             encoded = results.encode(value, fmt, is_function)
-        else:
+        elif encoded is None:
             encoded = await self.pools().in_thread(results.encode, value, fmt, is_function)
         if encoded.size_bytes > self.inline_result_bytes:
             return results.EncodedResult(
                 encoded.format, size_bytes=encoded.size_bytes, streamed=True
             )
+        return encoded
+
+    def _encoded(
+        self, job_id: str, value: Any, fmt: str, is_function: bool
+    ) -> results.EncodedResult | None:
+        """The check's encoding of ``value``, if it is the one ``fmt`` asks for.
+
+        A ``Run`` that releases its result reads it once: its encoding is
+        dropped once used.
+        """
+        held = self._held.get(job_id)
+        encoded = held.encoded if held is not None and held.result is value else None
+        if encoded is None:
+            return None
+        if encoded.format == "json":
+            fits = fmt == "json" or (fmt == "auto" and is_function)
+        else:
+            fits = results.is_pickle(fmt, is_function)
+        if not fits:
+            return None
+        if held is not None and held.answered_once:
+            held.encoded = None
         return encoded
 
     async def _handle(self, job_id: str, caller: Any, load: bool = True) -> tuple[JobRecord, Any]:
@@ -410,7 +454,7 @@ class HeldResults:
         had = record.result_available
         if held is not None:
             had = had or held.result is not _NO_RESULT
-            held.result = _NO_RESULT
+            held.result, held.encoded = _NO_RESULT, None
             held.released = True
         if record.result_available:
             record = await self.replicas.record_release(job_id)
@@ -424,7 +468,7 @@ class HeldResults:
         for job_id in expired:
             held = self._held.get(job_id)
             if held is not None:
-                held.result = _NO_RESULT
+                held.result, held.encoded = _NO_RESULT, None
         if expired:
             self.background(self.replicas.unpublish(expired))
 

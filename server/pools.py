@@ -14,6 +14,9 @@ threads fill the pool, and every later job on it waits for ever.
   why, so that the job is refused at once instead of waiting).
 - :class:`Occupancy` is what one job holds of the pools: its job counts
   against its caller's limits until every call it made has returned.
+
+The ``processes`` pool itself, retired and ended when a job cancelled there
+must be stopped, is :class:`server.process_pools.ProcessPools`.
 """
 
 from __future__ import annotations
@@ -116,10 +119,19 @@ class Gate:
         share: The fraction of ``size`` one caller may hold (at least one call).
         max_abandoned: How many abandoned calls the pool keeps running before
             it takes no new jobs (its threads beyond ``size``).
+        why_running: Why abandoned calls run on, for messages.
     """
 
-    def __init__(self, name: str, size: int, share: float = 1.0, max_abandoned: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        share: float = 1.0,
+        max_abandoned: int = 0,
+        why_running: str = "their threads cannot be stopped",
+    ) -> None:
         self.name = name
+        self.why_running = why_running
         self.size = size
         self.per_caller = max(1, int(size * share))
         self.max_abandoned = max_abandoned
@@ -134,7 +146,7 @@ class Gate:
         if self.abandoned and self.abandoned >= self.max_abandoned:
             return (
                 f"the {self.name} pool has {self.abandoned} calls of cancelled jobs still running "
-                f"(their threads cannot be stopped; it keeps at most {self.max_abandoned}, "
+                f"({self.why_running}; it keeps at most {self.max_abandoned}, "
                 "max_abandoned_threads): retry when they end"
             )
         return None
@@ -191,10 +203,11 @@ class Gate:
             self._give_back(owner)
             starting = self._next()
         logger.warning(
-            "the %s pool: a cancelled job's call of %s's goes on running (its thread cannot be "
-            "stopped); %d such calls now (at most %d)",
+            "the %s pool: a cancelled job's call of %s's goes on running (%s); "
+            "%d such calls now (at most %d)",
             self.name,
             owner,
+            self.why_running,
             abandoned,
             self.max_abandoned,
         )
@@ -418,72 +431,3 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     except asyncio.CancelledError:
         started.cancel()
         raise
-
-
-class ProcessPools:
-    """The ``processes`` pool, retired when a cancelled job's process must be stopped.
-
-    A process cannot run on for a job nobody waits for: when a job on the
-    pool is cancelled while it runs, the pool is *retired*: new jobs go to a
-    fresh pool at once, and the retired one's processes are ended as soon as
-    no live job of another caller still runs there (at once, usually).
-
-    Args:
-        new_pool: Starts a pool.
-    """
-
-    def __init__(self, new_pool: Callable[[], Any]) -> None:
-        self._new_pool = new_pool
-        self.current = new_pool()
-        self._live: collections.Counter[int] = collections.Counter()
-        self._retiring: dict[int, Any] = {}
-
-    def enter(self) -> Any:
-        """The pool for a new call (counted live until :meth:`leave`)."""
-        pool = self.current
-        self._live[id(pool)] += 1
-        return pool
-
-    def leave(self, pool: Any) -> None:
-        """A live call on ``pool`` returned."""
-        self._live[id(pool)] -= 1
-        self._end_if_done(pool)
-
-    def abandon(self, pool: Any) -> None:
-        """A call on ``pool`` was cancelled while it ran: retire the pool."""
-        self._live[id(pool)] -= 1
-        if pool is self.current:
-            logger.warning("a cancelled job runs on in the processes pool: starting a new pool")
-            self.current = self._new_pool()
-        self._retiring[id(pool)] = pool
-        self._end_if_done(pool)
-
-    def replace(self, broken: Any) -> None:
-        """``broken`` lost a process: new calls get a new pool."""
-        if self.current is broken:
-            self.current = self._new_pool()
-
-    def _end_if_done(self, pool: Any) -> None:
-        if id(pool) in self._retiring and self._live[id(pool)] <= 0:
-            del self._retiring[id(pool)]
-            del self._live[id(pool)]
-            end_pool(pool)
-            logger.info("ended a retired processes pool and the cancelled work it ran")
-
-    def close(self) -> None:
-        """End every pool, without waiting for abandoned work."""
-        for pool in [self.current, *self._retiring.values()]:
-            end_pool(pool)
-        self._retiring.clear()
-
-
-def end_pool(pool: Any) -> None:
-    """Shut a process pool down now, ending its processes rather than waiting for them."""
-    # ``_processes`` has been the pool's pid->Process map since Python 3.2.
-    children = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for child in children:
-        if child.is_alive():
-            child.terminate()
-    for child in children:
-        child.join(timeout=5)

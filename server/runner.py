@@ -21,14 +21,15 @@ from server import job_errors
 from server.admission import Admission, Admitted
 from server.errors import JobNotFound
 from server.execution import Executors
-from server.jobs import JobError, JobRecord, JobState, JobTable
+from server.jobs import JobError, JobKind, JobRecord, JobState, JobTable
 from server.logwriter import log_event
 from server.metrics import Metrics
 from server.pools import Occupancy
 from server.progress import Progress
+from server.result_checks import ResultCheck
+from server.results import EncodedResult
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclasses.dataclass
@@ -74,8 +75,10 @@ class Runner:
         pools: The pools of the core (raises Unavailable while starting or stopping).
         metrics: Counted as jobs are submitted and end.
         on_end: Called with a job's id once its end is recorded (waiters wake).
-        succeeded: Awaited with ``(job id, value)`` as a job's work returns,
-            before it is marked succeeded; returns a callable to run once it is.
+        succeeded: Awaited with ``(job id, value, encoded)`` as a job's work
+            returns, before it is marked succeeded (``encoded``: the value as
+            its check encoded it, or ``None``, see :mod:`server.result_checks`);
+            returns a callable to run once it is.
     """
 
     def __init__(
@@ -86,7 +89,7 @@ class Runner:
         pools: Callable[[], Executors],
         metrics: Metrics,
         on_end: Callable[[str], None],
-        succeeded: Callable[[str, Any], Awaitable[Callable[[], None] | None]],
+        succeeded: Callable[[str, Any, EncodedResult | None], Awaitable[Callable[[], None] | None]],
     ) -> None:
         self.store = store
         self.admission = admission
@@ -184,10 +187,15 @@ class Runner:
         runtime: JobRuntime,
         time_limit: float | None,
     ) -> None:
+        # A result that cannot be held fails its job, checked where it was made.
+        request = job.request
+        check = ResultCheck(request.result_format, request.kind is JobKind.FUNCTION)
         try:
             key = task_key(job.target, job_id)
             running = job_errors.contain(
-                executors.run(job.work, job.scheduler, key, runtime.progress, runtime.occupancy)
+                executors.run(
+                    job.work, job.scheduler, key, runtime.progress, runtime.occupancy, check
+                )
             )
             if time_limit is None:
                 # Awaited in this task: cancelling the task cancels the work.
@@ -215,7 +223,7 @@ class Runner:
         if self._ended(job_id):
             return
         try:
-            then = await self.succeeded(job_id, value)
+            then = await self.succeeded(job_id, value, check.encoded)
         except Exception as exc:  # holding its result failed: the job fails, never hangs
             logger.warning("job=%s its result could not be held: %s", job_id, exc)
             self.finish(job_id, JobState.FAILED, error=job_errors.to_job_error(exc))
@@ -239,9 +247,7 @@ class Runner:
         if not done:
             execution.cancel()
             await asyncio.gather(execution, return_exceptions=True)
-            raise _TimedOut(
-                f"the job ran past its time limit of {time_limit:g}s and was cancelled"
-            )
+            raise _TimedOut(f"the job ran past its time limit of {time_limit:g}s and was cancelled")
         return execution.result()
 
     # -- ending ------------------------------------------------------------
@@ -361,8 +367,6 @@ class Runner:
         """Drop the runtimes of expired records."""
         for job_id in job_ids:
             self.runtimes.pop(job_id, None)
-
-
 
 
 class _TimedOut(Exception):

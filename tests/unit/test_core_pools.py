@@ -157,7 +157,7 @@ async def test_a_job_whose_result_cannot_be_held_fails_instead_of_hanging(monkey
     await core.start()
     try:
 
-        async def refuses(job_id, value):
+        async def refuses(job_id, value, encoded):
             raise TypeError("cannot hold this result")
 
         monkeypatch.setattr(core.runner, "succeeded", refuses)

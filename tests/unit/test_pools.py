@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from server.errors import ResourceExhausted
-from server.pools import Gate, Occupancy, ProcessPools
+from server.pools import Gate, Occupancy
+from server.process_pools import ProcessPools
 
 
 async def _settled() -> None:
@@ -163,3 +164,29 @@ def test_a_process_pool_with_a_cancelled_job_is_retired_and_ended_once_no_live_j
     second = pools.current
     pools.abandon(alone)
     assert second.ended, "with nothing else there, ended at once"
+
+
+@pytest.mark.asyncio
+async def test_a_retired_pool_is_ended_off_the_loop_and_its_cancelled_calls_told_after():
+    release = threading.Event()
+    ending: list[_FakePool] = []
+
+    def slow_end(pool: _FakePool) -> None:  # a process that takes its time to die
+        ending.append(pool)
+        release.wait(10)
+        pool.ended = True
+
+    pools = ProcessPools(_FakePool, end=slow_end)
+    first = pools.enter()
+    told: list[bool] = []
+    pools.abandon(first, lambda: told.append(first.ended))
+    # The loop is free while the pool ends, and nobody is told before it has.
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert ending == [first] and not told
+    release.set()
+    for _ in range(200):
+        if told:
+            break
+        await asyncio.sleep(0.01)
+    assert told == [True], "told once the pool's processes were gone"
