@@ -12,6 +12,9 @@ succeeded job's result that was not stored with its record (larger than
 ``--stored-result-bytes``, or the server was killed in the moment before a
 small one is stored) was held only by the process that stopped, and its
 record says so (``result_available`` false, and why, for GetJobResult).
+
+On a shared store its writes are fenced by the lease like every other: an
+orphan that yet another replica adopted meanwhile is left to it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from server.admission import Admission
+from server.errors import JobNotFound
 from server.execution import Executors
 from server.jobs import JobError, JobRecord, JobState, JobTable
 from server.requests import request_from_doc
@@ -99,19 +103,26 @@ class Recovery:
                     reason = f"{why}, and the job could not be re-run: {exc}"
                     logger.warning("job=%s not re-run: %s", record.job_id, exc)
                 else:
-                    record = await self.store.update(
-                        record.job_id, state=JobState.QUEUED, start_time=None
-                    )
+                    try:
+                        record = await self.store.update(
+                            record.job_id, state=JobState.QUEUED, start_time=None
+                        )
+                    except JobNotFound as exc:  # another replica adopted it meanwhile, or gone
+                        logger.warning("job=%s not re-run here: %s", record.job_id, exc)
+                        continue
                     if not record.state.finished:
                         self.admission.reserve(record)
                         self.admission.recorded(record.job_id)
                         self.runner.start(executors, record, admitted)
                         rerun += 1
                     continue
-            await self.store.update(
-                record.job_id,
-                state=JobState.FAILED,
-                finish_time=time.time(),
-                error=JobError(type=error_type, message=reason),
-            )
+            try:
+                await self.store.update(
+                    record.job_id,
+                    state=JobState.FAILED,
+                    finish_time=time.time(),
+                    error=JobError(type=error_type, message=reason),
+                )
+            except JobNotFound as exc:  # another replica adopted it meanwhile, or gone
+                logger.warning("job=%s not settled here: %s", record.job_id, exc)
         return rerun

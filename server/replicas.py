@@ -12,8 +12,14 @@ other part asks which mode it runs in:
   committed before anyone is told (another replica may have cancelled it:
   the stored record wins), results are published on the cluster as Dask
   datasets for the other replicas, this replica keeps a lease in the store
-  and adopts the jobs of replicas whose lease ran out, and it notices the
-  cancels other replicas record for its jobs.
+  (judged by the database's clock) and adopts the jobs of replicas whose
+  lease ran out, and it notices the cancels other replicas record for its
+  jobs. A replica whose jobs another adopted (its lease ran out: a long
+  pause, a network partition) is fenced off them: its writes of their
+  records no longer apply (the store fences them by the holding instance),
+  it publishes no result while its lease may have run out, and at its next
+  look it stops them quietly; nobody here is told of an end the store does
+  not hold.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -101,7 +108,11 @@ class Alone:
         if error is not None:
             logger.error("job=%s its end could not be stored: %s", job_id, error)
         elif isinstance(stored := outcome.result(), JobRecord):
-            if stored.state is not record.state:
+            if not stored.state.finished:  # (the runner lets it go: see Runner._wake)
+                logger.warning(
+                    "job=%s another replica holds it now: its end here is dropped", job_id
+                )
+            elif stored.state is not record.state:
                 logger.info("job=%s was %s by another replica first", job_id, stored.state.value)
             record = stored
         ended(record)
@@ -180,6 +191,11 @@ class Shared(Alone):
         assert store.registry is not None, "a shared store has a replica registry"
         self.registry = store.registry
         self.lease = lease
+        # Until when (time.monotonic()) this replica surely holds its lease:
+        # ``lease`` seconds after it last sent a renewal that the store took.
+        self._lease_until = -math.inf
+        # Jobs another replica adopted from this one: ended, as far as this one goes.
+        self._lost: set[str] = set()
 
     def record_end(self, job_id: str, now: float, ended: Ended, **changes: Any) -> JobRecord:
         """Write a job's end; ``ended`` is told the stored record once committed.
@@ -196,6 +212,21 @@ class Shared(Alone):
     def as_stored(self, record: JobRecord) -> JobRecord:
         return record  # (the copy here changes only once the write is committed)
 
+    def ending(self, job_id: str) -> bool:
+        """Whether the job's end is being written, or another replica holds it now."""
+        return job_id in self._ending or job_id in self._lost
+
+    def _written(
+        self,
+        job_id: str,
+        record: JobRecord,
+        ended: Ended,
+        outcome: concurrent.futures.Future[Any],
+    ) -> None:
+        if outcome.exception() is None and not outcome.result().state.finished:
+            self._lost.add(job_id)  # (its end here was not recorded: see Runner._wake)
+        super()._written(job_id, record, ended, outcome)
+
     async def record_release(self, job_id: str) -> JobRecord:
         # Other replicas must see it gone once this answers.
         self.store.store_result(job_id, None)
@@ -210,8 +241,15 @@ class Shared(Alone):
         """Publish a result on the cluster as a Dask dataset, so any replica can fetch it.
 
         It stays there, held by the scheduler, until released or expired,
-        even if this replica goes away.
+        even if this replica goes away. Not while this replica's lease may
+        have run out: another may have adopted the job, and its result is
+        that replica's to publish.
         """
+        if not self.holds_lease():
+            logger.warning(
+                "job=%s result not published: this replica's lease may have run out", job_id
+            )
+            return False
         try:
             await asyncio.wait_for(
                 self.cluster.client.publish_dataset(**{dataset_name(job_id): result.published()}),
@@ -255,17 +293,29 @@ class Shared(Alone):
     def background(self, recovery: Any) -> list[asyncio.Task]:
         return [asyncio.create_task(self.keep_lease(recovery), name="replica-lease")]
 
+    def holds_lease(self) -> bool:
+        """Whether this replica surely still holds its lease (by its own monotonic
+        clock, counted from before its last renewal was sent: the store's clock
+        stamped it later, so the lease lasts at least that long)."""
+        return time.monotonic() < self._lease_until
+
     async def keep_lease(self, recovery: Any) -> None:
-        """Renew this replica's lease, and take over dead replicas' jobs."""
+        """Renew this replica's lease, and take over dead replicas' jobs.
+
+        Leases are written and judged by the database's clock (the
+        registry's), never this replica's ``time.time()``.
+        """
         lease = self.lease
         while True:
+            sent = time.monotonic()
             try:
-                orphans = await self.registry.adopt_orphans(lease, time.time())
+                orphans = await self.registry.adopt_orphans(lease)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("could not renew this replica's lease in the job store: %s", exc)
             else:
+                self._lease_until = sent + lease
                 if orphans:
                     why = f"its replica stopped answering for {lease:g}s"
                     await recovery.settle(orphans, why, "ReplicaLost")
@@ -278,17 +328,28 @@ class Shared(Alone):
             await asyncio.sleep(min(SNAPSHOT_INTERVAL, lease / 3))
 
     async def on_look(self, runner: Any) -> None:
-        """Notice jobs of ours that another replica cancelled in the shared store."""
+        """Notice jobs of ours that another replica cancelled in the shared store,
+        or adopted (this replica's lease ran out): those are stopped quietly,
+        and their records here are the holder's (see Runner._wake)."""
         mine = runner.running()
         if not mine:
             return
         try:
-            states = await self.store.states_of(mine)
+            holders = await self.registry.holders_of(mine)
         except Exception as exc:
             logger.warning("could not read the shared job store: %s", exc)
             return
-        for job_id, state in states.items():
-            if state.finished:
+        me = self.registry.instance_id
+        for job_id, (state, holder) in holders.items():
+            if holder != me:
+                logger.warning(
+                    "job=%s replica %s adopted it (this replica's lease ran out): "
+                    "stopped here, without recording its end",
+                    job_id,
+                    holder,
+                )
+                runner.cancel(job_id, f"adopted by replica {holder}")
+            elif state.finished:
                 record = runner.finish(job_id, state)
                 runtime = runner.runtimes.get(job_id)
                 if runtime is not None:

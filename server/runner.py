@@ -286,7 +286,19 @@ class Runner:
         return record
 
     def _wake(self, job_id: str, record: JobRecord, now: float) -> None:
-        """Wake those waiting for a job whose end is stored, and count and log its end."""
+        """Wake those waiting for a job whose end is stored, and count and log its end.
+
+        A stored record that is unfinished is another replica's: it adopted
+        the job (this one's lease ran out), and the end here was not
+        recorded. The job is that replica's from now on: its runtime here is
+        dropped (waiters follow it in the store), and no end is counted.
+        """
+        if not record.state.finished:
+            runtime = self.runtimes.pop(job_id, None)
+            if runtime is not None:
+                runtime.done.set()
+            self.on_end(job_id)
+            return
         runtime = self.runtimes.get(job_id)
         if runtime is not None:
             runtime.done.set()

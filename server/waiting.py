@@ -2,19 +2,24 @@
 
 :class:`Waiting` owns the waiters: a job this server runs wakes them the
 moment its end is recorded (:meth:`Waiting.wake`); a job another replica
-runs is followed in the shared store by one back-off poller
-(:class:`Backoff`), from 50 ms up to :data:`FOREIGN_POLL_INTERVAL`.
+runs is followed in the shared store, each waiter with pauses that back off
+(:class:`Backoff`) from 50 ms up to :data:`FOREIGN_POLL_INTERVAL`, on a grid
+of :data:`LOOK_TICK`. Every look goes through :class:`ForeignLooks`: one
+query (of states, in the store's reader threads) for all the jobs a waiter
+follows, and for every waiter whose pause ends on the same tick; only a job
+whose state changed is read again in full.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, JobNotFound
 from server.jobs import JobRecord, JobState, JobTable
 
 logger = logging.getLogger(__name__)
@@ -23,6 +28,9 @@ logger = logging.getLogger(__name__)
 FOREIGN_POLL_INTERVAL = 1.0
 #: Most jobs in one WaitJobs call.
 MAX_WAIT = 10_000
+#: Pauses between looks at the shared store end on a grid of this many seconds
+#: (of the event loop's clock), so that the looks of waiters due together are one.
+LOOK_TICK = 0.05
 
 
 class Backoff:
@@ -43,11 +51,59 @@ class Backoff:
         return remaining is not None and remaining <= 0
 
     def next(self) -> float:
-        """The next pause (never past the deadline)."""
-        pause = self._delay
+        """The next pause (never past the deadline): it ends on a tick of
+        :data:`LOOK_TICK`, where the pauses of other waiters end too."""
+        now = self._loop.time()
+        pause = math.ceil((now + self._delay) / LOOK_TICK) * LOOK_TICK - now
         self._delay = min(self._delay * 2, FOREIGN_POLL_INTERVAL)
         remaining = self.remaining()
         return pause if remaining is None else max(0.0, min(pause, remaining))
+
+
+class ForeignLooks:
+    """Looks at the shared store for waiters: one query answers all who ask together.
+
+    Those who ask in one turn of the event loop (waiters whose pauses end on
+    the same tick), or while a look runs, are answered by the next look: the
+    states of all the jobs they asked about, in one query
+    (``states_of``, in the store's reader threads).
+
+    Args:
+        store: The job records.
+    """
+
+    def __init__(self, store: JobTable) -> None:
+        self.store = store
+        self._wanted: set[str] = set()
+        self._answer: asyncio.Future[dict[str, JobState]] | None = None
+        self._looking: asyncio.Task | None = None
+
+    async def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """The stored states of those of ``job_ids`` that are stored, by id."""
+        self._wanted.update(job_ids)
+        if self._answer is None:
+            self._answer = asyncio.get_running_loop().create_future()
+        answer = self._answer
+        if self._looking is None:
+            self._looking = asyncio.create_task(self._look(), name="foreign-looks")
+        found = await asyncio.shield(answer)  # (one waiter leaving cancels nobody's look)
+        return {job_id: found[job_id] for job_id in job_ids if job_id in found}
+
+    async def _look(self) -> None:
+        try:
+            while self._answer is not None:
+                await asyncio.sleep(0)  # those who ask in this turn go in this look
+                answer, self._answer = self._answer, None
+                wanted, self._wanted = self._wanted, set()
+                try:
+                    found = await self.store.states_of(wanted)
+                except Exception as exc:  # each waiter gets it
+                    answer.set_exception(exc)
+                    answer.exception()  # (retrieved, even if every waiter left)
+                else:
+                    answer.set_result(found)
+        finally:
+            self._looking = None
 
 
 class Waiting:
@@ -75,6 +131,7 @@ class Waiting:
         self.get_job = get_job
         self.cluster = cluster
         self.as_stored = as_stored
+        self.looks = ForeignLooks(store)
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
@@ -92,23 +149,42 @@ class Waiting:
             return record, False
         runtime = self.runtimes.get(job_id)
         if runtime is None:
-            return await self._poll(job_id, timeout)
+            return await self._poll(record, Backoff(timeout))
+        backoff = Backoff(timeout)
         try:
             await asyncio.wait_for(runtime.done.wait(), timeout)
         except asyncio.TimeoutError:
             return await self.get_job(job_id, caller), True
-        return await self.get_job(job_id, caller), False
+        record = await self.get_job(job_id, caller)
+        if record.state.finished or job_id in self.runtimes:
+            return record, False
+        # Another replica adopted it (this one's lease ran out): its end is that replica's.
+        return await self._poll(record, backoff)
 
-    async def _poll(self, job_id: str, timeout: float | None) -> tuple[JobRecord, bool]:
+    async def _poll(self, record: JobRecord, backoff: Backoff) -> tuple[JobRecord, bool]:
         """Wait for a job that another replica runs, by watching the shared store."""
-        backoff = Backoff(timeout)
         while True:
-            record = await self.store.refresh(job_id)
+            (record,) = await self._look([record])
             if record.state.finished or not self.store.durable:
                 return record, not record.state.finished
             if backoff.expired():
                 return record, True
             await asyncio.sleep(backoff.next())
+
+    async def _look(self, records: list[JobRecord]) -> list[JobRecord]:
+        """The records of jobs of other replicas as stored now: one look at the
+        store for all (shared with other waiters), and a read of each whose
+        state changed."""
+        states = await self.looks.states([r.job_id for r in records])
+        current = []
+        for record in records:
+            state = states.get(record.job_id)
+            if state is None:
+                raise JobNotFound(f"no job with id {record.job_id!r} (never accepted, or expired)")
+            if state is not record.state or not self.store.durable:
+                record = await self.store.refresh(record.job_id)
+            current.append(record)
+        return current
 
     async def wait_jobs(
         self, job_ids: list[str], timeout: float | None, caller: Any
@@ -146,13 +222,11 @@ class Waiting:
                         if not waiters:
                             del self._waiters[record.job_id]
             wake.clear()
-            # (The caller may see them all: asked once, above.)
-            records = [
-                await self.store.refresh(r.job_id)
-                if r.job_id not in self.runtimes
-                else self._current(r)
-                for r in records
-            ]
+            # (The caller may see them all: asked once, above.) One look for
+            # all those of other replicas.
+            theirs = [r for r in records if r.job_id not in self.runtimes]
+            looked = {r.job_id: r for r in await self._look(theirs)} if theirs else {}
+            records = [looked.get(r.job_id) or self._current(r) for r in records]
 
     def _current(self, record: JobRecord) -> JobRecord:
         """The record of a job this server runs, as stored now (never waits)."""

@@ -7,7 +7,16 @@ records kept for later (accepted, not stored yet: :class:`Kept`); the
 numbering of new records on an exclusive store; and the whole-record
 :class:`~server.store.writer.Write` of a copy, whose outcome updates the
 copies (inserted: its ``seq``; lost to a job ended elsewhere: the stored
-record). Thread-safe: the writer and reader threads update copies too.
+record; fenced out because another replica adopted the job: the holder's
+record, no longer this process's own). Thread-safe: the writer and reader
+threads update copies too.
+
+On a shared store a write of a job this replica holds is fenced by the
+lease: it applies only where the row's ``instance_id`` is still this
+replica's (adopting a job rewrites it). A replica holds the jobs it stored,
+and those it runs: only the holder writes a job's state as queued or
+running (the runner, or recovery re-running an adopted job). Changes of
+other replicas' jobs (a cancel, a release through this one) are not fenced.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -30,6 +40,7 @@ from server.store.schema import (
     INSERT,
     REQUEST_KEY_INDEX,
     STORE_RESULT,
+    jobs_table,
     read_record,
     record_update,
     row_values,
@@ -41,6 +52,34 @@ logger = logging.getLogger(__name__)
 
 #: The outcome of a record write that found no row (the record was deleted).
 MISSING = object()
+
+
+class JobAdopted(JobNotFound):
+    """A write of a job's record did not apply: another replica holds the job now.
+
+    That replica adopted it (this one's lease ran out, as after a long pause
+    or a network partition): the job is no longer this replica's to record.
+    """
+
+    def __init__(self, record: JobRecord, holder: str) -> None:
+        super().__init__(f"job {record.job_id} is held by replica {holder} now")
+        self.record = record
+        self.holder = holder
+
+
+@dataclasses.dataclass(frozen=True)
+class Adopted:
+    """The outcome of a fenced record write that found the job held by another replica."""
+
+    record: JobRecord
+    holder: str
+
+
+@functools.cache
+def _fenced(statement: sa.Update) -> sa.Update:
+    """``statement`` (a whole-record update, built once) applied only where this
+    replica still holds the job (built once per statement too)."""
+    return statement.where(jobs_table.c.instance_id == sa.bindparam("b_instance_id"))
 
 
 def request_json(request: dict[str, Any] | None) -> str | None:
@@ -101,6 +140,7 @@ class Copies:
         self._lock = threading.Lock()  # taken before the writer's, never after
         self._records: dict[str, JobRecord] = {}
         self._own: set[str] = set()  # (shared stores) accepted or changed here
+        self._held: set[str] = set()  # (shared stores) stored or run here, not adopted since
         self._kept: dict[str, Kept] = {}
 
     # -- reading ------------------------------------------------------------------
@@ -132,11 +172,13 @@ class Copies:
         return list(range(first, first + count))
 
     def accept(self, records: Sequence[JobRecord], kept: Sequence[Kept] = ()) -> None:
-        """Keep copies of new ``records`` (with ``kept``: not stored yet)."""
+        """Keep copies of new ``records`` (with ``kept``: not stored yet), held here."""
         with self._lock:
             for record in records:
                 self._records[record.job_id] = record
                 self._own.add(record.job_id)
+                if not self._exclusive:
+                    self._held.add(record.job_id)
             if kept:
                 for record, how in zip(records, kept, strict=True):
                     self._kept[record.job_id] = how
@@ -201,6 +243,7 @@ class Copies:
             for job_id in job_ids:
                 self._records.pop(job_id, None)
                 self._own.discard(job_id)
+                self._held.discard(job_id)
                 self._kept.pop(job_id, None)
 
     def _base(self, job_id: str) -> JobRecord:
@@ -284,9 +327,14 @@ class Copies:
         if another replica finished it first, the stored record replaces this
         copy. ``changes``: those of a change the copy gets once stored (and
         ``stored`` is told the record as stored); ``exact``: learn whether it
-        applied even on an exclusive store (no batched plan).
+        applied even on an exclusive store (no batched plan), and raise
+        :class:`JobAdopted` to ``stored`` if another replica holds the job. A
+        job this replica holds is written only while it does (the fence, made
+        when the write is queued); else the holder's record replaces this
+        copy, which is no longer this process's own.
         """
         job_id = record.job_id
+        fence = self._fence(job_id, record, compare_state)
 
         def latest() -> tuple[JobRecord, Kept | None]:
             # The record as it is now (changes made while it waited go in with
@@ -297,13 +345,25 @@ class Copies:
             return (current if changes is None else current.replace(**changes)), kept
 
         def apply(conn: sa.Connection) -> Any:
-            if write_record(conn, record, compare_state):
-                return None
+            if not fence:
+                if write_record(conn, record, compare_state):
+                    return None
+            else:
+                statement, params = record_update(record, compare_state)
+                params["b_instance_id"] = self._instance_id
+                if conn.execute(_fenced(statement), params).rowcount:
+                    return None
             now, kept = latest()
             if kept is not None:
                 return conn.execute(INSERT, self._kept_row(now, kept)).inserted_primary_key[0]
-            found = read_record(conn, job_id)
-            return MISSING if found is None else found
+            if not fence:
+                found = read_record(conn, job_id)
+                return MISSING if found is None else found
+            held = queries.held_record(conn, job_id)
+            if held is None:
+                return MISSING
+            found, holder = held
+            return found if holder == self._instance_id else Adopted(found, holder)
 
         def done(outcome: Any) -> None:
             final = self._settle(job_id, record, outcome, changes, exact)
@@ -314,6 +374,8 @@ class Copies:
                     stored.set_exception(outcome)
                 elif exact and outcome is MISSING:
                     stored.set_exception(not_found(job_id))
+                elif exact and isinstance(outcome, Adopted):
+                    stored.set_exception(JobAdopted(outcome.record, outcome.holder))
                 else:
                     stored.set_result(final)
 
@@ -335,6 +397,16 @@ class Copies:
 
         return Write(apply, (job_id,), done, due, whole_record=True, plan=plan)
 
+    def _fence(self, job_id: str, record: JobRecord, compare_state: bool) -> bool:
+        """Whether a write of ``record`` is fenced: a job held here (one whose
+        state is written as unfinished here is held from now on)."""
+        if self._exclusive:
+            return False
+        with self._lock:
+            if compare_state and not record.state.finished:
+                self._held.add(job_id)
+            return job_id in self._held
+
     def _settle(
         self,
         job_id: str,
@@ -345,6 +417,22 @@ class Copies:
     ) -> JobRecord:
         """Take a record write's outcome into the copies; the record as stored."""
         final = record
+        if isinstance(outcome, Adopted):
+            # Another replica holds the job now: its record stands, and this
+            # process's copy is only a read of it from now on.
+            logger.warning(
+                "job=%s a change was not recorded: replica %s holds the job now "
+                "(it adopted it when this replica's lease ran out)",
+                job_id,
+                outcome.holder,
+            )
+            with self._lock:
+                if job_id in self._records:
+                    self._records[job_id] = outcome.record
+                self._own.discard(job_id)
+                self._held.discard(job_id)
+                self._kept.pop(job_id, None)
+            return outcome.record
         with self._lock:
             if isinstance(outcome, int):  # inserted: its seq
                 self._kept.pop(job_id, None)

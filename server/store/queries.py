@@ -1,9 +1,10 @@
 """The job store's reads and bulk changes, as plain functions of a connection.
 
 Owns the SQL of everything the reader threads run for the job table
-(listing, idempotency keys, orphans, expiry, deletion); each function runs in
-the caller's transaction and blocks, so only the store's own threads call
-them. Long lists of ids go in chunks, well below any database's limit.
+(listing, who holds a job, idempotency keys, orphans, expiry, deletion);
+each function runs in the caller's transaction and blocks, so only the
+store's own threads call them. Long lists of ids go in chunks, well below
+any database's limit.
 """
 
 from __future__ import annotations
@@ -71,6 +72,24 @@ def states_of(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, JobState
         )
         states.update((row.job_id, JobState(row.state)) for row in conn.execute(query))
     return states
+
+
+def held_record(conn: sa.Connection, job_id: str) -> tuple[JobRecord, str] | None:
+    """The stored record of ``job_id`` and the instance that holds it, if it is stored."""
+    query = sa.select(*RECORD_SELECT, jobs_table.c.instance_id).where(jobs_table.c.job_id == job_id)
+    row = conn.execute(query).first()
+    return None if row is None else (to_record(row), row.instance_id)
+
+
+def holders_of(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str]]:
+    """The stored state of those of ``job_ids`` that are stored, and who holds each."""
+    found: dict[str, tuple[JobState, str]] = {}
+    for chunk in _chunks(job_ids):
+        query = sa.select(jobs_table.c.job_id, jobs_table.c.state, jobs_table.c.instance_id).where(
+            jobs_table.c.job_id.in_(chunk)
+        )
+        found.update((r.job_id, (JobState(r.state), r.instance_id)) for r in conn.execute(query))
+    return found
 
 
 def request_keys(conn: sa.Connection) -> set[tuple[str, str]]:

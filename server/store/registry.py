@@ -1,7 +1,10 @@
 """The replica registry: what replicas sharing one job store know of each other.
 
 Owns each replica's lease (renewed regularly; a replica whose lease ran out
-is gone, and its unfinished jobs are adopted by exactly one other), leaving
+is gone, and its unfinished jobs are adopted by exactly one other; leases are
+written and judged by the database's clock, so that a replica whose own clock
+is off neither judges others dead nor is judged dead wrongly), who holds
+which job (a replica whose jobs were adopted learns it here), leaving
 cleanly, and the shared record of when each uploaded object was last used
 through any replica (so that the replica whose janitor takes an unused
 object is the only one to free it). Only a shared store (PostgreSQL) has one:
@@ -16,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from server.jobs import JobRecord
+from server.jobs import JobRecord, JobState
+from server.store import queries
 from server.store.reader import Reader
 from server.store.schema import (
     RECORD_SELECT,
@@ -50,7 +54,7 @@ class ReplicaRegistry:
         self._writer = writer
         self._reader = reader
 
-    async def adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:
+    async def adopt_orphans(self, lease: float, now: float | None = None) -> list[JobRecord]:
         """Renew this replica's lease, and take over the jobs of replicas whose lease ran out.
 
         Every replica sharing the store calls it regularly (more often than
@@ -62,15 +66,19 @@ class ReplicaRegistry:
 
         Args:
             lease: Seconds a replica stays alive without renewing.
-            now: The time (seconds since the epoch).
+            now: The time (seconds since the epoch) to renew at and judge by;
+                ``None`` (what replicas use): the database's clock, one for
+                every replica, whatever each one's own clock says.
 
         Returns:
             The records taken over, oldest first, for the caller to re-run or fail.
         """
         return await self._reader.run(self._adopt_orphans, lease, now)
 
-    def _adopt_orphans(self, lease: float, now: float) -> list[JobRecord]:
+    def _adopt_orphans(self, lease: float, at: float | None) -> list[JobRecord]:
         me = self.instance_id
+        # The database's time (fixed for the transaction), unless told one.
+        now: Any = sa.literal(at) if at is not None else _database_now()
         with self.engine.begin() as conn:
             renewed = conn.execute(
                 replicas_table.update()
@@ -121,6 +129,18 @@ class ReplicaRegistry:
             )
             return [to_record(row) for row in rows]
 
+    async def holders_of(self, job_ids: Iterable[str]) -> dict[str, tuple[JobState, str]]:
+        """The stored state of those of ``job_ids`` that are stored, and the
+        instance that holds each (another one's: it adopted the job)."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        return await self._reader.run(self._holders_of, ids)
+
+    def _holders_of(self, job_ids: list[str]) -> dict[str, tuple[JobState, str]]:
+        with self.engine.connect() as conn:
+            return queries.holders_of(conn, job_ids)
+
     async def leave(self) -> None:
         """Say this replica is gone (a clean shutdown), so nobody waits out its lease."""
         await self._reader.run(self._leave)
@@ -167,6 +187,15 @@ class ReplicaRegistry:
                 .returning(object_uses_table.c.owner, object_uses_table.c.object_id)
             )
             return [(row.owner, row.object_id) for row in rows]
+
+
+def _database_now() -> Any:
+    """The database's clock in seconds since the epoch, as an SQL expression.
+
+    ``now()`` is the start of the transaction: one time for every
+    comparison in it.
+    """
+    return sa.cast(sa.func.extract("epoch", sa.func.now()), sa.Float)
 
 
 def _upsert(dialect: str) -> Any:
