@@ -21,8 +21,10 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS requirements
 
 # Optional dependency groups of pyproject.toml to install as well, comma
-# separated: postgres is the driver of the shared job store (scale-out).
-ARG EXTRAS=postgres
+# separated: server is what running the service needs (the plain
+# dependencies are the SDK's), postgres the driver of the shared job store
+# (scale-out).
+ARG EXTRAS=server,postgres
 WORKDIR /src
 COPY pyproject.toml ./
 RUN python3 -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e.strip() for e in os.environ["EXTRAS"].split(",") if e.strip()]; print("\n".join(p["dependencies"] + [r for e in extras for r in p["optional-dependencies"][e]]))' \
@@ -47,7 +49,7 @@ WORKDIR /src
 COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt
 
-COPY pyproject.toml ./
+COPY pyproject.toml LICENSE ./
 COPY server/ server/
 COPY client_sdk/ client_sdk/
 # A regular (not editable) install: the venv is all the final stage needs.

@@ -44,9 +44,10 @@ def _load(name: str) -> click.Command | str:
         command = entry_point.load()
     except ImportError as exc:  # for example the server's command in a client-only install
         logger.debug("command %r (%s) not loaded: %s", name, entry_point.value, exc)
-        return f"{entry_point.value} cannot be imported ({exc})"
+        # The error on a line of its own: the server's says what to install.
+        return f"{entry_point.value} cannot be imported:\n  {exc}"
     if not isinstance(command, click.Command):
-        return f"{entry_point.value} is not a click command"
+        return f"{entry_point.value} is not a click command."
     return command
 
 
@@ -74,7 +75,7 @@ class _Group(click.Group):
         name = args[0] if args else None
         registered = name in _registered() and name not in self.commands
         if registered and not isinstance(reason := _load(name), click.Command):
-            ctx.fail(f"No such command {name!r}: an installed package registers it, but {reason}.")
+            ctx.fail(f"No such command {name!r}: an installed package registers it, but {reason}")
         return super().resolve_command(ctx, args)
 
 
