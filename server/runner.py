@@ -30,7 +30,6 @@ from server.progress import Progress
 logger = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass
 class JobRuntime:
     """What the runner holds for a job it runs, besides its record."""
@@ -239,9 +238,7 @@ class Runner:
         if not done:
             execution.cancel()
             await asyncio.gather(execution, return_exceptions=True)
-            raise _TimedOut(
-                f"the job ran past its time limit of {time_limit:g}s and was cancelled"
-            )
+            raise _TimedOut(f"the job ran past its time limit of {time_limit:g}s and was cancelled")
         return execution.result()
 
     # -- ending ------------------------------------------------------------
@@ -250,7 +247,7 @@ class Runner:
         """The record of a job this server accepted or re-ran (never waits on the store)."""
         record = self.store.cached(job_id)
         if record is None:
-            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+            raise JobNotFound(resource_name=job_id)
         return record
 
     def _ended(self, job_id: str) -> bool:
@@ -361,8 +358,6 @@ class Runner:
         """Drop the runtimes of expired records."""
         for job_id in job_ids:
             self.runtimes.pop(job_id, None)
-
-
 
 
 class _TimedOut(Exception):
