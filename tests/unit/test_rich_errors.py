@@ -102,7 +102,11 @@ def test_a_missing_job_function_or_object_is_a_resource_info():
     for exc, kind, key in (
         (errors.JobNotFound("no job", resource_name="j-1"), "job", "job_id"),
         (errors.FunctionNotFound("no fn", resource_name="nope"), "function", "function"),
-        (errors.NotFound("no obj", resource_type="object", resource_name="sha256:ab"), "object", None),
+        (
+            errors.NotFound("no obj", resource_type="object", resource_name="sha256:ab"),
+            "object",
+            None,
+        ),
     ):
         _, found = _details(exc)
         resource = found["ResourceInfo"]
@@ -136,7 +140,11 @@ def test_the_sdk_reads_reason_metadata_delay_and_violations():
         )
     )
     assert type(error) is sdk.ResourceExhausted
-    assert (error.reason, error.metadata, error.retry_delay) == ("CALLER_JOB_LIMIT", {"limit": "2"}, 0.25)
+    assert (error.reason, error.metadata, error.retry_delay) == (
+        "CALLER_JOB_LIMIT",
+        {"limit": "2"},
+        0.25,
+    )
     error = _sdk(errors.InvalidArgument("bad n", field="n", reason="INVALID_ARGUMENTS"))
     assert error.field_violations == (("n", "bad n"),) and error.retry_delay is None
     assert type(_sdk(errors.FunctionNotFound("no", resource_name="f"))) is sdk.FunctionNotFound
