@@ -22,7 +22,13 @@ from concurrent import futures
 import grpc
 import pytest
 
-from client_sdk import ComputeClient, FunctionNotFound, InvalidArguments, ResourceExhausted
+from client_sdk import (
+    AsyncComputeClient,
+    ComputeClient,
+    FunctionNotFound,
+    InvalidArguments,
+    ResourceExhausted,
+)
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server import errors, status
@@ -57,6 +63,14 @@ def test_the_sdk_raises_function_not_found_with_its_reason_and_metadata(local_cl
     assert err.reason == "FUNCTION_NOT_FOUND"
     assert err.metadata == {"function": "nope"}
     assert err.retry_delay is None
+
+
+@pytest.mark.asyncio
+async def test_the_async_sdk_reads_the_same_details(local_server):
+    async with AsyncComputeClient(local_server.target, timeout=60) as client:
+        with pytest.raises(FunctionNotFound) as info:
+            await client.run("nope")
+    assert (info.value.reason, info.value.metadata) == ("FUNCTION_NOT_FOUND", {"function": "nope"})
 
 
 def test_the_sdk_raises_invalid_arguments_naming_the_parameter(local_client):
