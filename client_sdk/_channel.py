@@ -16,6 +16,8 @@ import pathlib
 from typing import Any, Union
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 from client_sdk.errors import ComputeError, ServiceUnavailable, StatusCode, error_for
 
@@ -27,8 +29,10 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 #: Largest message the client sends or accepts (the server's default limit).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Trailing metadata key in which the server names its error class.
-ERROR_KEY = "dask-compute-error"
+#: Trailing metadata key of the ``google.rpc.Status`` with the error's details.
+DETAILS_KEY = "grpc-status-details-bin"
+#: The ``ErrorInfo.domain`` of the service's errors.
+DOMAIN = "compute.v1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,9 @@ class TLSConfig:
 TLS = Union[bool, str, "os.PathLike[str]", bytes, TLSConfig, None]
 
 # Calls are retried by gRPC itself when the server is UNAVAILABLE (restarting,
-# or not yet listening). Reads, CancelJob and ReleaseJob change nothing on a
+# or not yet listening). Where the server suggests a delay (its RetryInfo), it
+# also sends it as gRPC's own grpc-retry-pushback-ms, which this retry policy
+# honours: the next attempt waits that long instead of the backoff. Reads, CancelJob and ReleaseJob change nothing on a
 # retry; Run, SubmitJob and SubmitJobs are safe to retry because every job
 # carries a fresh request_id, with which the server runs a job at most once.
 # (A new RPC must be added here knowingly: a unit test compares the lists.)
@@ -193,12 +199,46 @@ def error_from_rpc(err: grpc.RpcError, unreachable: str = "") -> ComputeError:
     details = (err.details() if hasattr(err, "details") else "") or ""
     if unreachable:
         return ServiceUnavailable(status, f"could not reach the server: {unreachable}")
-    name = ""
     trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
     for key, value in trailing or ():
-        if key == ERROR_KEY:
-            name = value
-    return error_for(status, details, name)
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            return error_for(status, details, **rich_details(value))
+    return error_for(status, details)
+
+
+def rich_details(packed: bytes) -> dict[str, Any]:
+    """The ``error_for`` keywords from a serialized ``google.rpc.Status``.
+
+    The reason and metadata of the service's ``ErrorInfo`` (domain
+    ``compute.v1``; another's, such as a proxy's, when the service sent
+    none), the ``RetryInfo`` delay in seconds, and the ``BadRequest`` field
+    violations. Details that do not parse are ignored: the code and message
+    still tell what happened.
+    """
+    try:
+        status = status_pb2.Status.FromString(packed)
+    except DecodeError:
+        logger.debug("a %s trailer that does not parse was ignored", DETAILS_KEY)
+        return {}
+    found: dict[str, Any] = {}
+    violations: list[tuple[str, str]] = []
+    for detail in status.details:
+        info, retry, bad = (
+            error_details_pb2.ErrorInfo(),
+            error_details_pb2.RetryInfo(),
+            error_details_pb2.BadRequest(),
+        )
+        if detail.Is(info.DESCRIPTOR):
+            if detail.Unpack(info) and ("reason" not in found or info.domain == DOMAIN):
+                found["reason"], found["metadata"] = info.reason, dict(info.metadata)
+        elif detail.Is(retry.DESCRIPTOR):
+            if detail.Unpack(retry):
+                found["retry_delay"] = retry.retry_delay.ToNanoseconds() / 1e9
+        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
+            violations += [(v.field, v.description) for v in bad.field_violations]
+    if violations:
+        found["field_violations"] = tuple(violations)
+    return found
 
 
 def not_connected(state: grpc.ChannelConnectivity | None) -> bool:

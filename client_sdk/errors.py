@@ -20,6 +20,14 @@ Exception tree::
     ├── UntrustedResult           a pickled result of a job this client did not submit
     └── VersionMismatch           client and server cannot exchange pickled work
 
+A failed call's exception (an :class:`RPCError`) also carries what the
+server sent as the standard error details: ``.reason``, a stable
+UPPER_SNAKE_CASE name of what went wrong (``FUNCTION_NOT_FOUND``,
+``CALLER_JOB_LIMIT``, ...; the list is in the service's ``.proto``) that
+programs can test instead of the message; ``.metadata``, the facts that go
+with it (the function name, the limit's name and value, the job id); and
+``.retry_delay``, the seconds after which trying again may work, or ``None``.
+
 A job whose code raised re-raises the remote exception itself when it can be
 unpickled locally and the job is trusted (submitted through this client, or
 attached with ``client.job(job_id, trust=True)``); :class:`JobFailed` is the
@@ -65,15 +73,46 @@ class ComputeError(Exception):
 class RPCError(ComputeError):
     """A call to the service failed.
 
-    Attributes:
+    Args:
         code: The gRPC status code.
         details: The server's message.
+        reason: The server's reason (``ErrorInfo.reason``), or ``""``.
+        metadata: The facts that go with it (``ErrorInfo.metadata``).
+        retry_delay: Seconds after which trying again may work (``RetryInfo``).
+        field_violations: ``(field, description)`` of each request field or
+            function parameter at fault (``BadRequest``).
+
+    Attributes:
+        code: The gRPC status code.
+        details: The server's message (for people).
+        reason: A stable name of what went wrong, in UPPER_SNAKE_CASE, for
+            programs; ``""`` when the server sent none (or the call never
+            reached it).
+        metadata: The facts that go with the reason, as strings (for example
+            ``{"function": "fib"}``, or ``{"limit_name": "max_jobs_per_caller",
+            "limit": "2", ...}``).
+        retry_delay: Seconds the server suggests waiting before trying again,
+            or ``None`` when waiting does not help.
+        field_violations: ``(field, description)`` pairs for argument errors.
     """
 
-    def __init__(self, code: StatusCode, details: str) -> None:
+    def __init__(
+        self,
+        code: StatusCode,
+        details: str,
+        *,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+        retry_delay: float | None = None,
+        field_violations: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_delay = retry_delay
+        self.field_violations = field_violations
 
 
 class InvalidArguments(RPCError):
@@ -198,20 +237,40 @@ _BY_CODE: dict[StatusCode, type[RPCError]] = {
 }
 
 
-_BY_NAME: dict[str, type[RPCError]] = {
-    "FunctionNotFound": FunctionNotFound,
-    "JobNotFound": JobNotFound,
+_BY_REASON: dict[str, type[RPCError]] = {
+    "FUNCTION_NOT_FOUND": FunctionNotFound,
+    "JOB_NOT_FOUND": JobNotFound,
 }
 
 
-def error_for(code: StatusCode, details: str, error_name: str = "") -> RPCError:
+def error_for(
+    code: StatusCode,
+    details: str,
+    reason: str = "",
+    metadata: dict[str, str] | None = None,
+    retry_delay: float | None = None,
+    field_violations: tuple[tuple[str, str], ...] = (),
+) -> RPCError:
     """The SDK exception for a failed call.
 
     Args:
         code: The call's status code.
         details: The server's message.
-        error_name: The server's error class, from the ``dask-compute-error``
-            trailing metadata, when it sent one.
+        reason: The server's reason (from the ``google.rpc.Status`` in the
+            ``grpc-status-details-bin`` trailer), when it sent one; it tells,
+            say, a missing function from a missing job.
+        metadata: The facts that go with the reason.
+        retry_delay: Seconds the server suggests waiting, if it did.
+        field_violations: ``(field, description)`` pairs the server sent.
     """
-    cls = _BY_NAME.get(error_name) or _BY_CODE.get(code, RPCError)
-    return cls(code, details)
+    cls = _BY_CODE.get(code, RPCError)
+    if code is StatusCode.NOT_FOUND:
+        cls = _BY_REASON.get(reason, cls)
+    return cls(
+        code,
+        details,
+        reason=reason,
+        metadata=metadata,
+        retry_delay=retry_delay,
+        field_violations=field_violations,
+    )

@@ -78,7 +78,9 @@ def load_payload(payload: bytes, what: str, objects: Mapping[str, Any] | None = 
             :func:`server.job_errors.load_error`).
     """
     if not payload:
-        raise InvalidPayload(f"{what}: payload is empty")
+        raise InvalidPayload(
+            f"{what}: payload is empty", field=f"{what}.payload", reason="EMPTY_PAYLOAD"
+        )
     try:
         # The C unpickler's fast path when there is nothing to put in place;
         # a reference to an unlisted object then fails as in _ObjectUnpickler.
@@ -110,7 +112,8 @@ def load_call(payload: bytes, objects: Mapping[str, Any] | None = None) -> tuple
     ):
         raise InvalidPayload(
             "pickled_call: payload must be a (callable, args tuple, kwargs dict) tuple, "
-            f"got {_shape(obj)}"
+            f"got {_shape(obj)}",
+            field="pickled_call.payload",
         )
     return obj[0], tuple(obj[1]), dict(obj[2])
 
@@ -135,7 +138,8 @@ def load_graph(payload: bytes, objects: Mapping[str, Any] | None = None) -> tupl
             return "collections", tuple(obj), None
     raise InvalidPayload(
         "graph: payload must be a Dask collection, a tuple of collections, or a "
-        f"(graph mapping, keys) pair, got {_shape(obj)}"
+        f"(graph mapping, keys) pair, got {_shape(obj)}",
+        field="graph.payload",
     )
 
 

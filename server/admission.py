@@ -18,6 +18,7 @@ from server import results
 from server.auth import Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
+    RETRY_DELAY,
     InvalidArgument,
     JobNotFound,
     PermissionDenied,
@@ -126,9 +127,16 @@ class Admission:
                 or a job in it is invalid (the message says which, by index).
         """
         if not requests:
-            raise InvalidArgument("jobs is empty: submit at least one job")
+            raise InvalidArgument(
+                "jobs is empty: submit at least one job", field="jobs", reason="BATCH_EMPTY"
+            )
         if len(requests) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} jobs per batch, got {len(requests)}")
+            raise InvalidArgument(
+                f"at most {MAX_BATCH} jobs per batch, got {len(requests)}",
+                field="jobs",
+                reason="BATCH_TOO_LARGE",
+                metadata={"limit": MAX_BATCH, "count": len(requests)},
+            )
         # The keys unknown here, looked up in a durable store at once.
         stored: dict[str, JobRecord] = {}
         unknown = [
@@ -181,7 +189,11 @@ class Admission:
         """
         caller = self.callers(owner)
         if caller is None:
-            raise PermissionDenied(f"its owner {owner!r} is no longer known to the server")
+            raise PermissionDenied(
+                f"its owner {owner!r} is no longer known to the server",
+                reason="OWNER_UNKNOWN",
+                metadata={"owner": owner},
+            )
         self.authorize(request, caller)
         return await self._validate(request, caller)
 
@@ -193,11 +205,17 @@ class Admission:
         """
         if request.kind is JobKind.FUNCTION:
             if not caller.can("run"):
-                raise PermissionDenied(f"caller {caller.name!r} lacks the 'run' permission")
+                raise PermissionDenied(
+                    f"caller {caller.name!r} lacks the 'run' permission",
+                    reason="PERMISSION_RUN_REQUIRED",
+                    metadata={"caller": caller.name, "permission": "run"},
+                )
         elif not caller.can("code"):
             raise PermissionDenied(
                 f"caller {caller.name!r} may call named functions only: sending Python code "
-                "(pickled callables, Dask graphs) needs the 'code' permission"
+                "(pickled callables, Dask graphs) needs the 'code' permission",
+                reason="PERMISSION_CODE_REQUIRED",
+                metadata={"caller": caller.name, "permission": "code"},
             )
 
     def check_limits(self, caller: Caller, adding: int) -> None:
@@ -206,13 +224,28 @@ class Admission:
         if self.pending + adding > s.max_pending_jobs:
             raise ResourceExhausted(
                 f"the server has {self.pending} unfinished jobs and takes at most "
-                f"{s.max_pending_jobs} (max_pending_jobs); retry when some finish"
+                f"{s.max_pending_jobs} (max_pending_jobs); retry when some finish",
+                reason="SERVER_JOB_LIMIT",
+                metadata={
+                    "limit_name": "max_pending_jobs",
+                    "limit": s.max_pending_jobs,
+                    "unfinished": self.pending,
+                },
+                retry_delay=RETRY_DELAY,
             )
         mine = self.pending_by_owner.get(caller.name, 0)
         if mine + adding > s.max_jobs_per_caller:
             raise ResourceExhausted(
                 f"caller {caller.name!r} has {mine} unfinished jobs and may have at most "
-                f"{s.max_jobs_per_caller} (max_jobs_per_caller); wait for some to finish"
+                f"{s.max_jobs_per_caller} (max_jobs_per_caller); wait for some to finish",
+                reason="CALLER_JOB_LIMIT",
+                metadata={
+                    "caller": caller.name,
+                    "limit_name": "max_jobs_per_caller",
+                    "limit": s.max_jobs_per_caller,
+                    "unfinished": mine,
+                },
+                retry_delay=RETRY_DELAY,
             )
 
     def time_limit(self, request: JobRequest) -> float | None:
@@ -224,24 +257,46 @@ class Admission:
         scheduler = request.scheduler or self.settings.default_scheduler
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(
-                f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}"
+                f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}",
+                field="scheduler",
+                reason="UNKNOWN_SCHEDULER",
+                metadata={"scheduler": scheduler},
             )
         if request.result_format not in results.FORMATS:
             raise InvalidArgument(
                 f"unknown result format {request.result_format!r}; "
-                f"use one of {', '.join(results.FORMATS)}"
+                f"use one of {', '.join(results.FORMATS)}",
+                field="result_format",
+                reason="UNKNOWN_RESULT_FORMAT",
             )
         if len(request.name) > 256:
-            raise InvalidArgument("job name must be at most 256 characters")
+            raise InvalidArgument(
+                "job name must be at most 256 characters",
+                field="name",
+                reason="NAME_TOO_LONG",
+                metadata={"limit": 256},
+            )
         if len(request.request_id) > 128:
-            raise InvalidArgument("request_id must be at most 128 characters")
+            raise InvalidArgument(
+                "request_id must be at most 128 characters",
+                field="request_id",
+                reason="REQUEST_ID_TOO_LONG",
+                metadata={"limit": 128},
+            )
         if request.timeout is not None and request.timeout < 0:
-            raise InvalidArgument("timeout must not be negative")
+            raise InvalidArgument(
+                "timeout must not be negative", field="timeout", reason="NEGATIVE_TIMEOUT"
+            )
         if scheduler == "distributed" and not self.cluster_ok():
             raise Unavailable(self.outage_message())
         refused = self.pool_refusal(scheduler)
         if refused is not None:
-            raise ResourceExhausted(refused)
+            raise ResourceExhausted(
+                refused,
+                reason="POOL_ABANDONED_LIMIT",
+                metadata={"scheduler": scheduler, "limit_name": "max_abandoned_threads"},
+                retry_delay=RETRY_DELAY,
+            )
         work, target = await self.preparer.prepare(request, caller, scheduler)
         return Admitted(request, caller, work, target, scheduler)
 

@@ -40,7 +40,6 @@ import contextvars
 import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import pathlib
@@ -50,6 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from server.errors import Unauthenticated
+from server.network import is_loopback
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -316,16 +316,6 @@ def read_tokens_file(path: str) -> Identities:
 # -- the policy ------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the server reachable from this machine only."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name might resolve anywhere: treat it as the network
-
-
 def _no_auth_message(host: str) -> str:
     return (
         f"refusing to listen on {host} without authentication: anyone who can reach the port "
@@ -475,12 +465,16 @@ class Authenticator:
         if authorization is not None:
             match = _BEARER.fullmatch(authorization)
             if match is None:
-                raise Unauthenticated("the authorization metadata must read 'Bearer <token>'")
+                raise Unauthenticated(
+                    "the authorization metadata must read 'Bearer <token>'",
+                    reason="MALFORMED_AUTHORIZATION",
+                )
             caller = identities.by_token(match.group(1))
             if caller is None:
                 raise Unauthenticated(
                     "the bearer token is not valid (unknown, revoked or mistyped); "
-                    "ask the server's operator for a current one"
+                    "ask the server's operator for a current one",
+                    reason="INVALID_TOKEN",
                 )
             return caller
         if common_name is not None and self.mtls:
@@ -488,11 +482,15 @@ class Authenticator:
             if caller is not None:
                 return caller
             if not _NAME_CHARS.fullmatch(common_name):
-                raise Unauthenticated(f"the client certificate's subject CN is not {_NAME_RULE}")
+                raise Unauthenticated(
+                    f"the client certificate's subject CN is not {_NAME_RULE}",
+                    reason="INVALID_CERTIFICATE_NAME",
+                )
             raise Unauthenticated(
                 f"the client certificate's subject CN {common_name[:64]!r} has no "
                 f"'cert:{common_name[:64]}' entry in the server's tokens file, and the call "
-                "carries no bearer token"
+                "carries no bearer token",
+                reason="UNKNOWN_CERTIFICATE",
             )
         raise Unauthenticated(
             "this server needs a credential: send the metadata 'authorization: Bearer <token>' "

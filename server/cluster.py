@@ -26,7 +26,7 @@ from typing import Any
 
 from server.auth import is_loopback
 from server.config import Settings
-from server.errors import Unavailable
+from server.errors import Unavailable, cluster_starting
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Cluster:
             Unavailable: The scheduler cannot be reached.
         """
         if self.client is None:
-            raise Unavailable("the Dask cluster is still starting; retry shortly")
+            raise cluster_starting()
         self.check_ok()
         try:
             identity = await asyncio.wait_for(

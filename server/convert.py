@@ -67,7 +67,9 @@ def _enum(table: dict, number: int, what: str, enum_type: Any) -> Any:
         return table[number]
     except KeyError:
         known = ", ".join(enum_type.Name(n) for n in table)
-        raise InvalidArgument(f"{what} {number} is not one of {known}") from None
+        raise InvalidArgument(
+            f"{what} {number} is not one of {known}", field=what, reason="UNKNOWN_ENUM_VALUE"
+        ) from None
 
 
 def result_format(number: int) -> str:
@@ -118,14 +120,19 @@ def _json(message: Any, what: str, budget: list[int] | None = None) -> Any:
     try:
         value = json_format.MessageToDict(message)
     except ValueError as exc:  # NaN and Infinity have no JSON form
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+        raise InvalidArgument(
+            f"{what} is not valid JSON: {exc}", field=what, reason="INVALID_JSON"
+        ) from exc
     if budget is not None:
         count = count_values(value, budget[0])
         if count > budget[0]:
             raise InvalidArgument(
                 f"the arguments hold more than {budget[1]:,} JSON values; the server accepts "
                 f"at most {budget[1]:,} a job (--max-argument-values): pass large data as an "
-                f"object (PutObject) and refer to it instead"
+                f"object (PutObject) and refer to it instead",
+                field=what,
+                reason="ARGUMENT_VALUES_LIMIT",
+                metadata={"limit_name": "max_argument_values", "limit": budget[1]},
             )
         budget[0] -= count
     return value
@@ -135,7 +142,9 @@ def timeout(duration: Any) -> float | None:
     """Seconds from a ``Duration``; zero means no timeout (``None``)."""
     seconds = duration.seconds + duration.nanos / 1e9
     if seconds < 0:
-        raise InvalidArgument("timeout must not be negative")
+        raise InvalidArgument(
+            "timeout must not be negative", field="timeout", reason="NEGATIVE_TIMEOUT"
+        )
     return seconds or None
 
 
@@ -160,7 +169,11 @@ def job_request(spec: pb.JobSpec, max_values: int | None = None) -> JobRequest:
     work = spec.WhichOneof("work")
     if work == "call":
         if not spec.call.function:
-            raise InvalidArgument("call.function is required: name a function from ListFunctions")
+            raise InvalidArgument(
+                "call.function is required: name a function from ListFunctions",
+                field="call.function",
+                reason="FUNCTION_REQUIRED",
+            )
         call = spec.call
         budget = None if max_values is None else [max_values, max_values]
         return JobRequest(
@@ -173,12 +186,18 @@ def job_request(spec: pb.JobSpec, max_values: int | None = None) -> JobRequest:
     if work in ("pickled_call", "graph"):
         message = getattr(spec, work)
         if message.serializer not in _SERIALIZERS:
-            raise InvalidArgument(f"{work}.serializer {message.serializer} is not supported")
+            raise InvalidArgument(
+                f"{work}.serializer {message.serializer} is not supported",
+                field=f"{work}.serializer",
+                reason="UNSUPPORTED_SERIALIZER",
+            )
         kind = JobKind.PICKLED_CALL if work == "pickled_call" else JobKind.GRAPH
         return JobRequest(
             kind=kind, payload=message.payload, object_ids=tuple(message.object_ids), **common
         )
-    raise InvalidArgument("job has no work: set one of call, pickled_call or graph")
+    raise InvalidArgument(
+        "job has no work: set one of call, pickled_call or graph", field="work", reason="NO_WORK"
+    )
 
 
 def states(numbers: Iterable[int]) -> list[JobState]:

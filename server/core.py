@@ -32,7 +32,7 @@ from server.admission import Admission, Admitted
 from server.auth import ANONYMOUS, Authenticator, Caller
 from server.cluster import Cluster, ClusterSnapshot, WorkerSnapshot
 from server.config import SCHEDULERS, Settings
-from server.errors import InvalidArgument, JobNotFound, NotFound, Unavailable
+from server.errors import InvalidArgument, JobNotFound, cluster_starting, shutting_down
 from server.execution import Executors
 from server.held_results import HeldResults
 from server.janitor import Janitor
@@ -226,15 +226,15 @@ class ComputeCore:
 
     def _check_ready(self) -> None:
         if self._draining:
-            raise Unavailable("the server is shutting down; retry against another instance")
+            raise shutting_down()
         self._pools()
 
     def _pools(self) -> Executors:
         """The pools, for work on behalf of jobs already accepted."""
         if self._closing:
-            raise Unavailable("the server is shutting down; retry against another instance")
+            raise shutting_down()
         if self._executors is None:
-            raise Unavailable("the Dask cluster is still starting; retry shortly")
+            raise cluster_starting()
         return self._executors
 
     def _pool_refusal(self, scheduler: str) -> str | None:
@@ -339,7 +339,7 @@ class ComputeCore:
         record = self.jobs.cached(_check_job_id(job_id)) or await self.jobs.get(job_id)
         record = self.replicas.as_stored(record)
         if not caller.is_admin and record.owner != caller.name:
-            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+            raise JobNotFound(resource_name=job_id)
         return record
 
     async def wait_job(
@@ -489,7 +489,7 @@ def _policy_callers(settings: Settings) -> Callable[[str], Caller | None]:
 
 def _check_job_id(job_id: str) -> str:
     if not job_id:
-        raise InvalidArgument("job_id is required")
+        raise InvalidArgument("job_id is required", field="job_id", reason="JOB_ID_REQUIRED")
     if len(job_id) > 128 or not job_id.isascii() or not job_id.isprintable():
-        raise NotFound(f"no job with id {job_id[:64]!r}")
+        raise JobNotFound(f"no job with id {job_id[:64]!r}", resource_name=job_id[:64])
     return job_id

@@ -364,7 +364,9 @@ class HeldResults:
         record = await self.get_job(job_id, caller)
         if record.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
-                f"job {job_id} is {record.state.value}; only succeeded jobs have a result"
+                f"job {job_id} is {record.state.value}; only succeeded jobs have a result",
+                reason="JOB_NOT_SUCCEEDED",
+                metadata={"job_id": job_id, "state": record.state.value},
             )
         held = self._held.get(job_id)
         handle = held.result if held is not None else _NO_RESULT
@@ -386,13 +388,29 @@ class HeldResults:
                     handle = published
         if handle is _NO_RESULT:
             if held is not None and held.released:
-                raise NotFound(f"the result of job {job_id} was released by ReleaseJob")
+                raise NotFound(
+                    f"the result of job {job_id} was released by ReleaseJob",
+                    reason="RESULT_RELEASED",
+                    resource_type="result",
+                    resource_name=job_id,
+                    metadata={"job_id": job_id},
+                )
             why = await self.store.why_no_result(job_id) if held is None else None
             if why:
-                raise NotFound(f"the result of job {job_id} is gone: {why}")
+                raise NotFound(
+                    f"the result of job {job_id} is gone: {why}",
+                    reason="RESULT_GONE",
+                    resource_type="result",
+                    resource_name=job_id,
+                    metadata={"job_id": job_id},
+                )
             raise NotFound(
                 f"the result of job {job_id} is gone: results are kept for "
-                f"{self.result_ttl:g}s after a job finishes"
+                f"{self.result_ttl:g}s after a job finishes",
+                reason="RESULT_EXPIRED",
+                resource_type="result",
+                resource_name=job_id,
+                metadata={"job_id": job_id, "result_ttl_seconds": f"{self.result_ttl:g}"},
             )
         return record, handle
 

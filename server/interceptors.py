@@ -291,7 +291,9 @@ class _Gate:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 if authorization is not None:
-                    raise Unauthenticated("more than one authorization metadata entry")
+                    raise Unauthenticated(
+                        "more than one authorization metadata entry", reason="MULTIPLE_CREDENTIALS"
+                    )
                 authorization = value if isinstance(value, str) else value.decode("latin-1")
         common_name = peer_common_name(context) if self.authenticator.mtls else None
         return self.authenticator.authenticate(authorization, common_name)
@@ -311,13 +313,16 @@ class _Gate:
                 raise InvalidArgument(
                     f"the JSON arguments of this request are {size:,} bytes; the server accepts "
                     f"at most {bound:,} (--max-argument-bytes): pass large data as an object "
-                    f"(PutObject) and refer to it instead"
+                    f"(PutObject) and refer to it instead",
+                    reason="ARGUMENT_BYTES_LIMIT",
+                    metadata={"limit_name": "max_argument_bytes", "limit": bound, "bytes": size},
                 )
         try:
             return deserializer(raw)
         except Exception as exc:  # DecodeError, or whatever a parser raises
             raise InvalidArgument(
-                f"the request is not a valid message for {self.method}: {exc}"
+                f"the request is not a valid message for {self.method}: {exc}",
+                reason="MALFORMED_REQUEST",
             ) from exc
 
     async def refuse(
@@ -355,7 +360,8 @@ async def _parsed_stream(
             message = deserializer(raw)
         except Exception as exc:
             raise InvalidArgument(
-                f"message {number} of the request stream is not valid for {method}: {exc}"
+                f"message {number} of the request stream is not valid for {method}: {exc}",
+                reason="MALFORMED_REQUEST",
             ) from exc
         number += 1
         yield message

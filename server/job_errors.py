@@ -173,7 +173,9 @@ def load_error(exc: BaseException, what: str) -> InvalidPayload:
     """
     if isinstance(exc, InvalidPayload):
         return exc
+    reason, metadata = "INVALID_PAYLOAD", {}
     if isinstance(exc, ModuleNotFoundError):
+        reason, metadata = "MODULE_NOT_FOUND", {"module": exc.name or ""}
         message = (
             f"{what}: cannot load the payload: module {exc.name!r} is not installed on the "
             "server (install it there, or pickle the code by value with "
@@ -183,7 +185,7 @@ def load_error(exc: BaseException, what: str) -> InvalidPayload:
         message = f"{what}: cannot load the payload: {type(exc).__name__}: {_short(exc)}"
     else:
         message = f"{what}: cannot load the payload: it raised {_name(exc)}"
-    error = InvalidPayload(message)
+    error = InvalidPayload(message, field=f"{what}.payload", reason=reason, metadata=metadata)
     error.__cause__ = exc
     return error
 

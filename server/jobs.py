@@ -2,14 +2,13 @@
 
 Owns what a job's record is (:class:`JobRecord`, :class:`NewJob`), the
 :class:`JobTable` interface (all the rest of the server knows of where records
-live, and which of its calls may wait on a database), paging, and
+live, and which of its calls may wait on a database), and
 :class:`MemoryJobTable`, the table of a server without a store. The durable
-table is :class:`server.store.SqlJobTable`.
+table is :class:`server.store.SqlJobTable`; paging is :mod:`server.paging`.
 """
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
 import enum
@@ -19,13 +18,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.errors import InvalidArgument, JobNotFound
+from server.errors import JobNotFound
+from server.paging import make_page_token, page_bounds
 
 if TYPE_CHECKING:
     from server.store.registry import ReplicaRegistry
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 class JobState(str, enum.Enum):
@@ -286,34 +283,6 @@ class JobTable(Protocol):
         """Write what is queued, then release the store."""
 
 
-def page_bounds(page_size: int, page_token: str) -> tuple[int, int | None]:
-    """Validate paging input: returns (page size, the ``seq`` to continue below).
-
-    Raises:
-        InvalidArgument: ``page_size`` is out of range or the token is not one of ours.
-    """
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
-    size = page_size or DEFAULT_PAGE_SIZE
-    if not page_token:
-        return size, None
-    try:
-        text = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("ascii")
-        prefix, _, number = text.partition(":")
-        if prefix != "seq" or not number.isdigit():
-            raise ValueError(text)
-        return size, int(number)
-    except (ValueError, UnicodeError) as exc:
-        raise InvalidArgument(
-            "page_token is not valid: pass the next_page_token of a previous ListJobs response"
-        ) from exc
-
-
-def make_page_token(seq: int) -> str:
-    """The opaque token that continues a listing below ``seq``."""
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode("ascii")).decode("ascii")
-
-
 class MemoryJobTable:
     """A job table in the server's memory (lost on restart).
 
@@ -345,7 +314,7 @@ class MemoryJobTable:
         try:
             return self._records[job_id]
         except KeyError:
-            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)") from None
+            raise JobNotFound(resource_name=job_id) from None
 
     def _change(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
         with self._lock:

@@ -64,7 +64,9 @@ def check_object_id(object_id: str) -> str:
     """
     if not _OBJECT_ID.match(object_id or ""):
         raise InvalidArgument(
-            f"object id {object_id[:80]!r} is not of the form 'sha256:' and 64 hex digits"
+            f"object id {object_id[:80]!r} is not of the form 'sha256:' and 64 hex digits",
+            field="object_id",
+            reason="INVALID_OBJECT_ID",
         )
     return object_id
 
@@ -141,12 +143,21 @@ async def receive(
             SHA-256; nothing is kept.
     """
     if sum(segment_sizes or [size]) != size:
-        raise InvalidArgument(f"segment sizes add up to {sum(segment_sizes)}, not {size}")
+        raise InvalidArgument(
+            f"segment sizes add up to {sum(segment_sizes)}, not {size}",
+            field="header.segment_sizes",
+            reason="UPLOAD_SIZE_MISMATCH",
+        )
     data = bytearray()
     digest = _ChunkHash() if sha256 is not None else None
     async for chunk in chunks:
         if len(data) + len(chunk) > size:
-            raise InvalidArgument(f"the upload has more than the {size} bytes its header announced")
+            raise InvalidArgument(
+                f"the upload has more than the {size} bytes its header announced",
+                field="chunk",
+                reason="UPLOAD_SIZE_MISMATCH",
+                metadata={"size_bytes": size},
+            )
         if reserve is not None:
             reserve(len(chunk))
         data += chunk  # a large buffer grows in place (realloc), without copying what it holds
@@ -154,7 +165,10 @@ async def receive(
             digest.add(chunk)
     if len(data) != size:
         raise InvalidArgument(
-            f"the upload ended after {len(data)} of {size} bytes; nothing was kept, upload it again"
+            f"the upload ended after {len(data)} of {size} bytes; nothing was kept, upload it again",
+            field="chunk",
+            reason="UPLOAD_INCOMPLETE",
+            metadata={"size_bytes": size, "received_bytes": len(data)},
         )
     if digest is not None:
         _check(await digest.hexdigest(), sha256)
@@ -204,7 +218,9 @@ class _ChunkHash:
 def _check(actual: str, sha256: str) -> None:
     if actual != sha256:
         raise InvalidArgument(
-            f"the upload's SHA-256 is {actual}, not {sha256} as announced; nothing was kept"
+            f"the upload's SHA-256 is {actual}, not {sha256} as announced; nothing was kept",
+            field="header.sha256",
+            reason="UPLOAD_CHECKSUM_MISMATCH",
         )
 
 
@@ -244,11 +260,15 @@ class ObjectStore:
     def check_upload(self, size: int) -> None:
         """Refuse an upload larger than the limit before any byte of it is taken."""
         if size < 0:
-            raise InvalidArgument("size_bytes must not be negative")
+            raise InvalidArgument(
+                "size_bytes must not be negative", field="header.size_bytes", reason="NEGATIVE_SIZE"
+            )
         if size > self.max_bytes:
             raise ResourceExhausted(
                 f"the object's {size} bytes exceed this server's limit of {self.max_bytes} "
-                "(max_object_bytes)"
+                "(max_object_bytes)",
+                reason="OBJECT_TOO_LARGE",
+                metadata={"limit_name": "max_object_bytes", "limit": self.max_bytes, "bytes": size},
             )
 
     def not_found(self, object_id: str) -> NotFound:
@@ -256,7 +276,11 @@ class ObjectStore:
         return NotFound(
             f"no object {object_id} for this caller: it was never uploaded by this caller, "
             f"was deleted, or expired after {self.ttl:g}s unused; upload it with PutObject "
-            "(the SDK's client.scatter) again"
+            "(the SDK's client.scatter) again",
+            reason="OBJECT_NOT_FOUND",
+            resource_type="object",
+            resource_name=object_id,
+            metadata={"object_id": object_id},
         )
 
     def get(self, owner: str, object_id: str) -> StoredObject:
@@ -316,5 +340,7 @@ def not_loadable(object_id: str, exc: BaseException) -> InvalidPayload:
     """The error for bytes that a worker could not load."""
     return InvalidPayload(
         f"object {object_id}: the bytes could not be loaded on the cluster: "
-        f"{type(exc).__name__}: {exc}"
+        f"{type(exc).__name__}: {exc}",
+        reason="OBJECT_NOT_LOADABLE",
+        metadata={"object_id": object_id},
     )

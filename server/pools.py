@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server import job_errors
-from server.errors import ResourceExhausted
+from server.errors import RETRY_DELAY, ResourceExhausted
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,16 @@ class Gate:
         """Raise :class:`ResourceExhausted` if the pool takes no new job."""
         why = self.refusal()
         if why is not None:
-            raise ResourceExhausted(why)
+            raise ResourceExhausted(
+                why,
+                reason="POOL_ABANDONED_LIMIT",
+                metadata={
+                    "scheduler": self.name,
+                    "limit_name": "max_abandoned_threads",
+                    "limit": self.max_abandoned,
+                },
+                retry_delay=RETRY_DELAY,
+            )
 
     async def enter(self, owner: str) -> None:
         """Wait for a place for one call of ``owner``'s (in order of arrival);

@@ -184,7 +184,8 @@ class Recording:
             self.admission.unreserve(entry.record)
         return Unavailable(
             f"the job store could not record the job ({type(error).__name__}: {error}); "
-            "nothing was started: retry"
+            "nothing was started: retry",
+            reason="STORE_UNAVAILABLE",
         )
 
     def _launch(

@@ -98,7 +98,10 @@ class FunctionSpec:
         """
         positional = [p for p in self.parameters if not p.keyword_only]
         if len(args) > len(positional) and not self.var_args:
-            self._fail(f"takes {len(positional)} positional arguments but {len(args)} were given")
+            self._fail(
+                f"takes {len(positional)} positional arguments but {len(args)} were given",
+                "call.args",
+            )
         bound: dict[str, Any] = {}
         out_args: list[Any] = []
         for index, value in enumerate(args):
@@ -114,16 +117,18 @@ class FunctionSpec:
             param = by_name.get(key)
             if param is None:
                 if not self.var_kwargs:
-                    self._fail(f"got an unexpected keyword argument {key!r}")
+                    self._fail(f"got an unexpected keyword argument {key!r}", key)
                 out_kwargs[key] = _from_json_any(value)
                 continue
             if key in bound:
-                self._fail(f"got multiple values for argument {key!r}")
+                self._fail(f"got multiple values for argument {key!r}", key)
             bound[key] = out_kwargs[key] = self._convert(param, value)
         missing = [p.name for p in self.parameters if p.required and p.name not in bound]
         if missing:
             names = ", ".join(repr(m) for m in missing)
-            self._fail(f"missing required argument{'s' if len(missing) > 1 else ''} {names}")
+            self._fail(
+                f"missing required argument{'s' if len(missing) > 1 else ''} {names}", missing[0]
+            )
         if self.check is not None:
             self._check(out_args, out_kwargs)
         return out_args, out_kwargs
@@ -141,10 +146,15 @@ class FunctionSpec:
         try:
             return convert_json(value, param.annotation)
         except TypeError as exc:
-            self._fail(f"argument {param.name!r} must be {param.json_type}: {exc}")
+            self._fail(f"argument {param.name!r} must be {param.json_type}: {exc}", param.name)
 
-    def _fail(self, message: str) -> typing.NoReturn:
-        raise InvalidArgument(f"{self.name}() {message}; signature: {self.signature}")
+    def _fail(self, message: str, parameter: str = "call") -> typing.NoReturn:
+        raise InvalidArgument(
+            f"{self.name}() {message}; signature: {self.signature}",
+            field=parameter,
+            reason="INVALID_ARGUMENTS",
+            metadata={"function": self.name, "signature": self.signature},
+        )
 
 
 class Registry:
@@ -214,7 +224,7 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._functions)) or "none"
             raise FunctionNotFound(
-                f"no function named {name!r}; this server offers: {known}"
+                f"no function named {name!r}; this server offers: {known}", resource_name=name
             ) from None
 
     def __iter__(self) -> typing.Iterator[FunctionSpec]:

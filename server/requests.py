@@ -139,7 +139,11 @@ class Preparer:
             if shape == "collection":
                 return Work(collections=(obj,), single=True), "graph"
             return Work(collections=obj), "graph"
-        raise InvalidArgument("the job carries no work: set call, pickled_call or graph")
+        raise InvalidArgument(
+            "the job carries no work: set call, pickled_call or graph",
+            field="work",
+            reason="NO_WORK",
+        )
 
     async def _load(self, loader: Any, payload: bytes, held: dict[str, Any] | None) -> Any:
         # Whatever loading raises (its code's sys.exit() included) comes out

@@ -152,7 +152,8 @@ def _encode_stream(value: Any, fmt: str, is_function: bool) -> ResultStream:
         except NotJSON as exc:
             if fmt == "json":
                 raise FailedPrecondition(
-                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE"
+                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE",
+                    reason="RESULT_NOT_JSON",
                 ) from exc
         else:
             segments = [memoryview(text)]
@@ -229,7 +230,8 @@ def _arrow_ipc(value: Any) -> Any:
     except ImportError as exc:  # an install without dask[dataframe]
         raise FailedPrecondition(
             "this server cannot write Arrow (pyarrow is not installed); "
-            "ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
+            "ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON",
+            reason="ARROW_UNSUPPORTED",
         ) from exc
 
     try:
@@ -243,13 +245,16 @@ def _arrow_ipc(value: Any) -> Any:
         raise FailedPrecondition(
             f"the result has no Arrow form ({type(exc).__name__}: {exc}); give each column "
             "values of one type (for example with astype(str)), or ask for "
-            "RESULT_FORMAT_PICKLE"
+            "RESULT_FORMAT_PICKLE",
+            reason="RESULT_NOT_ARROW",
         ) from exc
     if table is None:
         cls = type(value)
         raise FailedPrecondition(
             f"the result ({cls.__module__}.{cls.__qualname__}) is not a table, so it has no "
-            "Arrow form; ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON"
+            "Arrow form; ask for RESULT_FORMAT_PICKLE or RESULT_FORMAT_JSON",
+            reason="RESULT_NOT_ARROW",
+            metadata={"type": f"{cls.__module__}.{cls.__qualname__}"},
         )
     return sink.getvalue()
 
@@ -289,7 +294,8 @@ def encode(value: Any, fmt: str, is_function: bool) -> EncodedResult:
         except NotJSON as exc:
             if fmt == "json":
                 raise FailedPrecondition(
-                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE"
+                    f"the result has no JSON form ({exc}); ask for RESULT_FORMAT_PICKLE",
+                    reason="RESULT_NOT_JSON",
                 ) from exc
         else:
             return EncodedResult("json", json=data, size_bytes=_json_size(data))
@@ -311,7 +317,9 @@ def _pickled(dumps: Any, value: Any, *args: Any) -> bytes:
         raise FailedPrecondition(
             f"the result ({cls.__module__}.{cls.__qualname__}) cannot be pickled "
             f"({type(exc).__name__}: {exc}): return a value that can be (for example a list "
-            "rather than a generator)"
+            "rather than a generator)",
+            reason="RESULT_NOT_PICKLABLE",
+            metadata={"type": f"{cls.__module__}.{cls.__qualname__}"},
         ) from exc
 
 

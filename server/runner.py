@@ -256,7 +256,7 @@ class Runner:
         """The record of a job this server accepted or re-ran (never waits on the store)."""
         record = self.store.cached(job_id)
         if record is None:
-            raise JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+            raise JobNotFound(resource_name=job_id)
         return record
 
     def _ended(self, job_id: str) -> bool:

@@ -26,9 +26,9 @@ from server.auth import current_caller
 from server.core import ComputeCore
 from server.errors import InvalidArgument
 from server.jobs import JobState
-from server.status import ERROR_KEY, Answers
+from server.status import Answers
 
-__all__ = ["ERROR_KEY", "INSTANCE_KEY", "ComputeServicer"]
+__all__ = ["INSTANCE_KEY", "ComputeServicer"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,12 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         caller = current_caller()
         chunk_size = request.chunk_size or self.core.settings.result_chunk_bytes
         if not 1024 <= chunk_size <= MAX_CHUNK_BYTES:
-            raise InvalidArgument(f"chunk_size must be between 1024 and {MAX_CHUNK_BYTES}")
+            raise InvalidArgument(
+                f"chunk_size must be between 1024 and {MAX_CHUNK_BYTES}",
+                field="chunk_size",
+                reason="INVALID_CHUNK_SIZE",
+                metadata={"limit": MAX_CHUNK_BYTES},
+            )
         fmt = convert.result_format(request.result_format)
         last = request.checksum_last
         stream = await self.core.open_result(request.job_id, fmt, caller, checksum=not last)
@@ -247,7 +252,10 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if not 0 <= request.offset <= stream.total_size:
             close()
             raise InvalidArgument(
-                f"offset {request.offset} is outside the result's {stream.total_size} bytes"
+                f"offset {request.offset} is outside the result's {stream.total_size} bytes",
+                field="offset",
+                reason="OFFSET_OUT_OF_RANGE",
+                metadata={"total_size": stream.total_size},
             )
         # With checksum_last the whole stream (from byte 0) is hashed while the
         # chunks go out (here in a thread, or by the worker that holds it),
@@ -271,15 +279,27 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     async def PutObject(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("an upload starts with its header, then sends chunks")
+            raise InvalidArgument(
+                "an upload starts with its header, then sends chunks",
+                field="header",
+                reason="UPLOAD_HEADER_REQUIRED",
+            )
         header = first.header
         if header.serializer not in (pb.SERIALIZER_UNSPECIFIED, pb.SERIALIZER_CLOUDPICKLE):
-            raise InvalidArgument(f"serializer {header.serializer} is not supported")
+            raise InvalidArgument(
+                f"serializer {header.serializer} is not supported",
+                field="header.serializer",
+                reason="UNSUPPORTED_SERIALIZER",
+            )
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in request_iterator:
                 if message.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only the first message of an upload is a header")
+                    raise InvalidArgument(
+                        "only the first message of an upload is a header",
+                        field="header",
+                        reason="UPLOAD_HEADER_REPEATED",
+                    )
                 chunk = message.chunk  # read once: each read of a bytes field copies it
                 self.core.metrics.bytes_in.labels("PutObject").inc(len(chunk))
                 yield chunk

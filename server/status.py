@@ -1,11 +1,17 @@
 """The one place that chooses the status code of a call, and counts the call.
 
 :func:`status_of` maps an exception to what the caller is told: a
-:class:`server.errors.ServiceError` to the status its class names (with its
-message, and its class name in the ``dask-compute-error`` trailer, which the
-SDK reads to tell, say, a missing function from a missing job); anything
-else to ``INTERNAL`` with a fixed message naming an incident, its traceback
-logged under that incident here, never its text sent.
+:class:`server.errors.ServiceError` to the status its class names, with its
+message and the standard error details (a ``google.rpc.Status`` in the
+``grpc-status-details-bin`` trailer, built with ``grpcio-status``): an
+``ErrorInfo`` with the error's reason, the domain ``compute.v1`` and its
+metadata; a ``BadRequest`` field violation for an argument error that names
+its field; a ``ResourceInfo`` for a missing job, function, object or result;
+a ``RetryInfo`` (and gRPC's own ``grpc-retry-pushback-ms``, which gRPC
+clients' retry policies honour) where waiting helps. Anything else is
+``INTERNAL`` with a fixed message naming an incident (an ``ErrorInfo``
+``INTERNAL_ERROR`` with the incident id), its traceback logged under that
+incident here, never its text sent.
 
 :class:`Answers` is how a service answers: every answer carries the
 service's trailing metadata, errors go through :func:`status_of`, and each
@@ -28,8 +34,12 @@ from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from server.errors import ServiceError
+from server.errors import DOMAIN, InvalidArgument, NotFound, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +59,23 @@ def received_bytes(request: Any) -> int:
     return request.ByteSize() if hasattr(request, "ByteSize") else 0
 
 
-#: Trailing metadata key naming the :mod:`server.errors` class of a failed call.
-ERROR_KEY = "dask-compute-error"
+#: Trailing metadata key of the ``google.rpc.Status`` (the standard error details).
+DETAILS_KEY = "grpc-status-details-bin"
+#: Trailing metadata key of gRPC's retry pushback: the milliseconds a gRPC
+#: client's retry policy waits before its next attempt (gRFC A6).
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 #: Longest status message sent, in UTF-8 bytes. Messages may quote the caller's
 #: input, and clients refuse status metadata past 8 to 16 KiB (percent-encoding
 #: can triple a message's size).
 MAX_DETAILS_BYTES = 2000
+#: Longest ``ErrorInfo.metadata`` value or ``ResourceInfo.resource_name`` sent,
+#: and longest field violation description, in UTF-8 bytes (they may quote the
+#: caller's input too, and all of them travel in one trailer).
+MAX_FACT_BYTES = 256
+MAX_VIOLATION_BYTES = 512
 
-Metadata = tuple[tuple[str, str], ...]
+Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +85,8 @@ class Status:
     Attributes:
         code: The status code.
         message: The status message (at most :data:`MAX_DETAILS_BYTES`).
-        metadata: Trailing metadata naming the error's class, or empty for
-            an unexpected error.
+        metadata: Trailing metadata: the ``google.rpc.Status``, and the
+            retry pushback when the error suggests a delay.
     """
 
     code: grpc.StatusCode
@@ -76,12 +94,57 @@ class Status:
     metadata: Metadata = ()
 
 
-def details(message: str) -> str:
-    """``message``, cut to :data:`MAX_DETAILS_BYTES` UTF-8 bytes."""
+def details(message: str, limit: int = MAX_DETAILS_BYTES) -> str:
+    """``message``, cut to ``limit`` (:data:`MAX_DETAILS_BYTES`) UTF-8 bytes."""
     data = message.encode("utf-8", "replace")
-    if len(data) <= MAX_DETAILS_BYTES:
+    if len(data) <= limit:
         return message
-    return data[:MAX_DETAILS_BYTES].decode("utf-8", "ignore") + "... (truncated)"
+    return data[:limit].decode("utf-8", "ignore") + "... (truncated)"
+
+
+def error_details(exc: ServiceError, message: str) -> list[Message]:
+    """The standard error details of ``exc``, told with ``message``.
+
+    An ``ErrorInfo`` always; a ``BadRequest`` when an argument error names
+    its field; a ``ResourceInfo`` when a missing thing names its type; a
+    ``RetryInfo`` when the error suggests a delay.
+    """
+    facts = {key: details(value, MAX_FACT_BYTES) for key, value in exc.metadata.items()}
+    found: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=facts)
+    ]
+    if isinstance(exc, InvalidArgument) and exc.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=details(exc.field, MAX_FACT_BYTES),
+            description=details(message, MAX_VIOLATION_BYTES),
+        )
+        found.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    if isinstance(exc, NotFound) and exc.resource_type:
+        found.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=exc.resource_type,
+                resource_name=details(exc.resource_name, MAX_FACT_BYTES),
+            )
+        )
+    if exc.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(exc.retry_delay * 1e9))
+        found.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    return found
+
+
+def _rich(
+    code: grpc.StatusCode, message: str, found: list[Message], retry_delay: float | None = None
+) -> Status:
+    """A :class:`Status` carrying ``found`` as a ``google.rpc.Status`` (``grpcio-status``)."""
+    packed = status_pb2.Status(code=code.value[0], message=message)
+    for detail in found:
+        packed.details.add().Pack(detail)
+    rich = rpc_status.to_status(packed)
+    metadata: Metadata = tuple(rich.trailing_metadata)
+    if retry_delay is not None:
+        metadata += ((PUSHBACK_KEY, str(max(0, round(retry_delay * 1000)))),)
+    return Status(rich.code, rich.details, metadata)
 
 
 def _named(status: Any) -> grpc.StatusCode | None:
@@ -113,12 +176,17 @@ def status_of(exc: Exception, method: str) -> Status:
     if isinstance(exc, ServiceError):
         code = _named(exc.status)
         if code is not None:
-            return Status(code, details(str(exc)), ((ERROR_KEY, type(exc).__name__),))
+            message = details(str(exc))
+            return _rich(code, message, error_details(exc, message), exc.retry_delay)
     incident = uuid.uuid4().hex[:12]
     logger.error("%s failed unexpectedly (incident %s)", method, incident, exc_info=exc)
-    return Status(
+    info = error_details_pb2.ErrorInfo(
+        reason=ServiceError.reason, domain=DOMAIN, metadata={"incident": incident}
+    )
+    return _rich(
         grpc.StatusCode.INTERNAL,
         f"internal error in {method} (incident {incident}); the server log has the details",
+        [info],
     )
 
 

@@ -35,7 +35,7 @@ from server import objects
 from server.auth import Caller
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
 from server.cluster_results import DIRECT_GATHER_TIMEOUT
-from server.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from server.errors import RETRY_DELAY, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from server.jobs import JobTable, new_job_id
 
 logger = logging.getLogger(__name__)
@@ -87,14 +87,21 @@ class UploadLimits:
                 exceeds what its uploads, or all uploads, may hold.
         """
         if size > self.max_bytes:
-            raise ResourceExhausted(self._too_many_bytes(owner, size))
+            raise self._too_many_bytes(owner, size, retry=False)
         if size > self.max_total_bytes:
-            raise ResourceExhausted(self._too_many_in_all(size, retry=False))
+            raise self._too_many_in_all(size, retry=False)
         if self._uploads[owner] >= self.max_uploads:
             raise ResourceExhausted(
                 f"caller {owner!r} has {self._uploads[owner]} uploads in progress, the most "
                 f"this server takes at once (--max-uploads-per-caller={self.max_uploads}); "
-                f"finish one first"
+                f"finish one first",
+                reason="CALLER_UPLOAD_LIMIT",
+                metadata={
+                    "caller": owner,
+                    "limit_name": "max_uploads_per_caller",
+                    "limit": self.max_uploads,
+                },
+                retry_delay=RETRY_DELAY,
             )
         self._uploads[owner] += 1
         self._total_uploads += 1
@@ -103,9 +110,9 @@ class UploadLimits:
         def reserve(n: int) -> None:
             nonlocal held
             if self._bytes[owner] + n > self.max_bytes:
-                raise ResourceExhausted(self._too_many_bytes(owner, self._bytes[owner] + n))
+                raise self._too_many_bytes(owner, self._bytes[owner] + n)
             if self._total_bytes + n > self.max_total_bytes:
-                raise ResourceExhausted(self._too_many_in_all(self._total_bytes + n))
+                raise self._too_many_in_all(self._total_bytes + n)
             self._bytes[owner] += n
             self._total_bytes += n
             held += n
@@ -121,18 +128,33 @@ class UploadLimits:
                 del self._uploads[owner]
                 self._bytes.pop(owner, None)
 
-    def _too_many_bytes(self, owner: str, wanted: int) -> str:
-        return (
+    def _too_many_bytes(self, owner: str, wanted: int, retry: bool = True) -> ResourceExhausted:
+        return ResourceExhausted(
             f"caller {owner!r}'s uploads in progress would hold {wanted:,} bytes; this server "
             f"holds at most {self.max_bytes:,} for one caller's uploads at once "
-            f"(--max-upload-bytes-per-caller)"
+            f"(--max-upload-bytes-per-caller)",
+            reason="CALLER_UPLOAD_BYTES_LIMIT",
+            metadata={
+                "caller": owner,
+                "limit_name": "max_upload_bytes_per_caller",
+                "limit": self.max_bytes,
+                "bytes": wanted,
+            },
+            retry_delay=RETRY_DELAY if retry else None,
         )
 
-    def _too_many_in_all(self, wanted: int, retry: bool = True) -> str:
-        return (
+    def _too_many_in_all(self, wanted: int, retry: bool = True) -> ResourceExhausted:
+        return ResourceExhausted(
             f"the uploads in progress on this server would hold {wanted:,} bytes; it holds at "
             f"most {self.max_total_bytes:,} for all callers' uploads at once "
-            f"(--max-upload-bytes)" + ("; retry when others have finished" if retry else "")
+            f"(--max-upload-bytes)" + ("; retry when others have finished" if retry else ""),
+            reason="SERVER_UPLOAD_BYTES_LIMIT",
+            metadata={
+                "limit_name": "max_upload_bytes",
+                "limit": self.max_total_bytes,
+                "bytes": wanted,
+            },
+            retry_delay=RETRY_DELAY if retry else None,
         )
 
     def in_progress(self, owner: str | None = None) -> tuple[int, int]:
@@ -239,7 +261,9 @@ class Uploads:
         if not caller.can("code"):
             raise PermissionDenied(
                 f"caller {caller.name!r} may not upload objects: loading them runs pickled code, "
-                "which needs the 'code' permission"
+                "which needs the 'code' permission",
+                reason="PERMISSION_CODE_REQUIRED",
+                metadata={"caller": caller.name, "permission": "code"},
             )
 
     async def _keep(
@@ -332,7 +356,8 @@ class SharedUploads(Uploads):
         except Exception as exc:
             raise Unavailable(
                 f"object {object_id} was loaded but could not be published for the other "
-                f"replicas ({type(exc).__name__}: {exc}); nothing was kept, upload it again"
+                f"replicas ({type(exc).__name__}: {exc}); nothing was kept, upload it again",
+                metadata={"object_id": object_id},
             ) from exc
         self._used(caller.name, [object_id], force=True)
         return self.held.add(caller.name, object_id, size, future)
@@ -423,7 +448,8 @@ class SharedUploads(Uploads):
         except Exception as exc:
             raise Unavailable(
                 f"object {object_id} could not be unpublished for the other replicas "
-                f"({type(exc).__name__}: {exc}); delete it again"
+                f"({type(exc).__name__}: {exc}); delete it again",
+                metadata={"object_id": object_id},
             ) from exc
         self.registry.forget_object(caller.name, object_id)
         self._uses.pop((caller.name, object_id), None)

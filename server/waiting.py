@@ -191,9 +191,18 @@ class Waiting:
     ) -> tuple[list[JobRecord], bool]:
         """Wait until at least one of the jobs finishes (see ComputeCore.wait_jobs)."""
         if not job_ids or len(job_ids) > MAX_WAIT:
-            raise InvalidArgument(f"WaitJobs takes 1 to {MAX_WAIT} job ids, got {len(job_ids)}")
+            raise InvalidArgument(
+                f"WaitJobs takes 1 to {MAX_WAIT} job ids, got {len(job_ids)}",
+                field="job_ids",
+                reason="WAIT_JOB_COUNT",
+                metadata={"limit": MAX_WAIT, "count": len(job_ids)},
+            )
         if len(set(job_ids)) != len(job_ids):
-            raise InvalidArgument("WaitJobs got the same job id more than once")
+            raise InvalidArgument(
+                "WaitJobs got the same job id more than once",
+                field="job_ids",
+                reason="DUPLICATE_JOB_IDS",
+            )
         backoff = Backoff(timeout)
         records = [await self.get_job(job_id, caller) for job_id in job_ids]
         wake = asyncio.Event()

@@ -276,7 +276,8 @@ class WorkerStream:
 def _gone(exc: Exception) -> Unavailable:
     return Unavailable(
         f"the worker holding the result stopped answering ({exc}); ask again from the "
-        "last byte received"
+        "last byte received",
+        reason="RESULT_WORKER_LOST",
     )
 
 

@@ -81,6 +81,21 @@ class CustomError(Exception):
 # -- waiting --------------------------------------------------------------------------
 
 
+def error_info(err: Any) -> Any:
+    """The ``google.rpc.ErrorInfo`` of a failed call (a ``grpc.RpcError``), read with grpcio-status.
+
+    Fails the test if the call carries no ``google.rpc.Status`` or no ``ErrorInfo``.
+    """
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)
+    assert status is not None, "the error carries no google.rpc.Status"
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in status.details if d.Is(info.DESCRIPTOR)), status
+    return info
+
+
 def _timed_out(condition: Callable[[], Any], timeout: float, message, last: Any) -> AssertionError:
     what = message() if callable(message) else message
     what = what or getattr(condition, "__qualname__", repr(condition))

@@ -89,7 +89,7 @@ def request_json(request: dict[str, Any] | None) -> str | None:
 
 def not_found(job_id: str) -> JobNotFound:
     """The error for a record that is not stored."""
-    return JobNotFound(f"no job with id {job_id!r} (never accepted, or expired)")
+    return JobNotFound(resource_name=job_id)
 
 
 def result_write(job_id: str, blob: bytes | None, stored: Callable[[], None] | None) -> Write:
@@ -249,7 +249,9 @@ class Copies:
     def _base(self, job_id: str) -> JobRecord:
         record = self._records.get(job_id)
         if record is None:
-            raise JobNotFound(f"no copy of job {job_id!r} here to change: get() it first")
+            raise JobNotFound(
+                f"no copy of job {job_id!r} here to change: get() it first", resource_name=job_id
+            )
         return record
 
     def _due_now(self, job_id: str) -> bool:

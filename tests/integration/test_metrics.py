@@ -16,7 +16,7 @@ from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from server.app import build_registry, build_server
 from server.config import Settings
 from server.core import ComputeCore
-from tests.helpers import free_port, running_server
+from tests.helpers import error_info, free_port, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ async def test_calls_refused_by_the_interceptor_are_counted_with_their_code(in_p
     stub = pb_grpc.ComputeServiceStub(channel)
     refused = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=WRONG, timeout=10))
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert dict(refused.trailing_metadata())["dask-compute-error"] == "Unauthenticated"
+    assert error_info(refused).reason == "INVALID_TOKEN"
     stream = stub.WatchJob(pb.WatchJobRequest(job_id="f" * 32), timeout=10)  # no token at all
     assert (await _failure(stream.read())).code() == grpc.StatusCode.UNAUTHENTICATED
     # Bytes that are no GetJobRequest: field 1 announces 5 bytes, none follow.
@@ -134,6 +134,6 @@ async def test_an_error_answer_is_counted_with_the_code_it_was_answered_with(in_
     stub = pb_grpc.ComputeServiceStub(channel)
     missing = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=GOOD, timeout=10))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
-    assert dict(missing.trailing_metadata())["dask-compute-error"] == "JobNotFound"
+    assert error_info(missing).reason == "JOB_NOT_FOUND"
     assert _rpcs(core, "GetJob", "NOT_FOUND") == 1
     assert _rpcs(core, "GetJob", "ABORTED") == 0

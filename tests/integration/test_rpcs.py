@@ -15,7 +15,7 @@ from google.protobuf import json_format, struct_pb2
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import inc, slowinc
+from tests.helpers import error_info, inc, slowinc
 
 pytestmark = pytest.mark.integration
 
@@ -280,10 +280,12 @@ def test_submit_jobs_refuses_bad_batches_whole(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "jobs is empty" in details
 
 
-def test_error_class_is_in_trailing_metadata(stub):
+def test_error_reason_is_in_the_status_details(stub):
     with pytest.raises(grpc.RpcError) as info:
         stub.GetJob(pb.GetJobRequest(job_id="f" * 32), timeout=30)
-    assert ("dask-compute-error", "JobNotFound") in tuple(info.value.trailing_metadata())
+    found = error_info(info.value)
+    assert (found.reason, found.domain) == ("JOB_NOT_FOUND", "compute.v1")
+    assert dict(found.metadata) == {"job_id": "f" * 32}
 
 
 def test_json_values_round_trip_through_struct(stub):

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import inc, running_server, wait_until
+from tests.helpers import error_info, inc, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_a_malformed_authorization_header_is_unauthenticated(stub):
         stub.ListJobs(pb.ListJobsRequest(), metadata=(("authorization", f"Token {ALICE}"),), timeout=30)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "must read 'Bearer <token>'" in info.value.details()
-    assert dict(info.value.trailing_metadata())["dask-compute-error"] == "Unauthenticated"
+    assert error_info(info.value).reason == "MALFORMED_AUTHORIZATION"
 
 
 def test_health_and_reflection_need_no_token(channel):

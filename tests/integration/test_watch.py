@@ -9,7 +9,7 @@ import pytest
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from tests.helpers import slowinc
+from tests.helpers import error_info, slowinc
 
 pytestmark = pytest.mark.integration
 
@@ -54,4 +54,4 @@ def test_watch_unknown_job_is_not_found(stub):
     with pytest.raises(grpc.RpcError) as info:
         list(stub.WatchJob(pb.WatchJobRequest(job_id="f" * 32), timeout=30))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert ("dask-compute-error", "JobNotFound") in tuple(info.value.trailing_metadata())
+    assert error_info(info.value).reason == "JOB_NOT_FOUND"

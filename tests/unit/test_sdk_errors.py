@@ -12,6 +12,7 @@ import concurrent.futures
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from client_sdk import _channel, _convert, errors
 from client_sdk.types import JobError, JobInfo, JobState
@@ -55,13 +56,16 @@ def test_each_status_code_maps_to_its_exception(code, expected) -> None:
     assert str(exc) == f"{code.name}: why"
 
 
-def test_the_servers_error_class_tells_not_found_apart() -> None:
-    for name, cls in (
-        ("FunctionNotFound", errors.FunctionNotFound),
-        ("JobNotFound", errors.JobNotFound),
+def test_the_servers_reason_tells_not_found_apart() -> None:
+    for reason, cls in (
+        ("FUNCTION_NOT_FOUND", errors.FunctionNotFound),
+        ("JOB_NOT_FOUND", errors.JobNotFound),
     ):
-        err = FakeRpcError(grpc.StatusCode.NOT_FOUND, "gone", ((_channel.ERROR_KEY, name),))
-        exc = _channel.error_from_rpc(err)
+        status = status_pb2.Status(code=5, message="gone")
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain="compute.v1"))
+        trailing = ((_channel.DETAILS_KEY, status.SerializeToString()),)
+        exc = _channel.error_from_rpc(FakeRpcError(grpc.StatusCode.NOT_FOUND, "gone", trailing))
+        assert exc.reason == reason
         assert type(exc) is cls
         assert isinstance(exc, errors.NotFound)
 

@@ -7,9 +7,10 @@ import logging
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from server import errors
-from server.status import ERROR_KEY, MAX_DETAILS_BYTES, Answers, code_of, status_of
+from server.status import DETAILS_KEY, MAX_DETAILS_BYTES, Answers, code_of, status_of
 
 #: Every class of the tree and the code it is answered with (docstring of server.errors).
 TREE = {
@@ -33,16 +34,25 @@ def _tree(cls=errors.ServiceError):
         yield from _tree(sub)
 
 
+def _error_info(metadata) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo of the google.rpc.Status in ``metadata`` (the trailer sent)."""
+    (packed,) = [value for key, value in metadata if key == DETAILS_KEY]
+    info = error_details_pb2.ErrorInfo()
+    assert status_pb2.Status.FromString(packed).details[0].Unpack(info)
+    return info
+
+
 def test_the_table_covers_every_class_of_the_tree():
     assert {c for c in _tree() if c.__module__ == "server.errors"} == set(TREE)
 
 
 @pytest.mark.parametrize("cls", list(TREE), ids=lambda c: c.__name__)
-def test_each_class_is_answered_with_its_code_its_message_and_its_name(cls):
+def test_each_class_is_answered_with_its_code_its_message_and_its_reason(cls):
     status = status_of(cls("what went wrong"), "GetJob")
     assert status.code == TREE[cls] == code_of(cls("x"))
     assert status.message == "what went wrong"
-    assert status.metadata == ((ERROR_KEY, cls.__name__),)
+    info = _error_info(status.metadata)
+    assert (info.reason, info.domain) == (cls.reason, "compute.v1")
 
 
 def test_an_unexpected_error_is_internal_with_a_fixed_message_and_a_logged_traceback(caplog):
@@ -52,7 +62,8 @@ def test_an_unexpected_error_is_internal_with_a_fixed_message_and_a_logged_trace
             raise KeyError(secret)
         except KeyError as exc:
             status = status_of(exc, "GetJob")
-    assert status.code == grpc.StatusCode.INTERNAL and status.metadata == ()
+    assert status.code == grpc.StatusCode.INTERNAL
+    assert secret not in str(status.metadata)
     assert secret not in status.message and "KeyError" not in status.message
     assert status.message.startswith("internal error in GetJob (incident ")
     incident = status.message.split("incident ")[1].split(")")[0]
@@ -158,8 +169,6 @@ async def test_a_refusal_is_answered_and_counted_like_an_error_of_the_servicer()
     with pytest.raises(grpc.aio.AbortError):
         await Answers(metrics).refuse("Run", context, errors.Unauthenticated("no token"), 12)
     assert metrics.calls == [("Run", "UNAUTHENTICATED", 12, 0)]
-    assert context.aborted == (
-        grpc.StatusCode.UNAUTHENTICATED,
-        "no token",
-        ((ERROR_KEY, "Unauthenticated"),),
-    )
+    code, message, trailing = context.aborted
+    assert (code, message) == (grpc.StatusCode.UNAUTHENTICATED, "no token")
+    assert _error_info(trailing).reason == "CREDENTIAL_REQUIRED"

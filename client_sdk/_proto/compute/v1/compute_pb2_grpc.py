@@ -27,6 +27,109 @@ if _version_not_supported:
 
 class ComputeServiceStub:
     """ComputeService runs jobs on the server's Dask cluster and reports on it.
+
+    Errors.
+
+    A failed call ends with a gRPC status code and a message for people, and
+    carries the standard error details: a google.rpc.Status in the
+    `grpc-status-details-bin` trailer (grpcurl -format-error prints it; see
+    google/rpc/error_details.proto) holding
+    - a google.rpc.ErrorInfo on every error, with domain "compute.v1", a
+    stable `reason` (below) that programs can test, and `metadata` with the
+    facts that go with it (as strings);
+    - a google.rpc.BadRequest for argument errors that concern one field:
+    `field` names the request field (JobSpec fields by their name within
+    the JobSpec, such as "timeout" or "call.function") or, for
+    INVALID_ARGUMENTS, the function's parameter;
+    - a google.rpc.ResourceInfo on NOT_FOUND for a job, function, object or
+    result (`resource_type` "job", "function", "object", "result";
+    `resource_name` the id or name);
+    - a google.rpc.RetryInfo where waiting helps (marked "retry" below), with
+    the same delay in gRPC's own `grpc-retry-pushback-ms` trailer, which
+    gRPC clients' retry policies honour.
+
+    The reasons, by status code (metadata keys in brackets):
+
+    INVALID_ARGUMENT
+    INVALID_ARGUMENTS          arguments a named function cannot take [function, signature]
+    INVALID_JSON               call.args or call.kwargs are not valid JSON (NaN, Infinity)
+    ARGUMENT_BYTES_LIMIT       JSON arguments past --max-argument-bytes [limit_name, limit, bytes]
+    ARGUMENT_VALUES_LIMIT      JSON arguments past --max-argument-values [limit_name, limit]
+    FUNCTION_REQUIRED          a call without call.function
+    NO_WORK                    a job with none of call, pickled_call, graph
+    INVALID_PAYLOAD            a pickled_call or graph payload that cannot be loaded
+    EMPTY_PAYLOAD              an empty payload
+    MODULE_NOT_FOUND           the payload needs a module the server lacks [module]
+    OBJECT_NOT_LOADABLE        an uploaded object the cluster cannot load [object_id]
+    UNSUPPORTED_SERIALIZER     a serializer this server does not read
+    UNKNOWN_ENUM_VALUE         an enum number this server does not know
+    UNKNOWN_SCHEDULER          a scheduler this server does not run [scheduler]
+    UNKNOWN_RESULT_FORMAT      a result format this server does not write
+    NAME_TOO_LONG              a job name past 256 characters [limit]
+    REQUEST_ID_TOO_LONG        a request_id past 128 characters [limit]
+    NEGATIVE_TIMEOUT           a negative timeout
+    BATCH_EMPTY                SubmitJobs with no jobs
+    BATCH_TOO_LARGE            SubmitJobs with too many jobs [limit, count]
+    WAIT_JOB_COUNT             WaitJobs with no ids, or too many [limit, count]
+    DUPLICATE_JOB_IDS          WaitJobs naming a job twice
+    JOB_ID_REQUIRED            no job_id
+    INVALID_PAGE_SIZE          ListJobs page_size out of range [limit]
+    INVALID_PAGE_TOKEN         a page_token not from ListJobs
+    INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
+    OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
+    INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    NEGATIVE_SIZE              a PutObject header with a negative size
+    UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
+    UPLOAD_HEADER_REPEATED     a PutObject header after the first message
+    UPLOAD_SIZE_MISMATCH       more bytes than announced, or segment sizes that do not add up [size_bytes]
+    UPLOAD_INCOMPLETE          a PutObject stream ending early [size_bytes, received_bytes]
+    UPLOAD_CHECKSUM_MISMATCH   bytes whose SHA-256 is not the one announced
+    MALFORMED_REQUEST          a request that does not parse
+    INVALID_REQUEST            any other malformed request
+    NOT_FOUND
+    FUNCTION_NOT_FOUND         no named function by that name [function]
+    JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
+    RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
+    RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
+    RESULT_GONE                the job's result was lost (the message says why) [job_id]
+    NOT_FOUND                  anything else missing
+    PERMISSION_DENIED
+    PERMISSION_RUN_REQUIRED    the caller lacks 'run' [caller, permission]
+    PERMISSION_CODE_REQUIRED   pickled work or uploads without 'code' [caller, permission]
+    OWNER_UNKNOWN              a job re-run for an owner no longer known [owner]
+    PERMISSION_DENIED          any other refusal
+    UNAUTHENTICATED
+    CREDENTIAL_REQUIRED        no credential where the server needs one (and any other refusal)
+    MALFORMED_AUTHORIZATION    authorization metadata not "Bearer <token>"
+    INVALID_TOKEN              an unknown, revoked or mistyped token
+    MULTIPLE_CREDENTIALS       more than one authorization metadata entry
+    INVALID_CERTIFICATE_NAME   a client certificate CN that is not a valid name
+    UNKNOWN_CERTIFICATE        a client certificate CN with no tokens file entry
+    RESOURCE_EXHAUSTED
+    CALLER_JOB_LIMIT           retry: the caller's unfinished jobs at --max-jobs-per-caller [caller, limit_name, limit, unfinished]
+    SERVER_JOB_LIMIT           retry: the server's unfinished jobs at --max-pending-jobs [limit_name, limit, unfinished]
+    POOL_ABANDONED_LIMIT       retry: a pool holding too many calls of cancelled jobs [scheduler, limit_name]
+    CALLER_UPLOAD_LIMIT        retry: the caller's uploads in progress at --max-uploads-per-caller [caller, limit_name, limit]
+    CALLER_UPLOAD_BYTES_LIMIT  the caller's uploads past --max-upload-bytes-per-caller (retry unless one alone is too large) [caller, limit_name, limit, bytes]
+    SERVER_UPLOAD_BYTES_LIMIT  all uploads past --max-upload-bytes (retry unless one alone is too large) [limit_name, limit, bytes]
+    OBJECT_TOO_LARGE           an object past --max-object-bytes [limit_name, limit, bytes]
+    RESOURCE_EXHAUSTED         any other limit
+    FAILED_PRECONDITION
+    JOB_NOT_SUCCEEDED          a result asked of a job that has not succeeded [job_id, state]
+    RESULT_NOT_JSON            JSON asked of a result that has no JSON form
+    RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
+    ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
+    RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    FAILED_PRECONDITION        any other state that cannot answer
+    UNAVAILABLE
+    CLUSTER_STARTING           retry: the Dask cluster is still starting
+    CLUSTER_UNAVAILABLE        retry: the Dask scheduler does not answer (and any other unavailability) [object_id, for objects]
+    STORE_UNAVAILABLE          retry: the job store could not record the job
+    RESULT_WORKER_LOST         retry: the worker streaming a result went away
+    SERVER_SHUTTING_DOWN       retry: this server is stopping (another instance, or this one restarted, takes the call)
+    INTERNAL
+    INTERNAL_ERROR             an unexpected error; the server log has it under [incident]
     """
 
     def __init__(self, channel):
@@ -119,6 +222,109 @@ class ComputeServiceStub:
 
 class ComputeServiceServicer:
     """ComputeService runs jobs on the server's Dask cluster and reports on it.
+
+    Errors.
+
+    A failed call ends with a gRPC status code and a message for people, and
+    carries the standard error details: a google.rpc.Status in the
+    `grpc-status-details-bin` trailer (grpcurl -format-error prints it; see
+    google/rpc/error_details.proto) holding
+    - a google.rpc.ErrorInfo on every error, with domain "compute.v1", a
+    stable `reason` (below) that programs can test, and `metadata` with the
+    facts that go with it (as strings);
+    - a google.rpc.BadRequest for argument errors that concern one field:
+    `field` names the request field (JobSpec fields by their name within
+    the JobSpec, such as "timeout" or "call.function") or, for
+    INVALID_ARGUMENTS, the function's parameter;
+    - a google.rpc.ResourceInfo on NOT_FOUND for a job, function, object or
+    result (`resource_type` "job", "function", "object", "result";
+    `resource_name` the id or name);
+    - a google.rpc.RetryInfo where waiting helps (marked "retry" below), with
+    the same delay in gRPC's own `grpc-retry-pushback-ms` trailer, which
+    gRPC clients' retry policies honour.
+
+    The reasons, by status code (metadata keys in brackets):
+
+    INVALID_ARGUMENT
+    INVALID_ARGUMENTS          arguments a named function cannot take [function, signature]
+    INVALID_JSON               call.args or call.kwargs are not valid JSON (NaN, Infinity)
+    ARGUMENT_BYTES_LIMIT       JSON arguments past --max-argument-bytes [limit_name, limit, bytes]
+    ARGUMENT_VALUES_LIMIT      JSON arguments past --max-argument-values [limit_name, limit]
+    FUNCTION_REQUIRED          a call without call.function
+    NO_WORK                    a job with none of call, pickled_call, graph
+    INVALID_PAYLOAD            a pickled_call or graph payload that cannot be loaded
+    EMPTY_PAYLOAD              an empty payload
+    MODULE_NOT_FOUND           the payload needs a module the server lacks [module]
+    OBJECT_NOT_LOADABLE        an uploaded object the cluster cannot load [object_id]
+    UNSUPPORTED_SERIALIZER     a serializer this server does not read
+    UNKNOWN_ENUM_VALUE         an enum number this server does not know
+    UNKNOWN_SCHEDULER          a scheduler this server does not run [scheduler]
+    UNKNOWN_RESULT_FORMAT      a result format this server does not write
+    NAME_TOO_LONG              a job name past 256 characters [limit]
+    REQUEST_ID_TOO_LONG        a request_id past 128 characters [limit]
+    NEGATIVE_TIMEOUT           a negative timeout
+    BATCH_EMPTY                SubmitJobs with no jobs
+    BATCH_TOO_LARGE            SubmitJobs with too many jobs [limit, count]
+    WAIT_JOB_COUNT             WaitJobs with no ids, or too many [limit, count]
+    DUPLICATE_JOB_IDS          WaitJobs naming a job twice
+    JOB_ID_REQUIRED            no job_id
+    INVALID_PAGE_SIZE          ListJobs page_size out of range [limit]
+    INVALID_PAGE_TOKEN         a page_token not from ListJobs
+    INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
+    OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
+    INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    NEGATIVE_SIZE              a PutObject header with a negative size
+    UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
+    UPLOAD_HEADER_REPEATED     a PutObject header after the first message
+    UPLOAD_SIZE_MISMATCH       more bytes than announced, or segment sizes that do not add up [size_bytes]
+    UPLOAD_INCOMPLETE          a PutObject stream ending early [size_bytes, received_bytes]
+    UPLOAD_CHECKSUM_MISMATCH   bytes whose SHA-256 is not the one announced
+    MALFORMED_REQUEST          a request that does not parse
+    INVALID_REQUEST            any other malformed request
+    NOT_FOUND
+    FUNCTION_NOT_FOUND         no named function by that name [function]
+    JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
+    RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
+    RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
+    RESULT_GONE                the job's result was lost (the message says why) [job_id]
+    NOT_FOUND                  anything else missing
+    PERMISSION_DENIED
+    PERMISSION_RUN_REQUIRED    the caller lacks 'run' [caller, permission]
+    PERMISSION_CODE_REQUIRED   pickled work or uploads without 'code' [caller, permission]
+    OWNER_UNKNOWN              a job re-run for an owner no longer known [owner]
+    PERMISSION_DENIED          any other refusal
+    UNAUTHENTICATED
+    CREDENTIAL_REQUIRED        no credential where the server needs one (and any other refusal)
+    MALFORMED_AUTHORIZATION    authorization metadata not "Bearer <token>"
+    INVALID_TOKEN              an unknown, revoked or mistyped token
+    MULTIPLE_CREDENTIALS       more than one authorization metadata entry
+    INVALID_CERTIFICATE_NAME   a client certificate CN that is not a valid name
+    UNKNOWN_CERTIFICATE        a client certificate CN with no tokens file entry
+    RESOURCE_EXHAUSTED
+    CALLER_JOB_LIMIT           retry: the caller's unfinished jobs at --max-jobs-per-caller [caller, limit_name, limit, unfinished]
+    SERVER_JOB_LIMIT           retry: the server's unfinished jobs at --max-pending-jobs [limit_name, limit, unfinished]
+    POOL_ABANDONED_LIMIT       retry: a pool holding too many calls of cancelled jobs [scheduler, limit_name]
+    CALLER_UPLOAD_LIMIT        retry: the caller's uploads in progress at --max-uploads-per-caller [caller, limit_name, limit]
+    CALLER_UPLOAD_BYTES_LIMIT  the caller's uploads past --max-upload-bytes-per-caller (retry unless one alone is too large) [caller, limit_name, limit, bytes]
+    SERVER_UPLOAD_BYTES_LIMIT  all uploads past --max-upload-bytes (retry unless one alone is too large) [limit_name, limit, bytes]
+    OBJECT_TOO_LARGE           an object past --max-object-bytes [limit_name, limit, bytes]
+    RESOURCE_EXHAUSTED         any other limit
+    FAILED_PRECONDITION
+    JOB_NOT_SUCCEEDED          a result asked of a job that has not succeeded [job_id, state]
+    RESULT_NOT_JSON            JSON asked of a result that has no JSON form
+    RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
+    ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
+    RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    FAILED_PRECONDITION        any other state that cannot answer
+    UNAVAILABLE
+    CLUSTER_STARTING           retry: the Dask cluster is still starting
+    CLUSTER_UNAVAILABLE        retry: the Dask scheduler does not answer (and any other unavailability) [object_id, for objects]
+    STORE_UNAVAILABLE          retry: the job store could not record the job
+    RESULT_WORKER_LOST         retry: the worker streaming a result went away
+    SERVER_SHUTTING_DOWN       retry: this server is stopping (another instance, or this one restarted, takes the call)
+    INTERNAL
+    INTERNAL_ERROR             an unexpected error; the server log has it under [incident]
     """
 
     def GetClusterInfo(self, request, context):
@@ -355,6 +561,109 @@ def add_ComputeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ComputeService:
     """ComputeService runs jobs on the server's Dask cluster and reports on it.
+
+    Errors.
+
+    A failed call ends with a gRPC status code and a message for people, and
+    carries the standard error details: a google.rpc.Status in the
+    `grpc-status-details-bin` trailer (grpcurl -format-error prints it; see
+    google/rpc/error_details.proto) holding
+    - a google.rpc.ErrorInfo on every error, with domain "compute.v1", a
+    stable `reason` (below) that programs can test, and `metadata` with the
+    facts that go with it (as strings);
+    - a google.rpc.BadRequest for argument errors that concern one field:
+    `field` names the request field (JobSpec fields by their name within
+    the JobSpec, such as "timeout" or "call.function") or, for
+    INVALID_ARGUMENTS, the function's parameter;
+    - a google.rpc.ResourceInfo on NOT_FOUND for a job, function, object or
+    result (`resource_type` "job", "function", "object", "result";
+    `resource_name` the id or name);
+    - a google.rpc.RetryInfo where waiting helps (marked "retry" below), with
+    the same delay in gRPC's own `grpc-retry-pushback-ms` trailer, which
+    gRPC clients' retry policies honour.
+
+    The reasons, by status code (metadata keys in brackets):
+
+    INVALID_ARGUMENT
+    INVALID_ARGUMENTS          arguments a named function cannot take [function, signature]
+    INVALID_JSON               call.args or call.kwargs are not valid JSON (NaN, Infinity)
+    ARGUMENT_BYTES_LIMIT       JSON arguments past --max-argument-bytes [limit_name, limit, bytes]
+    ARGUMENT_VALUES_LIMIT      JSON arguments past --max-argument-values [limit_name, limit]
+    FUNCTION_REQUIRED          a call without call.function
+    NO_WORK                    a job with none of call, pickled_call, graph
+    INVALID_PAYLOAD            a pickled_call or graph payload that cannot be loaded
+    EMPTY_PAYLOAD              an empty payload
+    MODULE_NOT_FOUND           the payload needs a module the server lacks [module]
+    OBJECT_NOT_LOADABLE        an uploaded object the cluster cannot load [object_id]
+    UNSUPPORTED_SERIALIZER     a serializer this server does not read
+    UNKNOWN_ENUM_VALUE         an enum number this server does not know
+    UNKNOWN_SCHEDULER          a scheduler this server does not run [scheduler]
+    UNKNOWN_RESULT_FORMAT      a result format this server does not write
+    NAME_TOO_LONG              a job name past 256 characters [limit]
+    REQUEST_ID_TOO_LONG        a request_id past 128 characters [limit]
+    NEGATIVE_TIMEOUT           a negative timeout
+    BATCH_EMPTY                SubmitJobs with no jobs
+    BATCH_TOO_LARGE            SubmitJobs with too many jobs [limit, count]
+    WAIT_JOB_COUNT             WaitJobs with no ids, or too many [limit, count]
+    DUPLICATE_JOB_IDS          WaitJobs naming a job twice
+    JOB_ID_REQUIRED            no job_id
+    INVALID_PAGE_SIZE          ListJobs page_size out of range [limit]
+    INVALID_PAGE_TOKEN         a page_token not from ListJobs
+    INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
+    OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
+    INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    NEGATIVE_SIZE              a PutObject header with a negative size
+    UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
+    UPLOAD_HEADER_REPEATED     a PutObject header after the first message
+    UPLOAD_SIZE_MISMATCH       more bytes than announced, or segment sizes that do not add up [size_bytes]
+    UPLOAD_INCOMPLETE          a PutObject stream ending early [size_bytes, received_bytes]
+    UPLOAD_CHECKSUM_MISMATCH   bytes whose SHA-256 is not the one announced
+    MALFORMED_REQUEST          a request that does not parse
+    INVALID_REQUEST            any other malformed request
+    NOT_FOUND
+    FUNCTION_NOT_FOUND         no named function by that name [function]
+    JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
+    RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
+    RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
+    RESULT_GONE                the job's result was lost (the message says why) [job_id]
+    NOT_FOUND                  anything else missing
+    PERMISSION_DENIED
+    PERMISSION_RUN_REQUIRED    the caller lacks 'run' [caller, permission]
+    PERMISSION_CODE_REQUIRED   pickled work or uploads without 'code' [caller, permission]
+    OWNER_UNKNOWN              a job re-run for an owner no longer known [owner]
+    PERMISSION_DENIED          any other refusal
+    UNAUTHENTICATED
+    CREDENTIAL_REQUIRED        no credential where the server needs one (and any other refusal)
+    MALFORMED_AUTHORIZATION    authorization metadata not "Bearer <token>"
+    INVALID_TOKEN              an unknown, revoked or mistyped token
+    MULTIPLE_CREDENTIALS       more than one authorization metadata entry
+    INVALID_CERTIFICATE_NAME   a client certificate CN that is not a valid name
+    UNKNOWN_CERTIFICATE        a client certificate CN with no tokens file entry
+    RESOURCE_EXHAUSTED
+    CALLER_JOB_LIMIT           retry: the caller's unfinished jobs at --max-jobs-per-caller [caller, limit_name, limit, unfinished]
+    SERVER_JOB_LIMIT           retry: the server's unfinished jobs at --max-pending-jobs [limit_name, limit, unfinished]
+    POOL_ABANDONED_LIMIT       retry: a pool holding too many calls of cancelled jobs [scheduler, limit_name]
+    CALLER_UPLOAD_LIMIT        retry: the caller's uploads in progress at --max-uploads-per-caller [caller, limit_name, limit]
+    CALLER_UPLOAD_BYTES_LIMIT  the caller's uploads past --max-upload-bytes-per-caller (retry unless one alone is too large) [caller, limit_name, limit, bytes]
+    SERVER_UPLOAD_BYTES_LIMIT  all uploads past --max-upload-bytes (retry unless one alone is too large) [limit_name, limit, bytes]
+    OBJECT_TOO_LARGE           an object past --max-object-bytes [limit_name, limit, bytes]
+    RESOURCE_EXHAUSTED         any other limit
+    FAILED_PRECONDITION
+    JOB_NOT_SUCCEEDED          a result asked of a job that has not succeeded [job_id, state]
+    RESULT_NOT_JSON            JSON asked of a result that has no JSON form
+    RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
+    ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
+    RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    FAILED_PRECONDITION        any other state that cannot answer
+    UNAVAILABLE
+    CLUSTER_STARTING           retry: the Dask cluster is still starting
+    CLUSTER_UNAVAILABLE        retry: the Dask scheduler does not answer (and any other unavailability) [object_id, for objects]
+    STORE_UNAVAILABLE          retry: the job store could not record the job
+    RESULT_WORKER_LOST         retry: the worker streaming a result went away
+    SERVER_SHUTTING_DOWN       retry: this server is stopping (another instance, or this one restarted, takes the call)
+    INTERNAL
+    INTERNAL_ERROR             an unexpected error; the server log has it under [incident]
     """
 
     @staticmethod
