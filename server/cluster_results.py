@@ -138,6 +138,16 @@ async def nbytes_many(results: list[ClusterResult]) -> list[int]:
     return sizes
 
 
+async def estimated_sizes(handles: list[ClusterResult], timeout: float) -> list[int]:
+    """About how many bytes each result takes, with one question to the scheduler
+    (0 for each when the scheduler does not answer within ``timeout``: encode them
+    and see)."""
+    try:
+        return await asyncio.wait_for(nbytes_many(handles), timeout)
+    except Exception:  # noqa: BLE001  (no estimate is an answer too)
+        return [0] * len(handles)
+
+
 async def fetch_many(results: list[ClusterResult], large: bool = False) -> list[Any]:
     """Move many results here with one ``gather`` (as Dask's client does for many futures).
 

@@ -22,7 +22,7 @@ from dask.sizeof import sizeof
 
 from server import _pickle, results, worker_stream
 from server.cluster import SCHEDULER_TIMEOUT
-from server.cluster_results import ClusterResult, fetch_many, nbytes_many
+from server.cluster_results import ClusterResult, estimated_sizes, fetch_many
 from server.errors import FailedPrecondition, NotFound
 from server.execution import Executors
 from server.jobs import JobKind, JobRecord, JobState, JobTable
@@ -255,7 +255,7 @@ class HeldResults:
                 except NotFound:
                     entries[index] = None
         held = [h for h in entries if h is not None and isinstance(h[1], ClusterResult)]
-        sizes = await self._estimate_sizes([handle for _, handle in held])
+        sizes = await estimated_sizes([handle for _, handle in held], SCHEDULER_TIMEOUT)
         limit = self.inline_result_bytes
         small = [h for h, size in zip(held, sizes, strict=True) if size <= limit]
         big = {id(h): size for h, size in zip(held, sizes, strict=True) if size > limit}
@@ -291,7 +291,7 @@ class HeldResults:
         estimates = dict(
             zip(
                 map(id, on_cluster),
-                await self._estimate_sizes([handle for _, handle in on_cluster]),
+                await estimated_sizes([h for _, h in on_cluster], SCHEDULER_TIMEOUT),
                 strict=True,
             )
         )
@@ -414,20 +414,10 @@ class HeldResults:
             )
         return record, handle
 
-    async def _estimate_sizes(self, handles: list[ClusterResult]) -> list[int]:
-        """Sizes of results held on the cluster, with one question to the scheduler."""
-        try:
-            return await asyncio.wait_for(nbytes_many(handles), SCHEDULER_TIMEOUT)
-        except Exception:  # no estimate: encode them and see
-            return [0] * len(handles)
-
     async def estimate_size(self, handle: Any) -> int:
         """About how many bytes a result (a value or a cluster handle) takes."""
         if isinstance(handle, ClusterResult):
-            try:
-                return await asyncio.wait_for(handle.nbytes(), SCHEDULER_TIMEOUT)
-            except Exception:  # no estimate: encode it and see
-                return 0
+            return (await estimated_sizes([handle], SCHEDULER_TIMEOUT))[0]
         if results.small_for_inline(handle):
             return 0
         return await self.pools().in_thread(sizeof, handle)
