@@ -47,6 +47,8 @@ protos: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)

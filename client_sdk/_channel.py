@@ -129,8 +129,7 @@ def parse_target(target: str | None) -> tuple[str, bool]:
     target = target or os.environ.get("DASK_COMPUTE_TARGET") or DEFAULT_TARGET
     tls = target.startswith("grpcs://")
     for scheme in ("grpc://", "grpcs://"):
-        if target.startswith(scheme):
-            target = target[len(scheme) :]
+        target = target.removeprefix(scheme)
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit() or "/" in target:
         raise ValueError(

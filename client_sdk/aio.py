@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -24,6 +24,9 @@ from client_sdk._sansio import Op, Step, Stream, advance, async_pages, coroutine
 from client_sdk.errors import ComputeError, JobTimeout
 from client_sdk.job import JobBase, JobLink
 from client_sdk.types import JobInfo, JobState, JobUpdate, Progress
+
+if TYPE_CHECKING:  # (3.10 has no typing.Self)
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ class AsyncComputeClient(ClientBase):
             job._lose(_closed_error(job))
         await self._channel.close()
 
-    async def __aenter__(self) -> AsyncComputeClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -25,6 +25,9 @@ from client_sdk._sansio import Op, Step, Stream, advance, blocking, pages
 from client_sdk.errors import ComputeError
 from client_sdk.job import Job, JobLink
 from client_sdk.types import JobInfo, JobState, JobUpdate
+
+if TYPE_CHECKING:  # (3.10 has no typing.Self)
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +197,7 @@ class ComputeClient(ClientBase):
         for pool in self._pools.values():
             pool.shutdown(wait=False)
 
-    def __enter__(self) -> ComputeClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -27,7 +27,7 @@ def pipelines() -> dict:
     x = da.random.default_rng(42).random((2_000, 2_000), chunks=(500, 500))
     array = (x + x.T).mean(axis=0).std()
 
-    words = "the quick brown fox jumps over the lazy dog the end".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "the", "end"]
     bag = db.from_sequence(words * 200, npartitions=8).frequencies(sort=True).topk(3, key=1)
 
     @dask.delayed

@@ -244,7 +244,7 @@ def parse_identities(text: str, source: str) -> Identities:
         where = f"{source}, entry {number}"
         name = fields[0]
         if name.startswith(CERT_PREFIX):
-            common_name, mapped, caller_name = name[len(CERT_PREFIX):].partition("=")
+            common_name, mapped, caller_name = name[len(CERT_PREFIX) :].partition("=")
             if len(fields) != 2 or not common_name:
                 raise AuthConfigError(
                     f"{where}: a certificate entry reads 'cert:<subject CN>[=<name>] "
@@ -392,9 +392,7 @@ class Authenticator:
                 "INSECURE: listening on %s with no authentication (--insecure-no-auth-on-network)",
                 s.host,
             )
-        return cls(
-            identities, removed=frozenset(removed), tokens_file=s.tokens_file, mtls=mtls
-        )
+        return cls(identities, removed=frozenset(removed), tokens_file=s.tokens_file, mtls=mtls)
 
     @property
     def identities(self) -> Identities | None:

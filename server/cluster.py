@@ -19,6 +19,7 @@ the scheduler's remaining HTTP routes bind loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -276,10 +277,8 @@ class Cluster:
         _tune_client(client)
         self.client = client
         self.on_client(client)
-        try:
+        with contextlib.suppress(Exception):  # the old connection is gone anyway
             await asyncio.wait_for(old.close(), SCHEDULER_TIMEOUT)
-        except Exception:  # the old connection is gone anyway
-            pass
         logger.info("reconnected to the Dask scheduler at %s", self.settings.scheduler_address)
 
     async def cancel_task(self, key: str, reason: str) -> None:
@@ -363,7 +362,9 @@ def dashboard_address(configured: str, host: str) -> str:
             if not is_loopback(address):
                 logger.warning(
                     "the Dask dashboard cannot listen on the IPv6 address %s: it listens on %s; "
-                    "give --dashboard-address HOST:PORT to choose", host, CLUSTER_HOST,
+                    "give --dashboard-address HOST:PORT to choose",
+                    host,
+                    CLUSTER_HOST,
                 )
             host = CLUSTER_HOST
     parts = []

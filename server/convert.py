@@ -254,13 +254,13 @@ def result(encoded: EncodedResult) -> pb.Result:
             format=FORMAT_ENUMS[encoded.format], size_bytes=encoded.size_bytes, streamed=True
         )
     if encoded.format == "arrow":
-        return pb.Result(arrow=encoded.arrow, format=pb.RESULT_FORMAT_ARROW, size_bytes=encoded.size_bytes)
+        return pb.Result(
+            arrow=encoded.arrow, format=pb.RESULT_FORMAT_ARROW, size_bytes=encoded.size_bytes
+        )
     if encoded.format == "json":
         value = struct_pb2.Value()
         json_format.ParseDict(encoded.json, value)
-        return pb.Result(
-            json=value, format=pb.RESULT_FORMAT_JSON, size_bytes=encoded.size_bytes
-        )
+        return pb.Result(json=value, format=pb.RESULT_FORMAT_JSON, size_bytes=encoded.size_bytes)
     return pb.Result(
         pickle=encoded.pickle,
         format=pb.RESULT_FORMAT_PICKLE,

@@ -38,10 +38,10 @@ from server.held_results import HeldResults
 from server.janitor import Janitor
 from server.jobs import JobRecord, JobState, JobTable, MemoryJobTable, new_job_id
 from server.metrics import Metrics
+from server.recording import Recording
 from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
 from server.requests import JobRequest, Preparer
-from server.recording import Recording
 from server.runner import Runner
 from server.waiting import Waiting
 

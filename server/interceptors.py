@@ -380,13 +380,13 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
         status.RECEIVED_BYTES.set(len(raw))  # this call's task: the servicer reads it
         try:
             return gate.caller(context), gate.parse(deserializer, raw)
-        except Exception as exc:  # noqa: BLE001  (answered through the one mapping)
+        except Exception as exc:
             await gate.refuse(context, exc, len(raw))
 
     async def admit_stream(context: grpc.aio.ServicerContext) -> Caller:
         try:
             return gate.caller(context)
-        except Exception as exc:  # noqa: BLE001  (answered through the one mapping)
+        except Exception as exc:
             await gate.refuse(context, exc)
 
     if handler.unary_unary is not None:

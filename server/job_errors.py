@@ -74,7 +74,7 @@ def _name(exc: BaseException) -> str:
     """``Type(args)`` for a message; the args as ``<unprintable>`` if their repr fails."""
     try:
         args = repr(exc.args)
-    except BaseException:  # noqa: BLE001  (a job's __repr__ may raise anything)
+    except BaseException:
         args = "(<unprintable>)"
     if len(args) > 500:
         args = args[:497] + "..."
@@ -155,7 +155,7 @@ def call_in_child(payload: bytes) -> tuple[bool, bytes, str]:
     try:
         func, args, kwargs = _pickle.loads(payload)
         return True, _pickle.dumps(func(*args, **kwargs)), ""
-    except BaseException as exc:  # noqa: BLE001  (the rule decides what goes back)
+    except BaseException as exc:
         error = job_exception(exc)
         return False, _pickle.dump_exception(error), _pickle.format_traceback(error)
 
@@ -210,6 +210,6 @@ def to_job_error(exc: BaseException) -> JobError:
 def _short(exc: BaseException, limit: int = 300) -> str:
     try:
         text = str(exc)
-    except Exception:  # noqa: BLE001  (a payload's __str__ may raise)
+    except Exception:
         text = "<unprintable>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

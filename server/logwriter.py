@@ -66,7 +66,7 @@ class LogWriter(logging.Handler):
                     self._handle_event(*record)  # its record comes back through emit
                     continue
                 lines.append(self.format(record))
-            except Exception:  # noqa: BLE001  (a bad record must not stop the others)
+            except Exception:
                 if isinstance(record, logging.LogRecord):
                     self.handleError(record)
         if lines:

@@ -16,9 +16,45 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 logger = logging.getLogger(__name__)
 
 #: Job durations from a millisecond to an hour.
-JOB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+JOB_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+)
 #: RPC latencies from a tenth of a millisecond to a minute.
-RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15, 60)
+RPC_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    5,
+    15,
+    60,
+)
 
 
 class Metrics:
@@ -70,13 +106,18 @@ class Metrics:
         self.bytes_out = Counter(
             "dask_compute_sent_bytes_total", "Response bytes sent.", ["method"], registry=r
         )
-        queue = Gauge("dask_compute_jobs_pending", "Unfinished (queued or running) jobs.", registry=r)
+        queue = Gauge(
+            "dask_compute_jobs_pending", "Unfinished (queued or running) jobs.", registry=r
+        )
         queue.set_function(pending)
         for index, (name, text) in enumerate(
             (
                 ("dask_compute_cluster_workers", "Dask workers, at the last look."),
                 ("dask_compute_cluster_threads", "Dask worker threads, at the last look."),
-                ("dask_compute_cluster_memory_bytes", "Dask workers' memory limits, at the last look."),
+                (
+                    "dask_compute_cluster_memory_bytes",
+                    "Dask workers' memory limits, at the last look.",
+                ),
             )
         ):
             gauge = Gauge(name, text, registry=r)

@@ -268,7 +268,7 @@ class Gate:
         def run() -> None:  # in the pool's thread
             try:
                 result: tuple[BaseException | None, Any] = (None, work())
-            except BaseException as exc:  # noqa: BLE001  (the job's code: the rule decides)
+            except BaseException as exc:
                 result = (job_errors.job_exception(exc), None)
             with self._lock:
                 if call.state == _Call.ABANDONED:
@@ -424,7 +424,7 @@ async def call_in(pool: concurrent.futures.Executor, func: Callable[..., Any], *
     def call() -> None:
         try:
             value = func(*args)
-        except BaseException as exc:  # noqa: BLE001  (handed to the awaiting task)
+        except BaseException as exc:
             _on_loop(loop, settle, job_errors.job_exception(exc), None)
         else:
             _on_loop(loop, settle, None, value)

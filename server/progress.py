@@ -93,7 +93,9 @@ class Progress:
                     done += 1
             return len(known), done, (known if first else None)
 
-        total, done, known = await client.run_on_scheduler(count, roots=self.roots, known=self.known)
+        total, done, known = await client.run_on_scheduler(
+            count, roots=self.roots, known=self.known
+        )
         if known is not None:
             self.known = known
         self.total, self.done = total, max(self.done, done)

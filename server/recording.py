@@ -176,9 +176,7 @@ class Recording:
             found.get((j.caller.name, j.request.request_id)) or next(accepted) for j in admitted
         ]
 
-    def _not_recorded(
-        self, entries: list[NewJob], error: BaseException
-    ) -> Unavailable:
+    def _not_recorded(self, entries: list[NewJob], error: BaseException) -> Unavailable:
         """Undo the reservations of jobs the store could not record; the error to answer."""
         for entry in entries:
             self.admission.unreserve(entry.record)

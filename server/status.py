@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from types import TracebackType
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf import duration_pb2
@@ -40,6 +40,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.errors import DOMAIN, InvalidArgument, NotFound, ServiceError
+
+if TYPE_CHECKING:  # (3.10 has no typing.Self)
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +273,7 @@ class Answering:
         self.answers, self.name, self.request, self.context = answers, name, request, context
         self.sent = 0
 
-    async def __aenter__(self) -> Answering:
+    async def __aenter__(self) -> Self:
         self.started = time.perf_counter()
         self.context.set_trailing_metadata(self.answers.metadata)
         return self

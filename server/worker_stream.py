@@ -301,7 +301,7 @@ def _background(call: Any) -> None:
     async def run() -> None:
         try:
             await call
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logger.debug("dropping a result stream on its worker failed: %s", exc)
 
     task = asyncio.ensure_future(run())
@@ -320,7 +320,7 @@ async def open_on_worker(client: Any, key: Any) -> WorkerStream | None:
         holders = await asyncio.wait_for(client.scheduler.who_has(keys=[key]), CALL_TIMEOUT)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001  (no answer: fetch it the usual way)
+    except Exception as exc:
         logger.debug("who_has(%s) failed: %s", key, exc)
         return None
     addresses = list((holders or {}).get(key) or ())

@@ -216,7 +216,7 @@ def start_server(
         "DASK_COMPUTE_JOB_STORE": f"sqlite:///{log_path.parent / (log_path.stem + '-jobs.db')}",
         **(env or {}),
     }
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115  (the server writes it for its life; closed at stop)
     process = subprocess.Popen(
         [str(BIN / "dask-compute"), "serve", *(["--port", "0"] if port_flag else []), *args],
         stdout=log,
@@ -358,7 +358,7 @@ class LocalServer:
     def _main(self) -> None:
         try:
             asyncio.run(self._serve())
-        except BaseException as exc:  # noqa: BLE001  (start() or stop() raises it, in the test)
+        except BaseException as exc:
             self._failure = exc
         finally:
             self._ready.set()

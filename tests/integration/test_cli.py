@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 def test_info(server) -> None:
     text = ok("info", target=server.target)
-    assert re.search(r"^workers:\s+2 \(processes\), threads: 4, memory: \d+\.\d\d GiB$", text, re.M)
+    assert re.search(
+        r"^workers:\s+2 \(processes\), threads: 4, memory: \d+\.\d\d GiB$", text, re.MULTILINE
+    )
     assert "schedulers: distributed, threads, processes, synchronous (default distributed)" in text
     data = json.loads(ok("info", "--json", target=server.target))
     assert data["n_workers"] == 2 and data["versions"]["python"]
@@ -53,8 +55,8 @@ def test_submit_status_wait(server) -> None:
     done = cli("wait", job_id, target=server.target)
     assert done.returncode == 0 and done.stdout.strip() == "0.5"
     text = ok("status", job_id, target=server.target)
-    assert re.search(rf"^job:\s+{job_id}$", text, re.M) and re.search(
-        r"^state:\s+succeeded$", text, re.M
+    assert re.search(rf"^job:\s+{job_id}$", text, re.MULTILINE) and re.search(
+        r"^state:\s+succeeded$", text, re.MULTILINE
     )
     record = json.loads(ok("submit", "add", "1", "2", "--json", target=server.target))
     assert record["target"] == "add" and record["state"] in ("queued", "running", "succeeded")

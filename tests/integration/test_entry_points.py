@@ -50,14 +50,27 @@ def test_functions_from_an_installed_package_and_a_module(tmp_path):
         "from server.registry import function\n\n@function\ndef halve(x: float) -> float:\n    return x / 2\n"
     )
     env = {"PYTHONPATH": f"{site}:{ROOT}"}
-    args = ["--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", "", "--functions", "local_jobs"]
+    args = [
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        "",
+        "--functions",
+        "local_jobs",
+    ]
     with running_server(args, tmp_path / "server.log", env=env) as srv:
         with grpc.insecure_channel(srv.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
-            names = {f.name for f in stub.ListFunctions(pb.ListFunctionsRequest(), timeout=30).functions}
+            names = {
+                f.name for f in stub.ListFunctions(pb.ListFunctionsRequest(), timeout=30).functions
+            }
             results = {}
             for name, arg in (("shout", "hi"), ("triple", 5), ("halve", 5)):
-                spec = pb.JobSpec(call=pb.FunctionCall(function=name), scheduler=pb.SCHEDULER_DISTRIBUTED)
+                spec = pb.JobSpec(
+                    call=pb.FunctionCall(function=name), scheduler=pb.SCHEDULER_DISTRIBUTED
+                )
                 spec.call.args.append(arg)
                 response = stub.Run(pb.RunRequest(job=spec), timeout=60)
                 assert response.job.state == pb.JOB_STATE_SUCCEEDED, response.job.error
@@ -72,9 +85,16 @@ def test_unknown_functions_module_refuses_to_start(tmp_path):
     from tests.helpers import start_server
 
     with pytest.raises(AssertionError, match="server exited with 1"):
-        start_server(["--functions", "no_such_module_xyz", "--dashboard-address", ""], tmp_path / "log", timeout=60)
+        start_server(
+            ["--functions", "no_such_module_xyz", "--dashboard-address", ""],
+            tmp_path / "log",
+            timeout=60,
+        )
     log = (tmp_path / "log").read_text()
-    assert "Error: cannot load named functions: ModuleNotFoundError: No module named 'no_such_module_xyz'" in log
+    assert (
+        "Error: cannot load named functions: ModuleNotFoundError: No module named 'no_such_module_xyz'"
+        in log
+    )
     assert "Traceback" not in log
 
 

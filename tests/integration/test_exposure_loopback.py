@@ -47,8 +47,17 @@ def _loopback(ip: str) -> bool:
 )
 def test_every_listening_socket_is_loopback(tmp_path, dashboard, workers):
     args = [
-        "--host", "127.0.0.1", workers, "--n-workers", "2", "--threads-per-worker", "1",
-        "--dashboard-address", dashboard, "--local-processes", "1",
+        "--host",
+        "127.0.0.1",
+        workers,
+        "--n-workers",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        dashboard,
+        "--local-processes",
+        "1",
     ]
     with running_server(args, tmp_path / "serve.log") as server:
         with ComputeClient(server.target, timeout=60) as client:

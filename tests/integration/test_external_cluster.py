@@ -77,7 +77,9 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
             timeout=60,
             message="NOT_SERVING",
         )
-        assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING, "liveness is the process"
+        assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING, (
+            "liveness is the process"
+        )
         with pytest.raises(grpc.RpcError) as info_error:
             stub.Run(named("ping"), timeout=30)
         assert info_error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -98,4 +100,7 @@ def test_existing_scheduler_outage_and_recovery(tmp_path):
         )
         back = stub.Run(named("add", 2, 2), timeout=60)
         assert back.job.state == pb.JOB_STATE_SUCCEEDED and back.result.json.number_value == 4
-        assert "lost the Dask scheduler" in srv.log() and "reconnected to the Dask scheduler" in srv.log()
+        assert (
+            "lost the Dask scheduler" in srv.log()
+            and "reconnected to the Dask scheduler" in srv.log()
+        )

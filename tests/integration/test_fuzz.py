@@ -132,7 +132,10 @@ def list_value(items) -> bytes:
 
 
 def struct_value(mapping) -> bytes:
-    return b"".join(ld(1, ld(1, k.encode("utf-8", "surrogatepass")) + ld(2, json_value(v))) for k, v in mapping.items())
+    return b"".join(
+        ld(1, ld(1, k.encode("utf-8", "surrogatepass")) + ld(2, json_value(v)))
+        for k, v in mapping.items()
+    )
 
 
 def nested(depth: int, kind: str) -> bytes:
@@ -144,6 +147,7 @@ def nested(depth: int, kind: str) -> bytes:
 
 
 # -- hostile values -------------------------------------------------------------------
+
 
 def mostly(valid, hostile):
     """``valid`` three times in four, so requests also get past parsing to the core's checks."""
@@ -158,7 +162,9 @@ strings = mostly(
     st.one_of(
         st.binary(max_size=40),  # mostly not UTF-8
         st.integers(200, 300_000).map(lambda n: b"a" * n),  # oversized
-        st.sampled_from([b"\xff\xfe", b"\xc0\x80", b"\xed\xa0\x80", b"\x00", "é".encode("latin-1")]),
+        st.sampled_from(
+            [b"\xff\xfe", b"\xc0\x80", b"\xed\xa0\x80", b"\x00", "é".encode("latin-1")]
+        ),
     ),
 )
 durations = mostly(
@@ -166,12 +172,17 @@ durations = mostly(
     st.tuples(int64s, st.integers(-(2**31), 2**31 - 1)),
 ).map(lambda t: vint(1, t[0]) + vint(2, t[1]))
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**60), 2**60),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**60), 2**60),
     st.text(max_size=20),
 )
 json_values = st.recursive(
     json_leaf,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -202,7 +213,7 @@ payloads = st.one_of(
     st.sampled_from(NASTY_PICKLES),
     st.binary(max_size=200),
     st.tuples(st.integers(0, len(GOOD_CALL)), st.integers(0, 255)).map(
-        lambda t: GOOD_CALL[: t[0]] + bytes([t[1]]) + GOOD_CALL[t[0] + 1:]
+        lambda t: GOOD_CALL[: t[0]] + bytes([t[1]]) + GOOD_CALL[t[0] + 1 :]
     ),
 )
 
@@ -211,20 +222,35 @@ payloads = st.one_of(
 def function_calls(draw) -> bytes:
     name = draw(st.one_of(st.sampled_from([b"ping", b"add", b"nope", b""]), strings))
     body = ld(1, name)
-    args = draw(st.one_of(
-        st.lists(json_values, max_size=4).map(list_value),
-        st.tuples(st.integers(1, 400), st.sampled_from(["list", "struct"])).map(lambda t: nested(*t)),
-        st.binary(max_size=30),
-        # past the fuzz server's bounds: too many values, too many bytes
-        st.integers(MAX_VALUES - 5, MAX_VALUES + 50).map(lambda n: list_value([None] * n)),
-        st.integers(MAX_BYTES - 5000, MAX_BYTES + 5000).map(lambda n: list_value(["x" * 1000] * (n // 1006))),
-    ))
+    args = draw(
+        st.one_of(
+            st.lists(json_values, max_size=4).map(list_value),
+            st.tuples(st.integers(1, 400), st.sampled_from(["list", "struct"])).map(
+                lambda t: nested(*t)
+            ),
+            st.binary(max_size=30),
+            # past the fuzz server's bounds: too many values, too many bytes
+            st.integers(MAX_VALUES - 5, MAX_VALUES + 50).map(lambda n: list_value([None] * n)),
+            st.integers(MAX_BYTES - 5000, MAX_BYTES + 5000).map(
+                lambda n: list_value(["x" * 1000] * (n // 1006))
+            ),
+        )
+    )
     body += ld(2, args)
     if draw(st.booleans()):
-        body += ld(3, draw(st.one_of(
-            st.dictionaries(st.text(max_size=10), json_values, max_size=4).map(struct_value),
-            st.tuples(st.integers(1, 400), st.sampled_from(["struct", "list"])).map(lambda t: nested(*t)),
-        )))
+        body += ld(
+            3,
+            draw(
+                st.one_of(
+                    st.dictionaries(st.text(max_size=10), json_values, max_size=4).map(
+                        struct_value
+                    ),
+                    st.tuples(st.integers(1, 400), st.sampled_from(["struct", "list"])).map(
+                        lambda t: nested(*t)
+                    ),
+                )
+            ),
+        )
     return body
 
 
@@ -259,8 +285,14 @@ def requests(draw) -> tuple[str, bytes]:
     elif method == "SubmitJobs":
         body = b"".join(ld(1, spec) for spec in draw(st.lists(job_specs(), max_size=4)))
     elif method in JOB_ID_METHODS:
-        job_id = draw(st.one_of(strings, st.sampled_from(KNOWN_IDS or [b"x"]).map(
-            lambda i: i if isinstance(i, bytes) else i.encode())))
+        job_id = draw(
+            st.one_of(
+                strings,
+                st.sampled_from(KNOWN_IDS or [b"x"]).map(
+                    lambda i: i if isinstance(i, bytes) else i.encode()
+                ),
+            )
+        )
         body = ld(1, job_id)
         if method == "WaitJob":
             if draw(st.booleans()):
@@ -271,8 +303,14 @@ def requests(draw) -> tuple[str, bytes]:
             body += ld(2, draw(strings))
         elif method == "GetJobResult":
             body += vint(2, draw(enums)) if draw(st.booleans()) else b""
-            body += vint(3, draw(mostly(st.integers(0, 100), int64s))) if draw(st.booleans()) else b""
-            body += vint(4, draw(mostly(st.integers(0, 2**20), st.integers(-(2**31), 2**31 - 1)))) if draw(st.booleans()) else b""
+            body += (
+                vint(3, draw(mostly(st.integers(0, 100), int64s))) if draw(st.booleans()) else b""
+            )
+            body += (
+                vint(4, draw(mostly(st.integers(0, 2**20), st.integers(-(2**31), 2**31 - 1))))
+                if draw(st.booleans())
+                else b""
+            )
             body += vint(5, draw(st.integers(0, 1))) if draw(st.booleans()) else b""
     elif method in ("GetObject", "DeleteObject"):
         body = ld(1, draw(strings))
@@ -280,7 +318,9 @@ def requests(draw) -> tuple[str, bytes]:
         # Messages of the stream, separated by the RS byte (see send); a
         # header (sha256, size, segment sizes, serializer) first, usually.
         header = ld(1, draw(strings)) + vint(2, draw(mostly(st.integers(0, 2**20), int64s)))
-        header += b"".join(vint(3, n) for n in draw(st.lists(mostly(st.integers(0, 100), int64s), max_size=4)))
+        header += b"".join(
+            vint(3, n) for n in draw(st.lists(mostly(st.integers(0, 100), int64s), max_size=4))
+        )
         header += vint(4, draw(enums))
         messages = [ld(1, header)] if draw(st.booleans()) else []
         messages += [ld(2, chunk) for chunk in draw(st.lists(st.binary(max_size=64), max_size=3))]
@@ -292,7 +332,12 @@ def requests(draw) -> tuple[str, bytes]:
         else:
             body += b"".join(vint(1, s) for s in states)
         if draw(st.booleans()):
-            body += vint(2, draw(st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([2**31 - 1, -1, 0]))))
+            body += vint(
+                2,
+                draw(
+                    st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([2**31 - 1, -1, 0]))
+                ),
+            )
         if draw(st.booleans()):
             body += ld(3, draw(strings))
     elif draw(st.booleans()):
@@ -316,13 +361,33 @@ def fuzz_server(tmp_path_factory):
     tokens_file.write_text(f"alice run,code {ALICE}\nbob run {BOB}\ncarol run,code {CAROL}\n")
     tokens_file.chmod(0o600)
     args = [
-        "--no-processes", "--n-workers", "1", "--threads-per-worker", "4",
-        "--dashboard-address", "", "--local-processes", "1", "--local-threads", "4",
-        "--tokens-file", str(tokens_file), "--max-message-bytes", str(8 * 1024 * 1024),
-        "--max-argument-bytes", str(MAX_BYTES), "--max-argument-values", str(MAX_VALUES),
-        "--max-upload-bytes-per-caller", str(MAX_UPLOAD_BYTES),
-        "--max-upload-bytes", str(MAX_ALL_UPLOAD_BYTES), "--max-uploads-per-caller", str(MAX_UPLOADS),
-        "--metrics-port", str(METRICS.setdefault("port", free_port())),
+        "--no-processes",
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "4",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--local-threads",
+        "4",
+        "--tokens-file",
+        str(tokens_file),
+        "--max-message-bytes",
+        str(8 * 1024 * 1024),
+        "--max-argument-bytes",
+        str(MAX_BYTES),
+        "--max-argument-values",
+        str(MAX_VALUES),
+        "--max-upload-bytes-per-caller",
+        str(MAX_UPLOAD_BYTES),
+        "--max-upload-bytes",
+        str(MAX_ALL_UPLOAD_BYTES),
+        "--max-uploads-per-caller",
+        str(MAX_UPLOADS),
+        "--metrics-port",
+        str(METRICS.setdefault("port", free_port())),
     ]
     with running_server(args, directory / "server.log") as server:
         yield server
@@ -339,7 +404,11 @@ def channel(fuzz_server):
 
 
 def _metadata(token):
-    return None if token is None else (("authorization", token if token == "Bearer" else f"Bearer {token}"),)
+    return (
+        None
+        if token is None
+        else (("authorization", token if token == "Bearer" else f"Bearer {token}"),)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -348,14 +417,25 @@ def before(channel):
     stub = pb_grpc.ComputeServiceStub(channel)
     spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"))
     spec.call.args.append(8)
-    running = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=_metadata(ALICE), timeout=30).job
+    running = stub.SubmitJob(
+        pb.SubmitJobRequest(job=spec), metadata=_metadata(ALICE), timeout=30
+    ).job
     payload = cloudpickle.dumps((inc, (41,), {}))
     done = stub.Run(
-        pb.RunRequest(job=pb.JobSpec(pickled_call=pb.PickledCall(payload=payload), scheduler=pb.SCHEDULER_THREADS)),
-        metadata=_metadata(ALICE), timeout=30,
+        pb.RunRequest(
+            job=pb.JobSpec(
+                pickled_call=pb.PickledCall(payload=payload), scheduler=pb.SCHEDULER_THREADS
+            )
+        ),
+        metadata=_metadata(ALICE),
+        timeout=30,
     ).job
     # The fuzz aims at a job of its own (it may cancel or release it), not at these.
-    target = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), metadata=_metadata(ALICE), timeout=30)
+    target = stub.Run(
+        pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))),
+        metadata=_metadata(ALICE),
+        timeout=30,
+    )
     KNOWN_IDS.append(target.job.job_id)
     return running, done
 
@@ -371,7 +451,9 @@ def send(channel, server, method: str, body: bytes, token) -> grpc.StatusCode:
         if method in UPLOADS:
             kind = channel.stream_stream if method in STREAMING else channel.stream_unary
             call = kind(path, request_serializer=None, response_deserializer=None)
-            result = call(iter(body.split(RS) if body else []), metadata=_metadata(token), timeout=20)
+            result = call(
+                iter(body.split(RS) if body else []), metadata=_metadata(token), timeout=20
+            )
             if method in STREAMING:
                 for _ in result:
                     pass
@@ -386,11 +468,15 @@ def send(channel, server, method: str, body: bytes, token) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         code = exc.code()
         assert code in CLEAN, f"{method} answered {code}: {exc.details()} (request {body[:200]!r})"
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # a limit of the server's, not of the client's
+        if (
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        ):  # a limit of the server's, not of the client's
             details = exc.details()
             assert "max_" in details or "--max-" in details or "larger than max" in details, details
     CODES[method, code.name] += 1
-    assert server.process.poll() is None, f"the server died on {method} {body[:200]!r}:\n{server.log()[-3000:]}"
+    assert server.process.poll() is None, (
+        f"the server died on {method} {body[:200]!r}:\n{server.log()[-3000:]}"
+    )
     return code
 
 
@@ -410,20 +496,24 @@ def test_hostile_messages(channel, fuzz_server, before, request, token):
 
 
 @FUZZ
-@given(request=requests(), cut=st.integers(0, 2**16), flip=st.one_of(st.none(), st.integers(0, 2**16)))
+@given(
+    request=requests(), cut=st.integers(0, 2**16), flip=st.one_of(st.none(), st.integers(0, 2**16))
+)
 def test_truncated_and_flipped_messages(channel, fuzz_server, before, request, cut, flip):
     method, body = request
     body = body[: cut % (len(body) + 1)]
     if flip is not None and body:
         index = flip % len(body)
-        body = body[:index] + bytes([body[index] ^ 0xFF]) + body[index + 1:]
+        body = body[:index] + bytes([body[index] ^ 0xFF]) + body[index + 1 :]
     send(channel, fuzz_server, method, body, ALICE)
 
 
 @FUZZ
 @given(value=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80))
 def test_junk_authorization_headers(channel, fuzz_server, value):
-    call = channel.unary_unary("/compute.v1.ComputeService/ListJobs", request_serializer=None, response_deserializer=None)
+    call = channel.unary_unary(
+        "/compute.v1.ComputeService/ListJobs", request_serializer=None, response_deserializer=None
+    )
     TRIED["inputs"] += 1
     with pytest.raises(grpc.RpcError) as info:
         call(b"", metadata=(("authorization", value),), timeout=20)
@@ -441,18 +531,42 @@ def test_deeply_nested_json_arguments(channel, fuzz_server, before, depth, kind)
 
 
 @pytest.mark.parametrize("method", ["Run", "SubmitJob", "SubmitJobs"])
-@pytest.mark.parametrize("call, bound", [
-    (ld(1, b"ping") + ld(2, list_value([None] * (MAX_VALUES + 1))), "--max-argument-values"),
-    (ld(1, b"add") + ld(3, struct_value({"a": [1] * (MAX_VALUES // 2), "b": [2] * (MAX_VALUES // 2)})), "--max-argument-values"),
-    (ld(1, b"ping") + ld(2, list_value(["x" * 1000] * (MAX_BYTES // 1000))), "--max-argument-bytes"),
-    (ld(1, b"pi") + ld(3, struct_value({"samples": 4e8, "chunks": 4e8})), "chunks must be at most 1,000,000"),
-    (ld(1, b"pi") + ld(2, list_value([1e10 + 1, 1e6])), "samples must be at most 10,000,000,000"),
-    (ld(1, b"pi") + ld(3, struct_value({"samples": 1e9, "chunks": 10})), "at most 10,000 chunks"),
-], ids=["values", "values-in-kwargs", "bytes", "pi-chunk-size", "pi-samples", "pi-chunk-count"])
-def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fuzz_server, before, method, call, bound):
+@pytest.mark.parametrize(
+    "call, bound",
+    [
+        (ld(1, b"ping") + ld(2, list_value([None] * (MAX_VALUES + 1))), "--max-argument-values"),
+        (
+            ld(1, b"add")
+            + ld(3, struct_value({"a": [1] * (MAX_VALUES // 2), "b": [2] * (MAX_VALUES // 2)})),
+            "--max-argument-values",
+        ),
+        (
+            ld(1, b"ping") + ld(2, list_value(["x" * 1000] * (MAX_BYTES // 1000))),
+            "--max-argument-bytes",
+        ),
+        (
+            ld(1, b"pi") + ld(3, struct_value({"samples": 4e8, "chunks": 4e8})),
+            "chunks must be at most 1,000,000",
+        ),
+        (
+            ld(1, b"pi") + ld(2, list_value([1e10 + 1, 1e6])),
+            "samples must be at most 10,000,000,000",
+        ),
+        (
+            ld(1, b"pi") + ld(3, struct_value({"samples": 1e9, "chunks": 10})),
+            "at most 10,000 chunks",
+        ),
+    ],
+    ids=["values", "values-in-kwargs", "bytes", "pi-chunk-size", "pi-samples", "pi-chunk-count"],
+)
+def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(
+    channel, fuzz_server, before, method, call, bound
+):
     spec = ld(1, call)
     body = ld(1, spec) if method != "SubmitJobs" else ld(1, ld(1, ld(1, b"ping"))) + ld(1, spec)
-    stub_call = channel.unary_unary(f"/{SERVICE.full_name}/{method}", request_serializer=None, response_deserializer=None)
+    stub_call = channel.unary_unary(
+        f"/{SERVICE.full_name}/{method}", request_serializer=None, response_deserializer=None
+    )
     TRIED["inputs"] += 1
     with pytest.raises(grpc.RpcError) as info:
         stub_call(body, metadata=_metadata(BOB), timeout=20)
@@ -464,12 +578,21 @@ def test_arguments_past_the_bounds_are_invalid_arguments_naming_them(channel, fu
 def assert_serving(channel, server) -> None:
     """A ``ping`` still runs: the server is up and serving after what was sent."""
     stub = pb_grpc.ComputeServiceStub(channel)
-    response = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), metadata=_metadata(BOB), timeout=30)
-    assert response.job.state == pb.JOB_STATE_SUCCEEDED and json_format.MessageToDict(response.result.json) == "pong"
+    response = stub.Run(
+        pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))),
+        metadata=_metadata(BOB),
+        timeout=30,
+    )
+    assert (
+        response.job.state == pb.JOB_STATE_SUCCEEDED
+        and json_format.MessageToDict(response.result.json) == "pong"
+    )
     assert server.process.poll() is None
 
 
-def upload_stream(size: int, chunks: int, announce: int | None = None, hold: threading.Event | None = None):
+def upload_stream(
+    size: int, chunks: int, announce: int | None = None, hold: threading.Event | None = None
+):
     """Raw PutObject messages: a header announcing ``announce`` (default ``size``) bytes,
     then ``size`` bytes in ``chunks`` chunks; with ``hold``, the stream then stays open until it is set."""
     data = os.urandom(size)
@@ -477,7 +600,7 @@ def upload_stream(size: int, chunks: int, announce: int | None = None, hold: thr
     yield ld(1, ld(1, sha.encode()) + vint(2, size if announce is None else announce))
     step = -(-size // chunks) if size else 1
     for start in range(0, size, step):
-        yield ld(2, data[start:start + step])
+        yield ld(2, data[start : start + step])
     if hold is not None:
         hold.wait(60)
 
@@ -485,9 +608,13 @@ def upload_stream(size: int, chunks: int, announce: int | None = None, hold: thr
 def put_object_bytes_received() -> float:
     """The PutObject chunk bytes the fuzz server has taken (each is counted against the
     upload bounds as it is taken)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS['port']}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{METRICS['port']}/metrics", timeout=10
+    ) as response:
         text = response.read().decode()
-    match = re.search(r'^dask_compute_received_bytes_total\{method="PutObject"\} ([0-9.e+]+)$', text, re.MULTILINE)
+    match = re.search(
+        r'^dask_compute_received_bytes_total\{method="PutObject"\} ([0-9.e+]+)$', text, re.MULTILINE
+    )
     return float(match.group(1)) if match else 0.0
 
 
@@ -497,28 +624,40 @@ KiB = 1024
 #: announced), and the code and words of its answer.
 UPLOADS_PAST_THE_BOUNDS = {
     "header-past-a-callers-bound": (
-        [], (ALICE, 100, 1, MAX_UPLOAD_BYTES + 1),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes-per-caller)",
+        [],
+        (ALICE, 100, 1, MAX_UPLOAD_BYTES + 1),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "(--max-upload-bytes-per-caller)",
     ),
     "header-announcing-exabytes": (
-        [], (ALICE, 100, 1, 2**62),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "(max_object_bytes)",
+        [],
+        (ALICE, 100, 1, 2**62),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "(max_object_bytes)",
     ),
     "more-chunks-than-announced": (
-        [], (ALICE, 300 * KiB, 300, 100 * KiB),
-        grpc.StatusCode.INVALID_ARGUMENT, "more than the 102400 bytes its header announced",
+        [],
+        (ALICE, 300 * KiB, 300, 100 * KiB),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "more than the 102400 bytes its header announced",
     ),
     "many-chunks-past-a-callers-bound": (
-        [(ALICE, 300 * KiB)], (ALICE, 300 * KiB, 3000, None),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes-per-caller)",
+        [(ALICE, 300 * KiB)],
+        (ALICE, 300 * KiB, 3000, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "(--max-upload-bytes-per-caller)",
     ),
     "many-chunks-past-all-uploads-bound": (
-        [(ALICE, 400 * KiB)], (CAROL, 400 * KiB, 4000, None),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-upload-bytes)",
+        [(ALICE, 400 * KiB)],
+        (CAROL, 400 * KiB, 4000, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "(--max-upload-bytes)",
     ),
     "too-many-uploads-of-one-caller": (
-        [(ALICE, 1)] * MAX_UPLOADS, (ALICE, 100, 1, None),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, f"(--max-uploads-per-caller={MAX_UPLOADS})",
+        [(ALICE, 1)] * MAX_UPLOADS,
+        (ALICE, 100, 1, None),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"(--max-uploads-per-caller={MAX_UPLOADS})",
     ),
 }
 
@@ -526,17 +665,24 @@ UPLOADS_PAST_THE_BOUNDS = {
 @pytest.mark.parametrize("case", list(UPLOADS_PAST_THE_BOUNDS))
 def test_uploads_past_the_bounds_are_refused_naming_them(channel, fuzz_server, before, case):
     held_open, (token, size, chunks, announce), code, words = UPLOADS_PAST_THE_BOUNDS[case]
-    call = channel.stream_unary(f"/{SERVICE.full_name}/PutObject", request_serializer=None, response_deserializer=None)
+    call = channel.stream_unary(
+        f"/{SERVICE.full_name}/PutObject", request_serializer=None, response_deserializer=None
+    )
     release = threading.Event()
     received = put_object_bytes_received()
     held = [
-        call.future(upload_stream(sent, 1, sent + 1, hold=release), metadata=_metadata(who), timeout=60)
+        call.future(
+            upload_stream(sent, 1, sent + 1, hold=release), metadata=_metadata(who), timeout=60
+        )
         for who, sent in held_open
     ]
     try:
         # Every byte of the held uploads is taken (so each was admitted), and they are still open.
         wait_until(
-            lambda: any(f.done() for f in held) or put_object_bytes_received() >= received + sum(n for _, n in held_open),
+            lambda: (
+                any(f.done() for f in held)
+                or put_object_bytes_received() >= received + sum(n for _, n in held_open)
+            ),
             message=f"the server to take the held uploads' bytes ({case})",
         )
         assert not any(f.done() for f in held), [f.exception() for f in held if f.done()]
@@ -552,41 +698,64 @@ def test_uploads_past_the_bounds_are_refused_naming_them(channel, fuzz_server, b
     # Nothing of them is still counted: an upload as large as a caller may hold goes in.
     payload = pickle.dumps(os.urandom(MAX_UPLOAD_BYTES - 100))
     stub = pb_grpc.ComputeServiceStub(channel)
-    messages = [pb.PutObjectRequest(header=pb.ObjectHeader(sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload)))]
-    messages += [pb.PutObjectRequest(chunk=payload[i:i + 64 * KiB]) for i in range(0, len(payload), 64 * KiB)]
-    assert stub.PutObject(iter(messages), metadata=_metadata(ALICE), timeout=60).object.size_bytes == len(payload)
+    messages = [
+        pb.PutObjectRequest(
+            header=pb.ObjectHeader(
+                sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload)
+            )
+        )
+    ]
+    messages += [
+        pb.PutObjectRequest(chunk=payload[i : i + 64 * KiB])
+        for i in range(0, len(payload), 64 * KiB)
+    ]
+    assert stub.PutObject(
+        iter(messages), metadata=_metadata(ALICE), timeout=60
+    ).object.size_bytes == len(payload)
     assert_serving(channel, fuzz_server)
 
 
 @pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
 @pytest.mark.parametrize("field", [2, 3], ids=["args", "kwargs"])
-def test_numbers_json_cannot_carry_are_invalid_arguments(channel, fuzz_server, before, number, field):
+def test_numbers_json_cannot_carry_are_invalid_arguments(
+    channel, fuzz_server, before, number, field
+):
     # Found by this fuzz: MessageToDict raised ValueError, answered INTERNAL.
     values = list_value([number]) if field == 2 else struct_value({"a": number})
     body = ld(1, ld(1, ld(1, b"add") + ld(field, values)))
     assert send(channel, fuzz_server, "Run", body, BOB) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("call", [
-    ld(1, b"f" * 300_000),  # an unknown function's name is quoted back
-    ld(1, b"add") + ld(2, list_value(["a" * 300_000, 1])),  # so is a wrong argument
-    ld(1, b"add") + ld(3, struct_value({"k" * 300_000: 1})),  # and an unknown keyword
-], ids=["function", "argument", "keyword"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        ld(1, b"f" * 300_000),  # an unknown function's name is quoted back
+        ld(1, b"add") + ld(2, list_value(["a" * 300_000, 1])),  # so is a wrong argument
+        ld(1, b"add") + ld(3, struct_value({"k" * 300_000: 1})),  # and an unknown keyword
+    ],
+    ids=["function", "argument", "keyword"],
+)
 def test_messages_quoting_huge_input_are_truncated(channel, fuzz_server, before, call):
     # Found by this fuzz: the whole input went back in the status message, which
     # clients refuse past 16 KiB of metadata (RESOURCE_EXHAUSTED on their side).
-    stub_call = channel.unary_unary("/compute.v1.ComputeService/Run", request_serializer=None, response_deserializer=None)
+    stub_call = channel.unary_unary(
+        "/compute.v1.ComputeService/Run", request_serializer=None, response_deserializer=None
+    )
     TRIED["inputs"] += 1
     with pytest.raises(grpc.RpcError) as info:
         stub_call(ld(1, ld(1, call)), metadata=_metadata(BOB), timeout=20)
-    assert info.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), info.value.details()
+    assert info.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), (
+        info.value.details()
+    )
     assert len(info.value.details().encode()) < 2100
 
 
 @pytest.mark.parametrize("padding", [0, 70_000], ids=["inline", "in-a-thread"])
 @pytest.mark.parametrize("work", ["pickled_call", "graph"])
 @pytest.mark.parametrize("index", range(len(NASTY_PICKLES)))
-def test_pickles_that_fail_or_raise_while_loading(channel, fuzz_server, before, index, work, padding):
+def test_pickles_that_fail_or_raise_while_loading(
+    channel, fuzz_server, before, index, work, padding
+):
     # Every nasty pickle, deterministically, from a caller allowed to send code;
     # padding past 64 KiB makes the server load it in a thread.
     payload = NASTY_PICKLES[index] + b"\x00" * padding
@@ -595,16 +764,24 @@ def test_pickles_that_fail_or_raise_while_loading(channel, fuzz_server, before, 
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("scheduler", [pb.SCHEDULER_THREADS, pb.SCHEDULER_SYNCHRONOUS, pb.SCHEDULER_PROCESSES])
+@pytest.mark.parametrize(
+    "scheduler", [pb.SCHEDULER_THREADS, pb.SCHEDULER_SYNCHRONOUS, pb.SCHEDULER_PROCESSES]
+)
 def test_a_job_calling_sys_exit_fails_and_the_server_stays(channel, fuzz_server, before, scheduler):
     # SystemExit raised in a pool thread or process reaches the server's event
     # loop through a future; it must fail the job, not stop the server.
     stub = pb_grpc.ComputeServiceStub(channel)
-    spec = pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps((sys.exit, (3,), {}))), scheduler=scheduler)
+    spec = pb.JobSpec(
+        pickled_call=pb.PickledCall(payload=cloudpickle.dumps((sys.exit, (3,), {}))),
+        scheduler=scheduler,
+    )
     TRIED["inputs"] += 1
     response = stub.Run(pb.RunRequest(job=spec), metadata=_metadata(ALICE), timeout=30)
     assert response.job.state == pb.JOB_STATE_FAILED
-    assert response.job.error.type == "builtins.RuntimeError" and "SystemExit(3,)" in response.job.error.message
+    assert (
+        response.job.error.type == "builtins.RuntimeError"
+        and "SystemExit(3,)" in response.job.error.message
+    )
     assert fuzz_server.process.poll() is None
 
 
@@ -612,17 +789,29 @@ def test_the_server_survived_and_jobs_are_unaffected(channel, fuzz_server, befor
     # The last test of the module (pytest keeps file order): check what the fuzz left.
     stub = pb_grpc.ComputeServiceStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
-    status = health.Check(health_pb2.HealthCheckRequest(service="compute.v1.ComputeService"), timeout=10).status
+    status = health.Check(
+        health_pb2.HealthCheckRequest(service="compute.v1.ComputeService"), timeout=10
+    ).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     running, done = before
     metadata = _metadata(ALICE)
-    waited = stub.WaitJob(pb.WaitJobRequest(job_id=running.job_id, timeout={"seconds": 30}), metadata=metadata, timeout=40)
-    assert waited.job.state == pb.JOB_STATE_SUCCEEDED and json_format.MessageToDict(waited.result.json) == 8
+    waited = stub.WaitJob(
+        pb.WaitJobRequest(job_id=running.job_id, timeout={"seconds": 30}),
+        metadata=metadata,
+        timeout=40,
+    )
+    assert (
+        waited.job.state == pb.JOB_STATE_SUCCEEDED
+        and json_format.MessageToDict(waited.result.json) == 8
+    )
     waited = stub.WaitJob(pb.WaitJobRequest(job_id=done.job_id), metadata=metadata, timeout=30)
     assert waited.job.state == pb.JOB_STATE_SUCCEEDED and pickle.loads(waited.result.pickle) == 42
     after = stub.Run(
-        pb.RunRequest(job=pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps((inc, (1,), {}))))),
-        metadata=metadata, timeout=30,
+        pb.RunRequest(
+            job=pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps((inc, (1,), {}))))
+        ),
+        metadata=metadata,
+        timeout=30,
     )
     assert after.job.state == pb.JOB_STATE_SUCCEEDED and pickle.loads(after.result.pickle) == 2
     log = fuzz_server.log()

@@ -34,11 +34,15 @@ def test_thousand_blocked_callers_do_not_need_threads(server):
     async def scenario():
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
-            spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED)
+            spec = pb.JobSpec(
+                call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED
+            )
             spec.call.args.append(3)
             job = (await stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30)).job
             waits = [
-                asyncio.ensure_future(stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id), timeout=120))
+                asyncio.ensure_future(
+                    stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id), timeout=120)
+                )
                 for _ in range(WAITERS - RUNS)
             ]
             label = f"blocked-{uuid.uuid4().hex}"
@@ -63,7 +67,11 @@ def test_thousand_blocked_callers_do_not_need_threads(server):
             during = _threads(server.process.pid)
             started = time.monotonic()
             ping = await stub.Run(
-                pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"), scheduler=pb.SCHEDULER_THREADS)),
+                pb.RunRequest(
+                    job=pb.JobSpec(
+                        call=pb.FunctionCall(function="ping"), scheduler=pb.SCHEDULER_THREADS
+                    )
+                ),
                 timeout=30,
             )
             ping_seconds = time.monotonic() - started
@@ -71,7 +79,9 @@ def test_thousand_blocked_callers_do_not_need_threads(server):
             return during, ping, ping_seconds, answers
 
     during, ping, ping_seconds, answers = asyncio.run(scenario())
-    assert during - baseline < 50, f"threads went from {baseline} to {during} with {WAITERS} callers blocked"
+    assert during - baseline < 50, (
+        f"threads went from {baseline} to {during} with {WAITERS} callers blocked"
+    )
     assert ping.job.state == pb.JOB_STATE_SUCCEEDED
     assert ping_seconds < 5, f"a ping took {ping_seconds:.2f}s while {WAITERS} callers waited"
     assert len(answers) == WAITERS

@@ -29,14 +29,29 @@ def scrape(port):
 
 def sample(text, name, **labels):
     selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = rf"^{re.escape(name)}{{{re.escape(selector)}}} ([0-9.e+-]+)$" if labels else rf"^{re.escape(name)} ([0-9.e+-]+)$"
-    match = re.search(pattern, text, re.M)
+    pattern = (
+        rf"^{re.escape(name)}{{{re.escape(selector)}}} ([0-9.e+-]+)$"
+        if labels
+        else rf"^{re.escape(name)} ([0-9.e+-]+)$"
+    )
+    match = re.search(pattern, text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
 def test_metrics_endpoint_counts_jobs_rpcs_and_the_cluster(tmp_path):
     port = free_port()
-    args = ["--n-workers", "1", "--threads-per-worker", "2", "--dashboard-address", "", "--local-processes", "1", "--metrics-port", str(port)]
+    args = [
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "2",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--metrics-port",
+        str(port),
+    ]
     with running_server(args, tmp_path / "server.log") as srv:
         before = scrape(port)
         assert sample(before, "dask_compute_cluster_workers") == 1
@@ -44,16 +59,32 @@ def test_metrics_endpoint_counts_jobs_rpcs_and_the_cluster(tmp_path):
         with grpc.insecure_channel(srv.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
             for _ in range(3):
-                stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"), scheduler=pb.SCHEDULER_THREADS)), timeout=30)
+                stub.Run(
+                    pb.RunRequest(
+                        job=pb.JobSpec(
+                            call=pb.FunctionCall(function="ping"), scheduler=pb.SCHEDULER_THREADS
+                        )
+                    ),
+                    timeout=30,
+                )
             spec = pb.JobSpec(call=pb.FunctionCall(function="fib"))
             spec.call.args.append(50)  # out of range: the job fails
             stub.Run(pb.RunRequest(job=spec), timeout=30)
             with pytest.raises(grpc.RpcError):
                 stub.GetJob(pb.GetJobRequest(job_id="f" * 32), timeout=10)
         after = scrape(port)
-    assert sample(after, "dask_compute_jobs_submitted_total", kind="function", scheduler="threads") == 3
-    assert sample(after, "dask_compute_jobs_finished_total", scheduler="threads", state="succeeded") == 3
-    assert sample(after, "dask_compute_jobs_finished_total", scheduler="distributed", state="failed") == 1
+    assert (
+        sample(after, "dask_compute_jobs_submitted_total", kind="function", scheduler="threads")
+        == 3
+    )
+    assert (
+        sample(after, "dask_compute_jobs_finished_total", scheduler="threads", state="succeeded")
+        == 3
+    )
+    assert (
+        sample(after, "dask_compute_jobs_finished_total", scheduler="distributed", state="failed")
+        == 1
+    )
     assert sample(after, "dask_compute_rpcs_total", code="OK", method="Run") == 4
     assert sample(after, "dask_compute_rpcs_total", code="NOT_FOUND", method="GetJob") == 1
     assert sample(after, "dask_compute_job_duration_seconds_count", scheduler="threads") == 3
@@ -64,7 +95,6 @@ def test_metrics_endpoint_counts_jobs_rpcs_and_the_cluster(tmp_path):
     assert "job=" in log and "event=finished state=succeeded scheduler=threads" in log
     started = "event=started kind=function target=ping scheduler=threads owner=anonymous"
     assert log.count(started) == 3, "one line as each job is accepted and starts"
-
 
 
 TOKEN = "alice-token-0123456789"
@@ -104,14 +134,21 @@ async def _failure(call):
 
 
 def _rpcs(core, method, code):
-    return sample(generate_latest(core.metrics.registry).decode(), "dask_compute_rpcs_total", code=code, method=method)
+    return sample(
+        generate_latest(core.metrics.registry).decode(),
+        "dask_compute_rpcs_total",
+        code=code,
+        method=method,
+    )
 
 
 @pytest.mark.asyncio
 async def test_calls_refused_by_the_interceptor_are_counted_with_their_code(in_process):
     channel, core = in_process
     stub = pb_grpc.ComputeServiceStub(channel)
-    refused = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=WRONG, timeout=10))
+    refused = await _failure(
+        stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=WRONG, timeout=10)
+    )
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(refused).reason == "INVALID_TOKEN"
     stream = stub.WatchJob(pb.WatchJobRequest(job_id="f" * 32), timeout=10)  # no token at all
@@ -132,7 +169,9 @@ async def test_calls_refused_by_the_interceptor_are_counted_with_their_code(in_p
 async def test_an_error_answer_is_counted_with_the_code_it_was_answered_with(in_process):
     channel, core = in_process
     stub = pb_grpc.ComputeServiceStub(channel)
-    missing = await _failure(stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=GOOD, timeout=10))
+    missing = await _failure(
+        stub.GetJob(pb.GetJobRequest(job_id="f" * 32), metadata=GOOD, timeout=10)
+    )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     assert error_info(missing).reason == "JOB_NOT_FOUND"
     assert _rpcs(core, "GetJob", "NOT_FOUND") == 1

@@ -19,7 +19,9 @@ def _node(target, *args):
     node = shutil.which("node")
     assert node, "Node.js is missing: .ci/install-tools.sh installs it"
     assert (CLIENT.parent / "node_modules" / "apache-arrow").exists(), "run .ci/install-tools.sh"
-    return subprocess.run([node, str(CLIENT), target, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [node, str(CLIENT), target, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_node_reads_a_dataframe_result_as_arrow(local_server):

@@ -57,7 +57,9 @@ def encode(value):
 def upload(stub, data, sizes, sha, chunk=MiB, stop_after=None, announce=None):
     def messages():
         yield pb.PutObjectRequest(
-            header=pb.ObjectHeader(sha256=sha, size_bytes=announce or len(data), segment_sizes=sizes)
+            header=pb.ObjectHeader(
+                sha256=sha, size_bytes=announce or len(data), segment_sizes=sizes
+            )
         )
         limit = len(data) if stop_after is None else stop_after
         for start in range(0, limit, chunk):
@@ -68,7 +70,9 @@ def upload(stub, data, sizes, sha, chunk=MiB, stop_after=None, announce=None):
 
 def pickled(func, *args, object_ids=(), scheduler=pb.SCHEDULER_DISTRIBUTED):
     return pb.JobSpec(
-        pickled_call=pb.PickledCall(payload=dumps_with_refs((func, args, {})), object_ids=list(object_ids)),
+        pickled_call=pb.PickledCall(
+            payload=dumps_with_refs((func, args, {})), object_ids=list(object_ids)
+        ),
         scheduler=scheduler,
     )
 
@@ -86,20 +90,32 @@ def test_upload_once_and_use_in_many_jobs(stub):
     assert len(sizes) == 2, "the array's buffer travels out of band"
     first = upload(stub, data, sizes, sha)
     object_id = first.object.object_id
-    assert object_id == f"sha256:{sha}" and not first.existed and first.object.size_bytes == len(data)
+    assert (
+        object_id == f"sha256:{sha}" and not first.existed and first.object.size_bytes == len(data)
+    )
     again = upload(stub, b"", sizes, sha, announce=len(data))
     assert again.existed, "a held object is not uploaded again"
-    assert stub.GetObject(pb.GetObjectRequest(object_id=object_id), timeout=10).object.size_bytes == len(data)
+    assert stub.GetObject(
+        pb.GetObjectRequest(object_id=object_id), timeout=10
+    ).object.size_bytes == len(data)
 
     expected = float(array.sum())
     for scheduler in (pb.SCHEDULER_DISTRIBUTED, pb.SCHEDULER_THREADS, pb.SCHEDULER_SYNCHRONOUS):
         spec = pb.JobSpec(call=pb.FunctionCall(function="array_sum"), scheduler=scheduler)
         spec.call.args.append({"$object": object_id})
         assert value_of(stub.Run(pb.RunRequest(job=spec), timeout=60)) == expected
-        total = stub.Run(pb.RunRequest(job=pickled(np.sum, Ref(object_id), object_ids=[object_id], scheduler=scheduler)), timeout=60)
+        total = stub.Run(
+            pb.RunRequest(
+                job=pickled(np.sum, Ref(object_id), object_ids=[object_id], scheduler=scheduler)
+            ),
+            timeout=60,
+        )
         assert value_of(total) == expected
     jobs = [
-        stub.SubmitJob(pb.SubmitJobRequest(job=pickled(np.max, Ref(object_id), object_ids=[object_id])), timeout=30).job
+        stub.SubmitJob(
+            pb.SubmitJobRequest(job=pickled(np.max, Ref(object_id), object_ids=[object_id])),
+            timeout=30,
+        ).job
         for _ in range(20)
     ]
     for job in jobs:
@@ -109,8 +125,13 @@ def test_upload_once_and_use_in_many_jobs(stub):
     assert stub.DeleteObject(pb.DeleteObjectRequest(object_id=object_id), timeout=10).deleted
     assert not stub.DeleteObject(pb.DeleteObjectRequest(object_id=object_id), timeout=10).deleted
     with pytest.raises(grpc.RpcError) as info:
-        stub.Run(pb.RunRequest(job=pickled(np.sum, Ref(object_id), object_ids=[object_id])), timeout=30)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "upload it with PutObject" in info.value.details()
+        stub.Run(
+            pb.RunRequest(job=pickled(np.sum, Ref(object_id), object_ids=[object_id])), timeout=30
+        )
+    assert (
+        info.value.code() == grpc.StatusCode.NOT_FOUND
+        and "upload it with PutObject" in info.value.details()
+    )
 
 
 def test_cut_off_upload_leaves_nothing_behind(stub):
@@ -135,7 +156,7 @@ def test_cut_off_upload_leaves_nothing_behind(stub):
     ],
 )
 def test_bad_uploads(stub, case, code, text):
-    data, sizes, sha = encode([1, 2, 3])
+    data, sizes, _sha = encode([1, 2, 3])
     with pytest.raises(grpc.RpcError) as info:
         if case == "bad-hash":
             upload(stub, data, sizes, "0" * 64)
@@ -163,4 +184,11 @@ def test_references_must_be_listed_and_well_formed(stub):
     with pytest.raises(grpc.RpcError) as info:
         stub.Run(pb.RunRequest(job=spec), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert value_of(stub.Run(pb.RunRequest(job=pickled(sum, Ref(object_id), object_ids=[object_id])), timeout=30)) == 11
+    assert (
+        value_of(
+            stub.Run(
+                pb.RunRequest(job=pickled(sum, Ref(object_id), object_ids=[object_id])), timeout=30
+            )
+        )
+        == 11
+    )

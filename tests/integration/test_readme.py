@@ -8,12 +8,12 @@ with "..." in it stands for lines left out (or, inside a line, for any text).
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import shlex
 import socket
 import subprocess
 import sys
-import pathlib
 
 import pytest
 
@@ -27,7 +27,9 @@ BIN = pathlib.Path(sys.executable).parent
 
 def _session() -> list[tuple[str, list[str]]]:
     text = README.read_text()
-    block = text.split("<!-- grpcurl-session -->", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    block = (
+        text.split("<!-- grpcurl-session -->", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    )
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
         if line.startswith("$ "):
@@ -56,7 +58,13 @@ def _matches(expected: list[str], actual: str) -> str | None:
 def test_readme_has_a_grpcurl_session_covering_the_basics():
     commands = [command for command, _ in _session()]
     joined = "\n".join(commands)
-    for needed in (" list", " describe ", "/GetClusterInfo", '"function": "add"', '"function": "pi"'):
+    for needed in (
+        " list",
+        " describe ",
+        "/GetClusterInfo",
+        '"function": "add"',
+        '"function": "pi"',
+    ):
         assert needed in joined, f"README grpcurl session lacks {needed!r}"
 
 
@@ -65,7 +73,16 @@ def test_readme_grpcurl_session_runs_as_written(tmp_path):
         if probe.connect_ex(("127.0.0.1", 50051)) == 0:
             pytest.fail("port 50051 is taken; stop the server on it to run the README session")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    args = ["--port", "50051", "--n-workers", "2", "--threads-per-worker", "1", "--dashboard-address", ""]
+    args = [
+        "--port",
+        "50051",
+        "--n-workers",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        "",
+    ]
     log = tmp_path / "server.log"
     with running_server(args, log, port_flag=False) as server:
         assert server.port == 50051
@@ -78,4 +95,6 @@ def test_readme_grpcurl_session_runs_as_written(tmp_path):
             missing = _matches(expected, output)
             assert missing is None, f"$ {command}\nexpected line {missing!r} in:\n{output}"
             failed = expected and expected[0] == "ERROR:"
-            assert (result.returncode != 0) == bool(failed), f"$ {command}\nexit {result.returncode}:\n{output}"
+            assert (result.returncode != 0) == bool(failed), (
+                f"$ {command}\nexit {result.returncode}:\n{output}"
+            )

@@ -84,9 +84,16 @@ def test_idempotent_retry_returns_the_first_job(stub):
     assert run.job.request_id == key
     value = pickle.loads(run.result.pickle)
     assert isinstance(value, uuid.UUID), "the work ran once, and its one result is returned"
-    other = stub.SubmitJob(pb.SubmitJobRequest(job=pb.JobSpec(
-        pickled_call=spec.pickled_call, scheduler=pb.SCHEDULER_THREADS, request_id=uuid.uuid4().hex
-    )), timeout=30).job
+    other = stub.SubmitJob(
+        pb.SubmitJobRequest(
+            job=pb.JobSpec(
+                pickled_call=spec.pickled_call,
+                scheduler=pb.SCHEDULER_THREADS,
+                request_id=uuid.uuid4().hex,
+            )
+        ),
+        timeout=30,
+    ).job
     assert other.job_id != first.job_id
     too_long = pb.JobSpec(call=pb.FunctionCall(function="ping"), request_id="x" * 200)
     with pytest.raises(grpc.RpcError) as info:

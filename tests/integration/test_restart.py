@@ -16,7 +16,16 @@ from tests.helpers import slowinc, start_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARGS = ["--n-workers", "1", "--threads-per-worker", "2", "--dashboard-address", "", "--local-processes", "1"]
+ARGS = [
+    "--n-workers",
+    "1",
+    "--threads-per-worker",
+    "2",
+    "--dashboard-address",
+    "",
+    "--local-processes",
+    "1",
+]
 
 
 def _state(stub, job):
@@ -33,7 +42,9 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
     with grpc.insecure_channel(first.target) as channel:
         stub = pb_grpc.ComputeServiceStub(channel)
         done_spec = pb.JobSpec(
-            call=pb.FunctionCall(function="add"), scheduler=pb.SCHEDULER_THREADS, request_id="done-key"
+            call=pb.FunctionCall(function="add"),
+            scheduler=pb.SCHEDULER_THREADS,
+            request_id="done-key",
         )
         done_spec.call.args.extend([20, 22])
         done = stub.Run(pb.RunRequest(job=done_spec), timeout=30).job
@@ -46,18 +57,26 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
         read = _submit(stub, read_spec)
         waited = stub.WaitJob(pb.WaitJobRequest(job_id=read.job_id), timeout=30)
         assert pickle.loads(waited.result.pickle) == 10
-        sleeper = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED)
+        sleeper = pb.JobSpec(
+            call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED
+        )
         sleeper.call.args.append(600)
         lost = _submit(stub, sleeper)
         retry_spec = pb.JobSpec(
-            pickled_call=pb.PickledCall(payload=cloudpickle.dumps((slowinc, (41,), {"delay": 1.0}))),
+            pickled_call=pb.PickledCall(
+                payload=cloudpickle.dumps((slowinc, (41,), {"delay": 1.0}))
+            ),
             scheduler=pb.SCHEDULER_DISTRIBUTED,
             retryable=True,
             request_id="retry-me",
         )
         retried = _submit(stub, retry_spec)
         accepted = [done.job_id, lost.job_id, retried.job_id, read.job_id]
-        instance_before = dict(stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)[1].trailing_metadata())["dask-compute-instance"]
+        instance_before = dict(
+            stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)[
+                1
+            ].trailing_metadata()
+        )["dask-compute-instance"]
         # Killed while both run: the cluster's sleep and the retryable job.
         wait_until(
             lambda: all(_state(stub, job) == pb.JOB_STATE_RUNNING for job in (lost, retried)),
@@ -75,11 +94,20 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
     try:
         with grpc.insecure_channel(second.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
-            response, call = stub.GetJob.with_call(pb.GetJobRequest(job_id=done.job_id), timeout=10)
+            _response, call = stub.GetJob.with_call(
+                pb.GetJobRequest(job_id=done.job_id), timeout=10
+            )
             assert dict(call.trailing_metadata())["dask-compute-instance"] != instance_before
-            listed = {j.job_id: j for j in stub.ListJobs(pb.ListJobsRequest(page_size=100), timeout=10).jobs}
-            assert set(accepted) <= set(listed), "every job accepted before the kill is still listed"
-            assert not any(j.state == pb.JOB_STATE_RUNNING and j.job_id == lost.job_id for j in listed.values())
+            listed = {
+                j.job_id: j
+                for j in stub.ListJobs(pb.ListJobsRequest(page_size=100), timeout=10).jobs
+            }
+            assert set(accepted) <= set(listed), (
+                "every job accepted before the kill is still listed"
+            )
+            assert not any(
+                j.state == pb.JOB_STATE_RUNNING and j.job_id == lost.job_id for j in listed.values()
+            )
 
             old = stub.WaitJob(pb.WaitJobRequest(job_id=done.job_id), timeout=10)
             assert old.job.state == pb.JOB_STATE_SUCCEEDED
@@ -89,21 +117,33 @@ def test_kill_9_and_restart_answers_for_every_job(tmp_path):
 
             gone = stub.GetJob(pb.GetJobRequest(job_id=lost.job_id), timeout=10).job
             assert gone.state == pb.JOB_STATE_FAILED
-            assert gone.error.type == "ServiceRestarted" and gone.error.message == "service restarted"
+            assert (
+                gone.error.type == "ServiceRestarted" and gone.error.message == "service restarted"
+            )
 
             rerun = stub.WaitJob(pb.WaitJobRequest(job_id=retried.job_id), timeout=60)
             assert rerun.job.state == pb.JOB_STATE_SUCCEEDED, rerun.job.error
             assert pickle.loads(rerun.result.pickle) == 42
             again = _submit(stub, retry_spec)
             assert again.job_id == retried.job_id, "the idempotency key still names the re-run job"
-            done_again = stub.Run(pb.RunRequest(job=pb.JobSpec(
-                call=done_spec.call, scheduler=pb.SCHEDULER_THREADS, request_id="added-before"
-            )), timeout=30).job
+            done_again = stub.Run(
+                pb.RunRequest(
+                    job=pb.JobSpec(
+                        call=done_spec.call,
+                        scheduler=pb.SCHEDULER_THREADS,
+                        request_id="added-before",
+                    )
+                ),
+                timeout=30,
+            ).job
             assert done_again.job_id != done.job_id
             same = stub.Run(pb.RunRequest(job=done_spec), timeout=30).job
             assert same.job_id == done.job_id, "idempotency keys from before the restart still hold"
         assert "3 jobs were unfinished" not in second.log()
-        assert "2 jobs were unfinished when the service last stopped: 1 re-run, 1 marked failed" in second.log()
+        assert (
+            "2 jobs were unfinished when the service last stopped: 1 re-run, 1 marked failed"
+            in second.log()
+        )
     finally:
         assert second.stop() == 0
 

@@ -131,9 +131,7 @@ def test_job_timeout_from_run_cancels_the_job(client: ComputeClient) -> None:
     assert time.monotonic() - started < 4
     assert isinstance(info.value.__cause__, RPCError)
     job = wait_until(
-        lambda: next(
-            (j for j in client.list_jobs(limit=1) if j.state is JobState.CANCELLED), None
-        ),
+        lambda: next((j for j in client.list_jobs(limit=1) if j.state is JobState.CANCELLED), None),
         timeout=10,
         message="the timed-out job to be cancelled",
     )

@@ -54,12 +54,27 @@ def secured(tmp_path_factory):
     tokens.write_text(tokens_text())
     tokens.chmod(0o600)
     args = [
-        "--no-processes", "--n-workers", "1", "--threads-per-worker", "8",
-        "--dashboard-address", "", "--local-processes", "1", "--local-threads", "4",
-        "--tokens-file", str(tokens),
-        "--max-jobs-per-caller", "2", "--max-pending-jobs", "4",
-        "--max-job-seconds", str(MAX_JOB_SECONDS),
-        "--max-message-bytes", str(4 * 1024 * 1024),
+        "--no-processes",
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "8",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--local-threads",
+        "4",
+        "--tokens-file",
+        str(tokens),
+        "--max-jobs-per-caller",
+        "2",
+        "--max-pending-jobs",
+        "4",
+        "--max-job-seconds",
+        str(MAX_JOB_SECONDS),
+        "--max-message-bytes",
+        str(4 * 1024 * 1024),
     ]
     with running_server(args, directory / "server.log") as server:
         server.tokens_path = tokens
@@ -109,7 +124,9 @@ def submit(stub, spec, token):
 
 def wait(stub, job_id, token, timeout=30):
     return stub.WaitJob(
-        pb.WaitJobRequest(job_id=job_id, timeout={"seconds": timeout}), metadata=auth(token), timeout=timeout + 10
+        pb.WaitJobRequest(job_id=job_id, timeout={"seconds": timeout}),
+        metadata=auth(token),
+        timeout=timeout + 10,
     )
 
 
@@ -130,10 +147,13 @@ ALL_CALLS = {
 }
 
 
-@pytest.mark.parametrize("token, message", [
-    (None, "needs a credential: send the metadata 'authorization: Bearer <token>'"),
-    ("not-a-valid-token-at-all", "bearer token is not valid"),
-])
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        (None, "needs a credential: send the metadata 'authorization: Bearer <token>'"),
+        ("not-a-valid-token-at-all", "bearer token is not valid"),
+    ],
+)
 def test_every_rpc_needs_a_valid_token(stub, secured, token, message):
     for method, request in ALL_CALLS.items():
         code, details = error_of(getattr(stub, method), request, token)
@@ -144,7 +164,9 @@ def test_every_rpc_needs_a_valid_token(stub, secured, token, message):
 
 def test_a_malformed_authorization_header_is_unauthenticated(stub):
     with pytest.raises(grpc.RpcError) as info:
-        stub.ListJobs(pb.ListJobsRequest(), metadata=(("authorization", f"Token {ALICE}"),), timeout=30)
+        stub.ListJobs(
+            pb.ListJobsRequest(), metadata=(("authorization", f"Token {ALICE}"),), timeout=30
+        )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "must read 'Bearer <token>'" in info.value.details()
     assert error_info(info.value).reason == "MALFORMED_AUTHORIZATION"
@@ -152,7 +174,9 @@ def test_a_malformed_authorization_header_is_unauthenticated(stub):
 
 def test_health_and_reflection_need_no_token(channel):
     health = health_pb2_grpc.HealthStub(channel)
-    response = health.Check(health_pb2.HealthCheckRequest(service="compute.v1.ComputeService"), timeout=10)
+    response = health.Check(
+        health_pb2.HealthCheckRequest(service="compute.v1.ComputeService"), timeout=10
+    )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     assert "compute.v1.ComputeService" in services
@@ -162,7 +186,12 @@ def test_run_permission_calls_named_functions_and_reads_cluster_info(stub):
     response = stub.Run(pb.RunRequest(job=named("add", 2, 3)), metadata=auth(BOB), timeout=30)
     assert response.job.state == pb.JOB_STATE_SUCCEEDED and response.job.owner == "bob"
     assert json_format.MessageToDict(response.result.json) == 5
-    assert stub.GetClusterInfo(pb.GetClusterInfoRequest(), metadata=auth(BOB), timeout=30).cluster.n_workers == 1
+    assert (
+        stub.GetClusterInfo(
+            pb.GetClusterInfoRequest(), metadata=auth(BOB), timeout=30
+        ).cluster.n_workers
+        == 1
+    )
     assert stub.ListFunctions(pb.ListFunctionsRequest(), metadata=auth(BOB), timeout=30).functions
 
 
@@ -181,7 +210,10 @@ def test_pickled_work_and_graphs_need_the_code_permission(stub):
             assert "needs the 'code' permission" in details
     response = stub.Run(pb.RunRequest(job=pickled(inc, 1)), metadata=auth(ALICE), timeout=30)
     assert response.job.state == pb.JOB_STATE_SUCCEEDED and response.job.owner == "alice"
-    assert stub.Run(pb.RunRequest(job=graph), metadata=auth(ALICE), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+    assert (
+        stub.Run(pb.RunRequest(job=graph), metadata=auth(ALICE), timeout=30).job.state
+        == pb.JOB_STATE_SUCCEEDED
+    )
 
 
 def test_uploading_objects_needs_the_code_permission(stub):
@@ -218,14 +250,21 @@ def test_a_pickled_payload_is_never_loaded_without_the_code_permission(stub, tmp
     for call, request in [
         (stub.Run, pb.RunRequest(job=pb.JobSpec(pickled_call=pb.PickledCall(payload=payload)))),
         (stub.SubmitJob, pb.SubmitJobRequest(job=pb.JobSpec(graph=pb.DaskGraph(payload=payload)))),
-        (stub.SubmitJobs, pb.SubmitJobsRequest(jobs=[named("ping"), pb.JobSpec(pickled_call=pb.PickledCall(payload=payload))])),
+        (
+            stub.SubmitJobs,
+            pb.SubmitJobsRequest(
+                jobs=[named("ping"), pb.JobSpec(pickled_call=pb.PickledCall(payload=payload))]
+            ),
+        ),
     ]:
         assert error_of(call, request, BOB)[0] == grpc.StatusCode.PERMISSION_DENIED
     assert not refused.exists(), "the server unpickled a payload from a caller without 'code'"
     # The control: the same kind of payload from a caller with 'code' is loaded
     # (and then refused, for not being a call), which leaves the mark.
     loaded = tmp_path / "loaded-for-alice"
-    request = pb.RunRequest(job=pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps(LeavesAMark(loaded)))))
+    request = pb.RunRequest(
+        job=pb.JobSpec(pickled_call=pb.PickledCall(payload=cloudpickle.dumps(LeavesAMark(loaded))))
+    )
     code, details = error_of(stub.Run, request, ALICE)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "payload must be a (callable" in details
     assert loaded.is_dir()
@@ -241,13 +280,24 @@ def test_callers_see_only_their_own_jobs_and_admin_sees_all(stub):
         ]:
             code, details = error_of(call, request, BOB)
             assert code == grpc.StatusCode.NOT_FOUND and "no job with id" in details
-        listed = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth(BOB), timeout=30).jobs
+        listed = stub.ListJobs(
+            pb.ListJobsRequest(page_size=1000), metadata=auth(BOB), timeout=30
+        ).jobs
         assert job.job_id not in {j.job_id for j in listed}
-        assert stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=auth(ALICE), timeout=30).job.owner == "alice"
-        everyone = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth(ROOT), timeout=30).jobs
+        assert (
+            stub.GetJob(
+                pb.GetJobRequest(job_id=job.job_id), metadata=auth(ALICE), timeout=30
+            ).job.owner
+            == "alice"
+        )
+        everyone = stub.ListJobs(
+            pb.ListJobsRequest(page_size=1000), metadata=auth(ROOT), timeout=30
+        ).jobs
         assert job.job_id in {j.job_id for j in everyone}
         response = stub.CancelJob(
-            pb.CancelJobRequest(job_id=job.job_id, reason="admin says so"), metadata=auth(ROOT), timeout=30
+            pb.CancelJobRequest(job_id=job.job_id, reason="admin says so"),
+            metadata=auth(ROOT),
+            timeout=30,
         )
         assert response.cancelled and response.job.state == pb.JOB_STATE_CANCELLED
         assert wait(stub, job.job_id, ALICE).job.cancel_reason == "admin says so"
@@ -268,8 +318,9 @@ def test_the_sdk_sends_its_token(secured):
         assert client.run("add", 1, 1) == 2
         with pytest.raises(PermissionDenied, match="'code' permission"):
             client.compute(work, scheduler="threads")
-    with ComputeClient(secured.target, timeout=30) as client, pytest.raises(
-        PermissionDenied, match="needs a credential"
+    with (
+        ComputeClient(secured.target, timeout=30) as client,
+        pytest.raises(PermissionDenied, match="needs a credential"),
     ):
         client.run("ping")
 
@@ -299,7 +350,12 @@ def test_sighup_rotates_tokens_without_dropping_running_jobs(stub, secured):
         secured.tokens_path.write_text("dave run short\n")
         secured.process.send_signal(signal.SIGHUP)
         _wait_for_log(secured, "SIGHUP: tokens not reloaded", failures + 1)
-        assert stub.GetJob(pb.GetJobRequest(job_id=running.job_id), metadata=auth(DAVE_NEW), timeout=30).job.owner == "dave"
+        assert (
+            stub.GetJob(
+                pb.GetJobRequest(job_id=running.job_id), metadata=auth(DAVE_NEW), timeout=30
+            ).job.owner
+            == "dave"
+        )
         assert secured.process.poll() is None
     finally:
         secured.tokens_path.write_text(tokens_text())
@@ -313,7 +369,10 @@ def test_max_jobs_per_caller_is_hit_and_recovered_from(stub):
     try:
         code, details = error_of(stub.SubmitJob, pb.SubmitJobRequest(job=named("ping")), CAROL)
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_jobs_per_caller" in details
-        assert stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(BOB), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+        assert (
+            stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(BOB), timeout=30).job.state
+            == pb.JOB_STATE_SUCCEEDED
+        )
         cancel(stub, jobs[0].job_id, CAROL)
         ping = submit(stub, named("ping"), CAROL)  # the limit lifts when a job finishes
         assert wait(stub, ping.job_id, CAROL).job.state == pb.JOB_STATE_SUCCEEDED
@@ -327,9 +386,14 @@ def test_max_pending_jobs_is_hit_and_recovered_from(stub):
     try:
         code, details = error_of(stub.SubmitJob, pb.SubmitJobRequest(job=named("ping")), ALICE)
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_pending_jobs" in details
-        assert stub.GetJob(pb.GetJobRequest(job_id=jobs[0].job_id), metadata=auth(CAROL), timeout=30).job.job_id
+        assert stub.GetJob(
+            pb.GetJobRequest(job_id=jobs[0].job_id), metadata=auth(CAROL), timeout=30
+        ).job.job_id
         cancel(stub, jobs[3].job_id, BOB)
-        assert stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(ALICE), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+        assert (
+            stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(ALICE), timeout=30).job.state
+            == pb.JOB_STATE_SUCCEEDED
+        )
     finally:
         for job in jobs:
             cancel(stub, job.job_id, ROOT)
@@ -339,7 +403,10 @@ def test_an_oversized_request_is_refused_by_grpc_and_the_server_goes_on(stub):
     huge = pb.JobSpec(pickled_call=pb.PickledCall(payload=b"x" * (5 * 1024 * 1024)))
     code, details = error_of(stub.SubmitJob, pb.SubmitJobRequest(job=huge), ALICE)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
-    assert stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(ALICE), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+    assert (
+        stub.Run(pb.RunRequest(job=named("ping")), metadata=auth(ALICE), timeout=30).job.state
+        == pb.JOB_STATE_SUCCEEDED
+    )
 
 
 def test_job_time_limits_fail_the_job_with_a_timeout_reason(stub):

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.integration
 
 ALICE = "alice-token-0123456789abcdef"
 SERVER_ARGS = [
-    "--no-processes", "--n-workers", "1", "--threads-per-worker", "2",
-    "--dashboard-address", "", "--local-processes", "1",
+    "--no-processes",
+    "--n-workers",
+    "1",
+    "--threads-per-worker",
+    "2",
+    "--dashboard-address",
+    "",
+    "--local-processes",
+    "1",
 ]
 
 
@@ -37,7 +44,12 @@ def _refusal(args, tmp_path) -> str:
     """
     result = subprocess.run(
         [str(BIN / "dask-compute"), "serve", "--port", "0", *SERVER_ARGS, *args],
-        capture_output=True, text=True, timeout=60, env=_clean_env(tmp_path), cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(tmp_path),
+        cwd=ROOT,
+        check=False,
     )
     output = (result.stdout + result.stderr).strip()
     assert result.returncode != 0, output
@@ -64,12 +76,15 @@ def test_a_network_address_without_tokens_refuses_to_start(tmp_path):
     assert "--insecure-no-auth-on-network" in line and "--tokens-file" in line
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("missing-tokens", "cannot read tokens file"),
-    ("short-token", "shorter than 16 characters"),
-    ("mismatched-key", "are not a PEM certificate and its private key"),
-    ("ca-without-cert", "tls_client_ca (mutual TLS) needs tls_cert"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing-tokens", "cannot read tokens file"),
+        ("short-token", "shorter than 16 characters"),
+        ("mismatched-key", "are not a PEM certificate and its private key"),
+        ("ca-without-cert", "tls_client_ca (mutual TLS) needs tls_cert"),
+    ],
+)
 def test_bad_credentials_stop_start_up_in_one_line(tmp_path, setup, message):
     ca = CertificateAuthority(tmp_path)
     server, other = ca.issue("localhost", server=True), ca.issue("other", server=True)
@@ -93,7 +108,9 @@ def test_the_loud_flag_starts_on_the_network_but_refuses_pickled_work(tmp_path):
         assert "INSECURE: listening on 0.0.0.0 with no authentication" in log
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
-            assert stub.Run(pb.RunRequest(job=_ping()), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+            assert (
+                stub.Run(pb.RunRequest(job=_ping()), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+            )
             with pytest.raises(grpc.RpcError) as info:
                 stub.Run(pb.RunRequest(job=_pickled_inc()), timeout=30)
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -101,8 +118,12 @@ def test_the_loud_flag_starts_on_the_network_but_refuses_pickled_work(tmp_path):
 
 def test_no_pickled_work_refuses_code_even_with_the_code_permission(tmp_path):
     env = {**_clean_env(tmp_path), "DASK_COMPUTE_TOKENS": f"alice run,code,admin {ALICE}"}
-    with running_server([*SERVER_ARGS, "--no-pickled-work"], tmp_path / "named.log", env=env) as server:
-        assert re.search(r"policy: auth=tokens\(1\) tls=off pickled-work=off bind=127\.0\.0\.1:\d+", server.log())
+    with running_server(
+        [*SERVER_ARGS, "--no-pickled-work"], tmp_path / "named.log", env=env
+    ) as server:
+        assert re.search(
+            r"policy: auth=tokens\(1\) tls=off pickled-work=off bind=127\.0\.0\.1:\d+", server.log()
+        )
         assert ALICE not in server.log()
         metadata = (("authorization", f"Bearer {ALICE}"),)
         with grpc.insecure_channel(server.target) as channel:
@@ -116,8 +137,13 @@ def test_no_pickled_work_refuses_code_even_with_the_code_permission(tmp_path):
 
 def test_without_tokens_on_loopback_everything_is_allowed_as_before(tmp_path):
     with running_server(SERVER_ARGS, tmp_path / "open.log", env=_clean_env(tmp_path)) as server:
-        assert f"policy: auth=none tls=off pickled-work=anyone bind=127.0.0.1:{server.port}" in server.log()
+        assert (
+            f"policy: auth=none tls=off pickled-work=anyone bind=127.0.0.1:{server.port}"
+            in server.log()
+        )
         with grpc.insecure_channel(server.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
             response = stub.Run(pb.RunRequest(job=_pickled_inc()), timeout=30)
-            assert response.job.state == pb.JOB_STATE_SUCCEEDED and response.job.owner == "anonymous"
+            assert (
+                response.job.state == pb.JOB_STATE_SUCCEEDED and response.job.owner == "anonymous"
+            )

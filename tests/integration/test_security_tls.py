@@ -23,8 +23,15 @@ pytestmark = pytest.mark.integration
 
 ALICE = "alice-token-0123456789abcdef"
 SERVER_ARGS = [
-    "--no-processes", "--n-workers", "1", "--threads-per-worker", "2",
-    "--dashboard-address", "", "--local-processes", "1",
+    "--no-processes",
+    "--n-workers",
+    "1",
+    "--threads-per-worker",
+    "2",
+    "--dashboard-address",
+    "",
+    "--local-processes",
+    "1",
 ]
 
 
@@ -50,17 +57,32 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_server(pki):
-    args = [*SERVER_ARGS, "--tokens-file", str(pki["tokens"]),
-            "--tls-cert", str(pki["server"].cert_path), "--tls-key", str(pki["server"].key_path)]
+    args = [
+        *SERVER_ARGS,
+        "--tokens-file",
+        str(pki["tokens"]),
+        "--tls-cert",
+        str(pki["server"].cert_path),
+        "--tls-key",
+        str(pki["server"].key_path),
+    ]
     with running_server(args, pki["dir"] / "tls.log") as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def mtls_server(pki):
-    args = [*SERVER_ARGS, "--tokens-file", str(pki["tokens"]),
-            "--tls-cert", str(pki["server"].cert_path), "--tls-key", str(pki["server"].key_path),
-            "--tls-client-ca", str(pki["ca"].cert_path)]
+    args = [
+        *SERVER_ARGS,
+        "--tokens-file",
+        str(pki["tokens"]),
+        "--tls-cert",
+        str(pki["server"].cert_path),
+        "--tls-key",
+        str(pki["server"].key_path),
+        "--tls-client-ca",
+        str(pki["ca"].cert_path),
+    ]
     with running_server(args, pki["dir"] / "mtls.log") as server:
         yield server
 
@@ -77,7 +99,11 @@ def secure(target, root: bytes, client=None) -> grpc.Channel:
 def ping(channel, token=None) -> pb.RunResponse:
     stub = pb_grpc.ComputeServiceStub(channel)
     metadata = None if token is None else (("authorization", f"Bearer {token}"),)
-    return stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), metadata=metadata, timeout=15)
+    return stub.Run(
+        pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))),
+        metadata=metadata,
+        timeout=15,
+    )
 
 
 def refused(channel, token=ALICE) -> grpc.StatusCode:
@@ -87,15 +113,21 @@ def refused(channel, token=ALICE) -> grpc.StatusCode:
 
 
 def test_policy_lines_say_tls_and_mtls(tls_server, mtls_server):
-    assert "policy: auth=tokens(1)+certs(1) tls=tls pickled-work=code-permission" in tls_server.log()
-    assert "policy: auth=tokens(1)+certs(1) tls=mtls pickled-work=code-permission" in mtls_server.log()
+    assert (
+        "policy: auth=tokens(1)+certs(1) tls=tls pickled-work=code-permission" in tls_server.log()
+    )
+    assert (
+        "policy: auth=tokens(1)+certs(1) tls=mtls pickled-work=code-permission" in mtls_server.log()
+    )
 
 
 def test_tls_serves_a_client_that_trusts_the_ca(tls_server, pki):
     with secure(tls_server.target, pki["ca"].cert_pem) as channel:
         response = ping(channel, ALICE)
         assert response.job.state == pb.JOB_STATE_SUCCEEDED and response.job.owner == "alice"
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         code = None
         try:
@@ -108,7 +140,9 @@ def test_tls_serves_a_client_that_trusts_the_ca(tls_server, pki):
 def test_the_sdk_connects_over_tls(tls_server, pki):
     from client_sdk import ComputeClient
 
-    with ComputeClient(f"grpcs://{tls_server.target}", tls=str(pki["ca"].cert_path), token=ALICE, timeout=30) as client:
+    with ComputeClient(
+        f"grpcs://{tls_server.target}", tls=str(pki["ca"].cert_path), token=ALICE, timeout=30
+    ) as client:
         assert client.run("add", 2, 3) == 5
         assert client.compute(dask.delayed(inc)(1), scheduler="threads") == (2,)
 
@@ -117,7 +151,10 @@ def test_the_sdk_connects_over_tls(tls_server, pki):
 def test_plaintext_and_unknown_ca_clients_are_refused(request, pki, server_name):
     server = request.getfixturevalue(server_name)
     assert refused(grpc.insecure_channel(server.target)) == grpc.StatusCode.UNAVAILABLE
-    assert refused(secure(server.target, pki["stranger_ca"].cert_pem, pki["worker"])) == grpc.StatusCode.UNAVAILABLE
+    assert (
+        refused(secure(server.target, pki["stranger_ca"].cert_pem, pki["worker"]))
+        == grpc.StatusCode.UNAVAILABLE
+    )
     assert server.process.poll() is None
 
 
@@ -126,7 +163,10 @@ def test_mtls_refuses_a_client_without_a_certificate(mtls_server, pki):
 
 
 def test_mtls_refuses_a_certificate_from_another_ca(mtls_server, pki):
-    assert refused(secure(mtls_server.target, pki["ca"].cert_pem, pki["stranger"])) == grpc.StatusCode.UNAVAILABLE
+    assert (
+        refused(secure(mtls_server.target, pki["ca"].cert_pem, pki["stranger"]))
+        == grpc.StatusCode.UNAVAILABLE
+    )
 
 
 def test_a_registered_certificate_stands_in_for_a_token(mtls_server, pki):
@@ -134,7 +174,11 @@ def test_a_registered_certificate_stands_in_for_a_token(mtls_server, pki):
         stub = pb_grpc.ComputeServiceStub(channel)
         payload = cloudpickle.dumps((inc, (41,), {}))
         response = stub.Run(
-            pb.RunRequest(job=pb.JobSpec(pickled_call=pb.PickledCall(payload=payload), scheduler=pb.SCHEDULER_THREADS)),
+            pb.RunRequest(
+                job=pb.JobSpec(
+                    pickled_call=pb.PickledCall(payload=payload), scheduler=pb.SCHEDULER_THREADS
+                )
+            ),
             timeout=30,
         )
         assert response.job.state == pb.JOB_STATE_SUCCEEDED
@@ -150,7 +194,9 @@ def test_an_unregistered_certificate_needs_a_token(mtls_server, pki):
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "no 'cert:unregistered' entry" in info.value.details()
         assert ping(channel, ALICE).job.owner == "alice"
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -170,15 +216,47 @@ def test_the_sdk_and_cli_connect_with_a_client_certificate(mtls_server, pki):
         with pytest.raises(ServiceUnavailable):
             client.run("ping")  # no client certificate: refused in the handshake
     cli = str(Path(sys.executable).with_name("dask-compute"))
-    tls_args = ["--tls-ca", str(pki["ca"].cert_path), "--tls-cert", str(worker.cert_path), "--tls-key", str(worker.key_path)]
-    ran = subprocess.run([cli, *tls_args, "run", "add", "2", "3", "--target", mtls_server.target], capture_output=True, text=True, timeout=60)
+    tls_args = [
+        "--tls-ca",
+        str(pki["ca"].cert_path),
+        "--tls-cert",
+        str(worker.cert_path),
+        "--tls-key",
+        str(worker.key_path),
+    ]
+    ran = subprocess.run(
+        [cli, *tls_args, "run", "add", "2", "3", "--target", mtls_server.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ran.returncode == 0 and ran.stdout.strip() == "5", ran.stderr
-    health = subprocess.run([cli, *tls_args, "health", "--target", mtls_server.target], capture_output=True, text=True, timeout=60)
+    health = subprocess.run(
+        [cli, *tls_args, "health", "--target", mtls_server.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert health.returncode == 0 and health.stdout.strip() == "SERVING", health.stderr
     ready = subprocess.run(
-        [cli, *tls_args, "health", "--service", "compute.v1.ComputeService", "--target", mtls_server.target],
-        capture_output=True, text=True, timeout=60,
+        [
+            cli,
+            *tls_args,
+            "health",
+            "--service",
+            "compute.v1.ComputeService",
+            "--target",
+            mtls_server.target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert ready.returncode == 0 and ready.stdout.strip() == "SERVING", ready.stderr
-    plain = subprocess.run([cli, "health", "--target", mtls_server.target, "--timeout", "5"], capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(
+        [cli, "health", "--target", mtls_server.target, "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plain.returncode == 1

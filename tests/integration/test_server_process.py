@@ -51,15 +51,30 @@ def test_reflection_lists_and_describes_the_services(local_server):
         pool = descriptor_pool.DescriptorPool(database)
         service = pool.FindServiceByName("compute.v1.ComputeService")
         assert {m.name for m in service.methods} >= {
-            "GetClusterInfo", "ListFunctions", "Run", "SubmitJob", "SubmitJobs",
-            "GetJob", "WaitJob", "CancelJob", "ListJobs",
+            "GetClusterInfo",
+            "ListFunctions",
+            "Run",
+            "SubmitJob",
+            "SubmitJobs",
+            "GetJob",
+            "WaitJob",
+            "CancelJob",
+            "ListJobs",
         }
         job_state = pool.FindEnumTypeByName("compute.v1.JobState")
         assert job_state.values_by_name["JOB_STATE_SUCCEEDED"].number == 3
 
 
 def test_threads_cluster_shape(tmp_path):
-    args = ["--no-processes", "--n-workers", "2", "--threads-per-worker", "2", "--dashboard-address", ""]
+    args = [
+        "--no-processes",
+        "--n-workers",
+        "2",
+        "--threads-per-worker",
+        "2",
+        "--dashboard-address",
+        "",
+    ]
     with running_server(args, tmp_path / "server.log") as srv:
         cluster = _cluster(srv.target)
     assert (cluster.n_workers, cluster.total_threads) == (2, 4)
@@ -137,11 +152,24 @@ def _cmdline(pid: int) -> str:
 
 
 def test_sigterm_shuts_down_cleanly_and_cancels_running_jobs(tmp_path):
-    args = ["--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", "", "--local-processes", "1", "--shutdown-grace", "2"]
+    args = [
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--shutdown-grace",
+        "2",
+    ]
     srv = start_server(args, tmp_path / "server.log")
     with grpc.insecure_channel(srv.target) as channel:
         stub = pb_grpc.ComputeServiceStub(channel)
-        spec = pb.JobSpec(call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED)
+        spec = pb.JobSpec(
+            call=pb.FunctionCall(function="sleep"), scheduler=pb.SCHEDULER_DISTRIBUTED
+        )
         spec.call.args.append(600)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job
         waiter = stub.WaitJob.future(pb.WaitJobRequest(job_id=job.job_id), timeout=60)
@@ -177,7 +205,18 @@ def test_sigterm_shuts_down_cleanly_and_cancels_running_jobs(tmp_path):
 
 
 def test_new_jobs_are_unavailable_while_draining(tmp_path):
-    args = ["--n-workers", "1", "--threads-per-worker", "2", "--dashboard-address", "", "--local-processes", "1", "--shutdown-grace", "10"]
+    args = [
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "2",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+        "--shutdown-grace",
+        "10",
+    ]
     srv = start_server(args, tmp_path / "server.log")
     with grpc.insecure_channel(srv.target) as channel:
         stub = pb_grpc.ComputeServiceStub(channel)
@@ -186,24 +225,30 @@ def test_new_jobs_are_unavailable_while_draining(tmp_path):
         spec.call.args.append(3)
         running = stub.Run.future(pb.RunRequest(job=spec), timeout=60)
         wait_until(
-            lambda: stub.ListJobs(
-                pb.ListJobsRequest(states=[pb.JOB_STATE_RUNNING]), timeout=10
-            ).jobs,
+            lambda: (
+                stub.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_RUNNING]), timeout=10).jobs
+            ),
             message="the Run's job to run",
         )
         srv.process.send_signal(signal.SIGTERM)
         wait_until(
-            lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            == health_pb2.HealthCheckResponse.NOT_SERVING,
+            lambda: (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
             timeout=10,
             message="NOT_SERVING",
         )
         with pytest.raises(grpc.RpcError) as info:
-            stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=10)
+            stub.Run(
+                pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=10
+            )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shutting down" in info.value.details()
         finished = running.result(timeout=30)
-    assert finished.job.state == pb.JOB_STATE_SUCCEEDED, "a running Run finishes within the grace period"
+    assert finished.job.state == pb.JOB_STATE_SUCCEEDED, (
+        "a running Run finishes within the grace period"
+    )
     assert srv.process.wait(30) == 0
 
 
@@ -220,7 +265,17 @@ def _exit_now():
 def test_sys_exit_in_an_in_process_worker_fails_the_job_not_the_server(tmp_path):
     import cloudpickle
 
-    args = ["--no-processes", "--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", "", "--local-processes", "1"]
+    args = [
+        "--no-processes",
+        "--n-workers",
+        "1",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+    ]
     with running_server(args, tmp_path / "server.log") as srv:
         with grpc.insecure_channel(srv.target) as channel:
             stub = pb_grpc.ComputeServiceStub(channel)
@@ -231,6 +286,8 @@ def test_sys_exit_in_an_in_process_worker_fails_the_job_not_the_server(tmp_path)
             job = stub.Run(pb.RunRequest(job=spec), timeout=60).job
             assert job.state == pb.JOB_STATE_FAILED
             assert "SystemExit(3,)" in job.error.message
-            after = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30)
+            after = stub.Run(
+                pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30
+            )
             assert after.job.state == pb.JOB_STATE_SUCCEEDED
         assert srv.process.poll() is None, "the server is still up"

@@ -24,11 +24,15 @@ def stub(local_server):
 @pytest.mark.parametrize("scheduler", [pb.SCHEDULER_DISTRIBUTED, pb.SCHEDULER_THREADS])
 def test_watch_reports_increasing_progress_and_the_final_state(stub, scheduler):
     parts = [dask.delayed(slowinc)(i, delay=0.4) for i in range(6)]
-    spec = pb.JobSpec(graph=pb.DaskGraph(payload=cloudpickle.dumps(dask.delayed(sum)(parts))), scheduler=scheduler)
+    spec = pb.JobSpec(
+        graph=pb.DaskGraph(payload=cloudpickle.dumps(dask.delayed(sum)(parts))), scheduler=scheduler
+    )
     job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job
     updates = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=60))
     assert updates[-1].job.state == pb.JOB_STATE_SUCCEEDED
-    assert all(u.job.state != pb.JOB_STATE_SUCCEEDED for u in updates[:-1]), "the stream ends at the end"
+    assert all(u.job.state != pb.JOB_STATE_SUCCEEDED for u in updates[:-1]), (
+        "the stream ends at the end"
+    )
     done = [u.progress.tasks_done for u in updates]
     assert done == sorted(done), f"progress went back: {done}"
     final = updates[-1].progress
@@ -39,7 +43,9 @@ def test_watch_reports_increasing_progress_and_the_final_state(stub, scheduler):
 
 
 def test_watch_a_finished_job_and_a_failed_one(stub):
-    done = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30).job
+    done = stub.Run(
+        pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=30
+    ).job
     updates = list(stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id), timeout=30))
     assert len(updates) == 1 and updates[0].job.state == pb.JOB_STATE_SUCCEEDED
     assert (updates[0].progress.tasks_done, updates[0].progress.tasks_total) == (1, 1)

@@ -38,7 +38,16 @@ def _run(stub, func, *args):
 
 
 def test_dead_workers_are_survived_and_reported(tmp_path):
-    args = ["--n-workers", "2", "--threads-per-worker", "1", "--dashboard-address", "", "--local-processes", "1"]
+    args = [
+        "--n-workers",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--dashboard-address",
+        "",
+        "--local-processes",
+        "1",
+    ]
     env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
     with running_server(args, tmp_path / "server.log", env=env) as srv:
         with grpc.insecure_channel(srv.target) as channel:
@@ -52,7 +61,9 @@ def test_dead_workers_are_survived_and_reported(tmp_path):
             assert killer.job.error.type == "distributed.scheduler.KilledWorker"
             assert "_always_kill" in killer.job.error.message
 
-            after = stub.Run(pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=120)
+            after = stub.Run(
+                pb.RunRequest(job=pb.JobSpec(call=pb.FunctionCall(function="ping"))), timeout=120
+            )
             assert after.job.state == pb.JOB_STATE_SUCCEEDED, "the service keeps serving"
 
             def workers():

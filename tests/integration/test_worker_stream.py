@@ -106,7 +106,9 @@ def test_a_worker_that_forgets_the_stream_midway_answers_unavailable(scheduler) 
     async def scenario(client):
         future = client.submit(make_array, 3 * MiB, pure=False)
         await future.exception()
-        stream = await cluster_results.ClusterResult([future], "single", True).open_stream("auto", False)
+        stream = await cluster_results.ClusterResult([future], "single", True).open_stream(
+            "auto", False
+        )
         assert isinstance(stream, worker_stream.WorkerStream)
         await client.run(forget_streams)
         with pytest.raises(Unavailable, match="ask again"):

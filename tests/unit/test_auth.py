@@ -111,7 +111,9 @@ def test_malformed_entries_are_refused_without_echoing_tokens(text, message):
     with pytest.raises(AuthConfigError, match=message) as info:
         parse_identities(text, "tokens file t")
     assert ALICE_TOKEN not in str(info.value)
-    assert "tokenwith" not in str(info.value) and "short" not in str(info.value).replace("shorter", "")
+    assert "tokenwith" not in str(info.value) and "short" not in str(info.value).replace(
+        "shorter", ""
+    )
 
 
 def test_authenticate_names_the_caller_or_says_what_to_send():
@@ -123,7 +125,9 @@ def test_authenticate_names_the_caller_or_says_what_to_send():
     assert auth.authenticate(_bearer(BOB_TOKEN), "worker-7").name == "bob"
     with pytest.raises(Unauthenticated, match="not valid"):
         auth.authenticate(_bearer("x" * 20), "worker-7")
-    with pytest.raises(Unauthenticated, match="needs a credential: send the metadata 'authorization: Bearer"):
+    with pytest.raises(
+        Unauthenticated, match="needs a credential: send the metadata 'authorization: Bearer"
+    ):
         auth.authenticate(None)
     with pytest.raises(Unauthenticated, match="must read 'Bearer <token>'"):
         auth.authenticate(f"Basic {ALICE_TOKEN}")
@@ -147,7 +151,9 @@ def test_without_credentials_every_call_is_anonymous():
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com", ""])
 def test_a_network_address_without_credentials_is_refused(host):
-    with pytest.raises(AuthConfigError, match=f"refusing to listen on {host} without authentication"):
+    with pytest.raises(
+        AuthConfigError, match=f"refusing to listen on {host} without authentication"
+    ):
         Authenticator.from_settings(Settings(host=host))
 
 
@@ -156,7 +162,9 @@ def test_the_loud_flag_allows_it_but_takes_pickled_work_away():
     assert auth.authenticate(None).permissions == {"run", "admin"}
     assert auth.pickled_work() == "off"
     auth = Authenticator.from_settings(
-        Settings(host="0.0.0.0", insecure_no_auth_on_network=True, allow_pickled_work_without_auth=True)
+        Settings(
+            host="0.0.0.0", insecure_no_auth_on_network=True, allow_pickled_work_without_auth=True
+        )
     )
     assert auth.authenticate(None).can("code") and auth.pickled_work() == "anyone"
 
@@ -193,7 +201,9 @@ def test_reload_swaps_tokens_and_keeps_them_when_the_file_is_bad(tmp_path):
     assert auth.authenticate(_bearer(ALICE_TOKEN)).name == "alice"
     path.write_text(f"alice run,code {BOB_TOKEN}\n")
     assert auth.reload() == "tokens(1)"
-    assert auth.authenticate(_bearer(BOB_TOKEN)).permissions == {"run"}, "the policy survives a reload"
+    assert auth.authenticate(_bearer(BOB_TOKEN)).permissions == {"run"}, (
+        "the policy survives a reload"
+    )
     with pytest.raises(Unauthenticated):
         auth.authenticate(_bearer(ALICE_TOKEN))
     path.write_text("alice run short\n")
@@ -251,8 +261,17 @@ def test_settings_read_the_security_variables():
             "DASK_COMPUTE_ALLOW_PICKLED_WORK_WITHOUT_AUTH": "yes",
         }
     )
-    assert (s.tokens_file, s.tls_cert, s.tls_key, s.tls_client_ca) == ("/etc/tokens", "c.pem", "k.pem", "ca.pem")
-    assert (s.pickled_work, s.insecure_no_auth_on_network, s.allow_pickled_work_without_auth) == (False, True, True)
+    assert (s.tokens_file, s.tls_cert, s.tls_key, s.tls_client_ca) == (
+        "/etc/tokens",
+        "c.pem",
+        "k.pem",
+        "ca.pem",
+    )
+    assert (s.pickled_work, s.insecure_no_auth_on_network, s.allow_pickled_work_without_auth) == (
+        False,
+        True,
+        True,
+    )
     assert tls.describe(s) == "mtls"
 
 
@@ -267,12 +286,18 @@ def test_tls_files_are_checked_at_start_up(tmp_path):
     with pytest.raises(tls.TLSConfigError, match="are not a PEM certificate and its private key"):
         tls.server_credentials(mismatched)
     with pytest.raises(tls.TLSConfigError, match="cannot read --tls-cert"):
-        tls.server_credentials(Settings(tls_cert=str(tmp_path / "nope"), tls_key=str(server.key_path)))
+        tls.server_credentials(
+            Settings(tls_cert=str(tmp_path / "nope"), tls_key=str(server.key_path))
+        )
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate")
     with pytest.raises(tls.TLSConfigError, match="is not a PEM CA certificate"):
         tls.server_credentials(
-            Settings(tls_cert=str(server.cert_path), tls_key=str(server.key_path), tls_client_ca=str(junk))
+            Settings(
+                tls_cert=str(server.cert_path),
+                tls_key=str(server.key_path),
+                tls_client_ca=str(junk),
+            )
         )
 
 

@@ -69,17 +69,23 @@ async def who_bidi(requests, context):
 def _handlers():
     identity = {"request_deserializer": _parse, "response_serializer": None}
     return [
-        grpc.method_handlers_generic_handler("test.Who", {
-            "Unary": grpc.unary_unary_rpc_method_handler(who, **identity),
-            "Stream": grpc.unary_stream_rpc_method_handler(who_stream, **identity),
-            "Write": grpc.unary_stream_rpc_method_handler(who_write, **identity),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(who_client_stream, **identity),
-            "Bidi": grpc.stream_stream_rpc_method_handler(who_bidi, **identity),
-            "Count": grpc.stream_unary_rpc_method_handler(count_valid, **identity),
-        }),
-        grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
-            "Check": grpc.unary_unary_rpc_method_handler(who, **identity),
-        }),
+        grpc.method_handlers_generic_handler(
+            "test.Who",
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(who, **identity),
+                "Stream": grpc.unary_stream_rpc_method_handler(who_stream, **identity),
+                "Write": grpc.unary_stream_rpc_method_handler(who_write, **identity),
+                "ClientStream": grpc.stream_unary_rpc_method_handler(who_client_stream, **identity),
+                "Bidi": grpc.stream_stream_rpc_method_handler(who_bidi, **identity),
+                "Count": grpc.stream_unary_rpc_method_handler(count_valid, **identity),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health",
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(who, **identity),
+            },
+        ),
     ]
 
 
@@ -109,8 +115,13 @@ async def test_every_kind_of_handler_sees_the_caller(channel):
 
 @pytest.mark.parametrize("method", ["Unary", "Stream", "Write", "ClientStream", "Bidi"])
 async def test_every_kind_of_handler_refuses_a_missing_token(channel, method):
-    kind = {"Unary": "unary_unary", "Stream": "unary_stream", "Write": "unary_stream",
-            "ClientStream": "stream_unary", "Bidi": "stream_stream"}[method]
+    kind = {
+        "Unary": "unary_unary",
+        "Stream": "unary_stream",
+        "Write": "unary_stream",
+        "ClientStream": "stream_unary",
+        "Bidi": "stream_stream",
+    }[method]
     call = getattr(channel, kind)(f"/test.Who/{method}")
     # No request messages on streams: a client still writing when the server
     # refuses may see its own write fail (INTERNAL, "execute_batch") first.
@@ -125,7 +136,9 @@ async def test_every_kind_of_handler_refuses_a_missing_token(channel, method):
 
 
 async def test_open_services_need_no_token_and_are_not_wrapped(channel):
-    assert await channel.unary_unary("/grpc.health.v1.Health/Check")(b"x", timeout=10) == b"anonymous"
+    assert (
+        await channel.unary_unary("/grpc.health.v1.Health/Check")(b"x", timeout=10) == b"anonymous"
+    )
 
 
 async def test_an_unparsable_request_is_invalid_argument_after_authentication(channel):
@@ -136,20 +149,28 @@ async def test_an_unparsable_request_is_invalid_argument_after_authentication(ch
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call(b"bad", metadata=AUTH, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "the request is not a valid message for /test.Who/Unary: not a valid request" in info.value.details()
+    assert (
+        "the request is not a valid message for /test.Who/Unary: not a valid request"
+        in info.value.details()
+    )
 
 
 async def test_streamed_messages_are_parsed_as_the_handler_reads_them(channel):
     call = channel.stream_unary("/test.Who/Count")
     assert await call(iter([b"a", b"b"]), metadata=AUTH, timeout=10) == b"2 valid"
     answer = await call(iter([b"a", b"bad"]), metadata=AUTH, timeout=10)
-    assert answer == b"invalid after 1: message 1 of the request stream is not valid for /test.Who/Count: not a valid request"
+    assert (
+        answer
+        == b"invalid after 1: message 1 of the request stream is not valid for /test.Who/Count: not a valid request"
+    )
 
 
 async def test_two_authorization_entries_are_refused(channel):
     call = channel.unary_unary("/test.Who/Unary")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call(b"x", metadata=(*AUTH, ("authorization", "Bearer other-token-0123456789")), timeout=10)
+        await call(
+            b"x", metadata=(*AUTH, ("authorization", "Bearer other-token-0123456789")), timeout=10
+        )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "more than one authorization" in info.value.details()
 

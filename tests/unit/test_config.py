@@ -53,7 +53,10 @@ def test_flags_win_over_env_and_none_means_not_given():
         ({"DASK_COMPUTE_PROCESSES": "maybe"}, "boolean"),
         ({"DASK_COMPUTE_DEFAULT_SCHEDULER": "gpu"}, "default_scheduler"),
         ({"DASK_COMPUTE_N_WORKERS": "-1"}, "n_workers"),
-        ({"DASK_COMPUTE_SCHEDULER_ADDRESS": "tcp://x:8786", "DASK_COMPUTE_N_WORKERS": "2"}, "LocalCluster"),
+        (
+            {"DASK_COMPUTE_SCHEDULER_ADDRESS": "tcp://x:8786", "DASK_COMPUTE_N_WORKERS": "2"},
+            "LocalCluster",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(env, message):

@@ -175,7 +175,7 @@ def _explode():
 
 async def test_large_payloads_load_off_the_event_loop(core):
     big = b"x" * (1 << 20)
-    record, value = await run_value(core, pickled(len, big, scheduler="threads"))
+    _record, value = await run_value(core, pickled(len, big, scheduler="threads"))
     assert value == 1 << 20
 
 
@@ -356,6 +356,7 @@ async def test_a_run_abandoned_while_its_record_is_written_is_cancelled_not_stuc
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
     async def recorded():
         found = [r for r in (await core.list_jobs())[0] if r.request_id == "abandoned-mid-write"]
         return found if found and found[0].state.finished else None

@@ -400,4 +400,7 @@ def test_only_one_futures_own_value_is_read_from_its_worker(futures, shape, key)
     # Not pickled (a named call's JSON), or not direct: fetched here as before.
     assert asyncio.run(result.open_stream("json", False)) is None
     assert asyncio.run(result.open_stream("auto", True)) is None
-    assert asyncio.run(cluster_results.ClusterResult(futures, shape).open_stream("pickle", False)) is None
+    assert (
+        asyncio.run(cluster_results.ClusterResult(futures, shape).open_stream("pickle", False))
+        is None
+    )

@@ -33,6 +33,9 @@ def test_buf_lint_checks_comments(tmp_path):
 
 def test_buf_format_is_clean():
     result = subprocess.run(
-        [_buf(), "format", "--diff", "--exit-code", "protos"], cwd=ROOT, capture_output=True, text=True
+        [_buf(), "format", "--diff", "--exit-code", "protos"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -29,7 +29,7 @@ def test_builtins_are_registered_with_signatures():
         (list[int], "array"),
         (dict[str, int], "object"),
         (int | None, "integer|null"),
-        (Optional[str], "string|null"),
+        (Optional[str], "string|null"),  # noqa: UP045  (the old spelling is read too)
         (Any, "any"),
         (object, "any"),
     ],
@@ -86,7 +86,9 @@ def test_convert_json_refuses(value, annotation):
 def test_bind_converts_and_reports_signature():
     add = builtins.get("add")
     assert add.bind([2.0, 3.0], {}) == ([2, 3], {})
-    with pytest.raises(InvalidArgument, match=r"missing required argument 'b'.*signature: add\(a: number"):
+    with pytest.raises(
+        InvalidArgument, match=r"missing required argument 'b'.*signature: add\(a: number"
+    ):
         add.bind([2.0], {})
     with pytest.raises(InvalidArgument, match="takes 2 positional arguments but 3 were given"):
         add.bind([1.0, 2.0, 3.0], {})
@@ -94,7 +96,9 @@ def test_bind_converts_and_reports_signature():
         add.bind([1.0], {"b": 1.0, "c": 2.0})
     with pytest.raises(InvalidArgument, match="multiple values for argument 'a'"):
         add.bind([1.0], {"a": 1.0, "b": 2.0})
-    with pytest.raises(InvalidArgument, match="argument 'n' must be integer: expected an integer, got number 20.5"):
+    with pytest.raises(
+        InvalidArgument, match="argument 'n' must be integer: expected an integer, got number 20.5"
+    ):
         builtins.get("fib").bind([20.5], {})
 
 
@@ -120,7 +124,9 @@ def test_registry_lookup_and_duplicates():
 
     assert twice(2) == 4  # the decorator returns the function unchanged
     assert "double" in reg and len(reg) == 1
-    with pytest.raises(FunctionNotFound, match="no function named 'nope'; this server offers: double"):
+    with pytest.raises(
+        FunctionNotFound, match="no function named 'nope'; this server offers: double"
+    ):
         reg.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         reg.add(lambda x: x, name="double")

@@ -52,5 +52,7 @@ def test_encode_auto_is_json_for_functions_and_pickle_otherwise():
 
 
 def test_encode_json_refuses_when_impossible():
-    with pytest.raises(FailedPrecondition, match="no JSON form .*builtins.set.*RESULT_FORMAT_PICKLE"):
+    with pytest.raises(
+        FailedPrecondition, match="no JSON form .*builtins.set.*RESULT_FORMAT_PICKLE"
+    ):
         encode({1, 2}, "json", is_function=True)

@@ -48,14 +48,14 @@ async def table(request, tmp_path):
 
 
 def record(state=JobState.QUEUED, **kw):
-    values = dict(
-        job_id=new_job_id(),
-        state=state,
-        scheduler="threads",
-        kind=JobKind.FUNCTION,
-        target="ping",
-        submit_time=1.0,
-    )
+    values = {
+        "job_id": new_job_id(),
+        "state": state,
+        "scheduler": "threads",
+        "kind": JobKind.FUNCTION,
+        "target": "ping",
+        "submit_time": 1.0,
+    }
     values.update(kw)
     return JobRecord(**values)
 

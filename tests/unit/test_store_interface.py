@@ -59,14 +59,14 @@ def _protocol_methods() -> dict[str, bool]:
 
 
 def record(**kw):
-    values = dict(
-        job_id=new_job_id(),
-        state=JobState.QUEUED,
-        scheduler="threads",
-        kind=JobKind.FUNCTION,
-        target="ping",
-        submit_time=1.0,
-    )
+    values = {
+        "job_id": new_job_id(),
+        "state": JobState.QUEUED,
+        "scheduler": "threads",
+        "kind": JobKind.FUNCTION,
+        "target": "ping",
+        "submit_time": 1.0,
+    }
     values.update(kw)
     return JobRecord(**values)
 

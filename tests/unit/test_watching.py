@@ -103,7 +103,7 @@ def test_a_group_watch_settles_each_job_as_its_answer_comes():
     call = op.send(first)
     assert list(call.request.job_ids) == ["c"], "the next call asks only for the rest"
     assert jobs["a"].outcome == (JobState.SUCCEEDED, 7, None)
-    state, value, error = jobs["b"].outcome
+    _state, _value, error = jobs["b"].outcome
     assert isinstance(error, NotFound) and "result of job b is gone" in str(error)
     last = pb.WaitJobsResponse()
     last.jobs.add(job=pb.Job(job_id="c", state=pb.JOB_STATE_CANCELLED, cancel_reason="stop"))
