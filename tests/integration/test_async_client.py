@@ -139,9 +139,8 @@ async def test_get_job_job_wait_and_list_jobs(aclient: AsyncComputeClient) -> No
     assert await attached == 2
     listed = [j async for j in aclient.list_jobs(limit=3)]
     assert len(listed) == 3 and listed[0].job_id == job.job_id
-    assert (
-        next(j async for j in aclient.list_jobs(["succeeded"], limit=2)).state is JobState.SUCCEEDED
-    )
+    succeeded = [j async for j in aclient.list_jobs(["succeeded"], limit=2)]
+    assert succeeded[0].state is JobState.SUCCEEDED
 
 
 async def test_closing_lets_go_of_unfinished_jobs(server) -> None:
