@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import functools
 import gc
 import logging
@@ -33,6 +34,11 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ComputeService"].full_name
 
 #: Seconds that answers to cancelled calls get to go out after the grace period.
 RESPONSE_FLUSH_GRACE = 2.0
+
+#: Past the shutdown grace, how many seconds closing may take before the process
+#: writes every thread's stack to stderr and exits with status 1: a close that
+#: hangs (a connection that never answers) must not keep a stopped server up.
+SHUTDOWN_WATCHDOG = 15.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -250,10 +256,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         try:
             await stop.wait()
             logger.info("shutting down: running jobs get %gs to finish", settings.shutdown_grace)
+            faulthandler.dump_traceback_later(
+                settings.shutdown_grace + SHUTDOWN_WATCHDOG, exit=True
+            )
             await service.shut_down(settings.shutdown_grace)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             if metrics_server is not None:
                 metrics_server.shutdown()
+    faulthandler.cancel_dump_traceback_later()
     logger.info("stopped")
