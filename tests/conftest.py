@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.diagnostics import suspended_server_coroutines
 from tests.helpers import (
     LocalServer,
     RunningServer,
@@ -34,6 +35,15 @@ SESSION_SERVER_ARGS = (
     "--local-processes", "2",
     "--functions", "tests.functions",
 )  # fmt: skip
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test of the in-process server reports what that server waits on."""
+    report = yield
+    if report.failed and "local_server" in getattr(item, "fixturenames", ()):
+        report.sections.append(("in-process server: suspended", suspended_server_coroutines()))
+    return report
 
 
 @pytest.fixture(scope="session")
