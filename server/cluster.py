@@ -27,6 +27,7 @@ from typing import Any
 
 from server.auth import is_loopback
 from server.config import Settings
+from server.dask_clock import WORKER_PRELOAD  # (switches this process to the monotonic clock)
 from server.errors import Unavailable, cluster_starting
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class Cluster:
                 # routes (health, metrics): on a free loopback port, never 8787.
                 dashboard_address=dashboard_address(s.dashboard_address, s.host),
                 scheduler_kwargs=None if s.dashboard_address else {"dashboard": False},
+                preload=[WORKER_PRELOAD],  # each worker's clock, as this process's (see there)
                 asynchronous=True,
             )
             self.client = await Client(self.local, asynchronous=True, set_as_default=False)
