@@ -13,10 +13,11 @@ task never sent to the scheduler.
 
 :func:`use_monotonic_clock` puts both on ``time.monotonic()``, which never
 steps. It must run before the process starts any tornado periodic callback
-(a deadline set on one clock is not read on the other): the server calls it
-before it starts or connects to a cluster, and each worker of a
-LocalCluster the server starts imports this module as its Dask preload
-(:data:`WORKER_PRELOAD`), before the worker starts its own.
+(a deadline set on one clock is not read on the other), so importing this
+module runs it: the server process imports it with :mod:`server.cluster`,
+before any cluster exists, and each worker of a LocalCluster the server
+starts imports it as its Dask preload (:data:`WORKER_PRELOAD`), before the
+worker starts its own callbacks.
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ def use_monotonic_clock() -> None:
 
     tornado.ioloop.IOLoop.time = _monotonic  # type: ignore[method-assign,assignment]
     distributed.batched.time = time.monotonic  # type: ignore[attr-defined]
-
-
-def dask_setup(worker: object) -> None:
-    """Dask's preload hook: the module is imported, and the clock switched, before this runs."""
 
 
 use_monotonic_clock()

@@ -17,14 +17,13 @@ SERVER = str(pathlib.Path(__file__).resolve().parent.parent / "server")
 
 
 def _chain(coroutine: types.CoroutineType) -> str:
-    links = []
-    current: object = coroutine
     frames = []
+    current: object = coroutine
     while isinstance(current, types.CoroutineType) and current.cr_frame is not None:
-        frame = current.cr_frame
-        frames.append(frame)
-        links.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        frames.append(current.cr_frame)
         current = current.cr_await
+    links = " -> ".join(f"{f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})" for f in frames)
+    # The innermost frame of the server's own code, and the innermost of all.
     own = [f for f in frames if f.f_code.co_filename.startswith(SERVER)][-1:]
     shown = own + [f for f in frames[-1:] if f not in own]
     where = "".join(
@@ -32,21 +31,18 @@ def _chain(coroutine: types.CoroutineType) -> str:
         + ", ".join(f"{k}={v!r:.160}" for k, v in f.f_locals.items())
         for f in shown
     )
-    return " -> ".join(links) + f" -> awaits {current!r:.300}{where}"
+    return f"{links} -> awaits {current!r:.300}{where}"
 
 
 def suspended_server_coroutines() -> str:
     """The server's suspended coroutines that no other one of its own awaits, and queued calls."""
-    coroutines = [
-        o
-        for o in gc.get_objects()
-        if isinstance(o, types.CoroutineType)
-        and o.cr_frame is not None
-        and o.cr_frame.f_code.co_filename.startswith(SERVER)
-    ]
-    awaited = {id(c.cr_await) for c in coroutines}
-    lines = [_chain(c) for c in coroutines if id(c) not in awaited]
+    coroutines, queues = [], []
     for o in gc.get_objects():
-        if type(o).__name__ == "Executors" and hasattr(o, "_pending_calls"):
-            lines.append(f"Executors with {len(o._pending_calls)} call(s) queued for the cluster")
+        if isinstance(o, types.CoroutineType):
+            if o.cr_frame is not None and o.cr_frame.f_code.co_filename.startswith(SERVER):
+                coroutines.append(o)
+        elif type(o).__name__ == "Executors" and hasattr(o, "_pending_calls"):
+            queues.append(f"Executors with {len(o._pending_calls)} call(s) queued for the cluster")
+    awaited = {id(c.cr_await) for c in coroutines}
+    lines = [_chain(c) for c in coroutines if id(c) not in awaited] + queues
     return "\n".join(lines) or "(none)"
