@@ -15,8 +15,10 @@ On a shared store a write of a job this replica holds is fenced by the
 lease: it applies only where the row's ``instance_id`` is still this
 replica's (adopting a job rewrites it). A replica holds the jobs it stored,
 and those it runs: only the holder writes a job's state as queued or
-running (the runner, or recovery re-running an adopted job). Changes of
-other replicas' jobs (a cancel, a release through this one) are not fenced.
+running (the runner, or recovery re-running an adopted job). A small
+result kept with a record is written only where the row is this replica's
+(only the holder runs a job). Changes of other replicas' jobs (a cancel, a
+release through this one) are not fenced.
 """
 
 from __future__ import annotations
@@ -90,26 +92,6 @@ def request_json(request: dict[str, Any] | None) -> str | None:
 def not_found(job_id: str) -> JobNotFound:
     """The error for a record that is not stored."""
     return JobNotFound(resource_name=job_id)
-
-
-def result_write(job_id: str, blob: bytes | None, stored: Callable[[], None] | None) -> Write:
-    """The write that keeps (or, with ``None``, drops) a small result with its record.
-
-    ``stored`` is called (on the writer's thread) once it is committed.
-    """
-    params = {"b_job_id": job_id, "v_result": blob}
-
-    def done(outcome: Any) -> None:
-        if stored is not None and not isinstance(outcome, BaseException):
-            stored()
-
-    return Write(
-        lambda conn: conn.execute(STORE_RESULT, params),
-        (job_id,),
-        done,
-        rank=Rank.EXTRAS,
-        plan=lambda: Plan(STORE_RESULT, params),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +296,38 @@ class Copies:
         """The new row of a record kept for later (its request only while it is unfinished)."""
         return self.new_row(record, None if record.state.finished else kept.request, record.seq)
 
+    def result_write(
+        self, job_id: str, blob: bytes | None, stored: Callable[[], None] | None
+    ) -> Write:
+        """The write that keeps (or, with ``None``, drops) a small result with its record.
+
+        ``stored`` is called (on the writer's thread) once it is committed. On
+        a shared store a result is fenced as a held job's record writes are
+        (only the holder runs a job): if another replica adopted the job, the
+        write does not apply (that replica's run gives the job its result) and
+        ``stored`` is not called. Dropping a result (a caller's release,
+        through any replica) is not fenced.
+        """
+        fence = blob is not None and not self._exclusive
+        params = {"b_job_id": job_id, "v_result": blob}
+        if fence:
+            params["b_instance_id"] = self._instance_id
+
+        def apply(conn: sa.Connection) -> Any:
+            if conn.execute(_fenced(STORE_RESULT) if fence else STORE_RESULT, params).rowcount:
+                return None
+            held = queries.held_record(conn, job_id) if fence else None
+            return MISSING if held is None else Adopted(*held)
+
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, Adopted) and outcome.holder != self._instance_id:
+                self._adopted(job_id, outcome, "its result was not stored")
+            elif stored is not None and not isinstance(outcome, BaseException):
+                stored()
+
+        plan = None if fence else (lambda: Plan(STORE_RESULT, params))
+        return Write(apply, (job_id,), done, rank=Rank.EXTRAS, plan=plan)
+
     def record_write(
         self,
         record: JobRecord,
@@ -409,6 +423,23 @@ class Copies:
                 self._held.add(job_id)
             return job_id in self._held
 
+    def _adopted(self, job_id: str, outcome: Adopted, what: str) -> None:
+        """Another replica holds the job now: its record stands, and this
+        process's copy is only a read of it from now on."""
+        logger.warning(
+            "job=%s %s: replica %s holds the job now "
+            "(it adopted it when this replica's lease ran out)",
+            job_id,
+            what,
+            outcome.holder,
+        )
+        with self._lock:
+            if job_id in self._records:
+                self._records[job_id] = outcome.record
+            self._own.discard(job_id)
+            self._held.discard(job_id)
+            self._kept.pop(job_id, None)
+
     def _settle(
         self,
         job_id: str,
@@ -420,20 +451,7 @@ class Copies:
         """Take a record write's outcome into the copies; the record as stored."""
         final = record
         if isinstance(outcome, Adopted):
-            # Another replica holds the job now: its record stands, and this
-            # process's copy is only a read of it from now on.
-            logger.warning(
-                "job=%s a change was not recorded: replica %s holds the job now "
-                "(it adopted it when this replica's lease ran out)",
-                job_id,
-                outcome.holder,
-            )
-            with self._lock:
-                if job_id in self._records:
-                    self._records[job_id] = outcome.record
-                self._own.discard(job_id)
-                self._held.discard(job_id)
-                self._kept.pop(job_id, None)
+            self._adopted(job_id, outcome, "a change was not recorded")
             return outcome.record
         with self._lock:
             if isinstance(outcome, int):  # inserted: its seq

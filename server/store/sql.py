@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from server.jobs import JobRecord, JobState, NewJob, make_page_token, page_bounds
 from server.store import queries
 from server.store.checkpoint import Checkpointer
-from server.store.copies import Copies, Kept, not_found, request_json, result_write
+from server.store.copies import Copies, Kept, not_found, request_json
 from server.store.reader import Reader
 from server.store.registry import ReplicaRegistry
 from server.store.schema import (
@@ -212,7 +212,10 @@ class SqlJobTable:
         """Keep (or, with ``None``, drop) a small pickled result with the record.
 
         Written with the next transaction, after the job's queued changes;
-        ``stored`` is called (on the writer's thread) once it is committed.
+        ``stored`` is called (on the writer's thread) once it is committed. On
+        a shared store a result is fenced by the lease, as a held job's record
+        writes are: once another replica adopted the job, it is not written
+        (and ``stored`` is not called).
         """
         kept = self._copies.kept(job_id)
         if kept is not None and kept.due:
@@ -221,7 +224,7 @@ class SqlJobTable:
             record = self._copies.due_now(job_id)
             if record is not None:  # a record kept for later is stored now, before its result
                 self._writer.put(self._copies.record_write(record, False))
-        self._writer.put(result_write(job_id, blob, stored))
+        self._writer.put(self._copies.result_write(job_id, blob, stored))
 
     # -- may wait on the database: in the reader threads -------------------------
 

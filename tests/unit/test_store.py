@@ -485,3 +485,41 @@ async def test_a_replica_whose_lease_ran_out_has_its_jobs_taken_once(postgres_ur
     finally:
         for table in (a, b, c):
             await table.close()
+
+
+@pytest.mark.asyncio
+async def test_a_replica_whose_job_was_adopted_cannot_store_its_result(postgres_url):
+    a = SqlJobTable(postgres_url, instance_id="replica-a")
+    b = SqlJobTable(postgres_url, instance_id="replica-b")
+    told = []
+    try:
+        with a.engine.begin() as conn:
+            conn.execute(sa.delete(jobs_table))
+            conn.execute(sa.delete(replicas_table))
+        kept = await insert(a, record(state=JobState.RUNNING, submit_time=100.0))
+        a.store_result(kept.job_id, b"a's result", lambda: told.append(kept.job_id))
+        await committed(a, kept.job_id)
+        assert await a.stored_result(kept.job_id) == b"a's result", "a job it holds: stored"
+
+        lost = await insert(a, record(state=JobState.RUNNING, submit_time=100.0))
+        taken = await b.registry.adopt_orphans(lease=3, now=110.0)  # A's lease ran out
+        assert lost.job_id in {r.job_id for r in taken}
+        a.store_result(lost.job_id, b"a's stale result", lambda: told.append(lost.job_id))
+        await committed(a, lost.job_id)
+        assert await b.stored_result(lost.job_id) is None, (
+            "a replica whose job was adopted stored a result for it"
+        )
+        b.store_result(lost.job_id, b"b's result")
+        await committed(b, lost.job_id)
+        a.store_result(lost.job_id, b"a's stale result again")
+        await committed(a, lost.job_id)
+        assert await b.stored_result(lost.job_id) == b"b's result", "the adopter's result stands"
+        assert told == [kept.job_id], "the lost job's result was said to be stored"
+
+        # A caller's release through any replica drops the result.
+        a.store_result(lost.job_id, None)
+        await committed(a, lost.job_id)
+        assert await b.stored_result(lost.job_id) is None
+    finally:
+        for table in (a, b):
+            await table.close()
