@@ -322,13 +322,15 @@ class ComputeCore:
         If the caller stops waiting (its RPC is cancelled or its deadline
         passes), the job is cancelled too, with ``why_cancelled()`` as the
         reason: nobody is left to read its result. ``release``: the caller
-        frees the result once it has it, so it is not kept with the record.
+        frees the result once it has it, so it is not kept with the record. A
+        job another replica adopted meanwhile is answered with that one's end.
         """
         record = await self.submit(request, caller, why_cancelled, waited=True)
         if release and record.job_id in self.runner.runtimes:
             self.held.answer_once(record.job_id)
         await self.runner.run_in_caller(record.job_id, why_cancelled)
-        return await self.get_job(record.job_id, caller)
+        gone = lambda: self.cancel_job(record.job_id, why_cancelled(), caller)
+        return await self.waiting.end_of_run(record.job_id, caller, gone)
 
     async def get_job(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
         """The record of ``job_id``, as stored, if ``caller`` may see it.

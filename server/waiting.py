@@ -134,6 +134,8 @@ class Waiting:
         self.looks = ForeignLooks(store)
         # WaitJobs callers: the event each set is woken by, under each job it waits for.
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # Cancels of adopted jobs whose Run's caller went away, until they are done.
+        self._cancels: set[asyncio.Task] = set()
 
     def wake(self, job_id: str) -> None:
         """Wake the WaitJobs callers waiting for ``job_id`` (its end is recorded)."""
@@ -160,6 +162,34 @@ class Waiting:
             return record, False
         # Another replica adopted it (this one's lease ran out): its end is that replica's.
         return await self._poll(record, backoff)
+
+    async def end_of_run(
+        self, job_id: str, caller: Any, cancel: Callable[[], Awaitable[Any]]
+    ) -> JobRecord:
+        """The end of a ``Run``'s job, once this server is done with it.
+
+        That is the end recorded here, or, if another replica adopted the job
+        while the ``Run`` waited (this one's lease ran out), that replica's,
+        waited for in the shared store. If the ``Run``'s caller goes away
+        meanwhile, ``cancel()`` cancels the job where it runs now, as a
+        ``Run``'s job is when nobody is left to read its result.
+        """
+        record = await self.get_job(job_id, caller)
+        if record.state.finished:
+            return record
+        try:
+            record, _ = await self._poll(record, Backoff(None))
+        except asyncio.CancelledError:
+            task = asyncio.create_task(cancel(), name=f"cancel-adopted-{job_id}")
+            self._cancels.add(task)
+            task.add_done_callback(self._cancelled)
+            raise
+        return record
+
+    def _cancelled(self, task: asyncio.Task) -> None:
+        self._cancels.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("%s: could not cancel the job: %s", task.get_name(), task.exception())
 
     async def _poll(self, record: JobRecord, backoff: Backoff) -> tuple[JobRecord, bool]:
         """Wait for a job that another replica runs, by watching the shared store."""

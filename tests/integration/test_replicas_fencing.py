@@ -1,5 +1,6 @@
 """Replicas sharing a real PostgreSQL store: a replica whose jobs another adopted
-is fenced off them, leases are judged by the database's clock, and waiting on
+is fenced off them (a Run of such a job answers with the adopter's end), leases
+are judged by the database's clock, and waiting on
 other replicas' jobs costs one query per round, not one per job.
 
 The replica under test is a real core on the store; the others are job tables
@@ -11,6 +12,7 @@ jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -260,3 +262,52 @@ async def test_waiting_on_other_replicas_jobs_is_one_query_per_round(core, other
         for job_id in ids:
             other.update_soon(job_id, state=JobState.CANCELLED, finish_time=time.time())
         await asyncio.wrap_future(other.committed(ids[-1]))
+
+
+def job_of_run(engine: sa.Engine, key: str) -> str | None:
+    """The id of the job submitted with idempotency key ``key``, once it runs."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(jobs_table.c.job_id).where(
+                jobs_table.c.request_id == key, jobs_table.c.state == "running"
+            )
+        ).scalar()
+
+
+async def adopted_run(core, other, caplog) -> tuple[asyncio.Task, str]:
+    """A ``Run`` of a job that another replica adopted, once this replica let it go."""
+    key = f"adopted-run-{new_job_id()[:8]}"
+    request = dataclasses.replace(sleep_request(1.5), request_id=key)
+    caplog.clear()
+    run = asyncio.create_task(core.run(request))
+    job_id = await async_wait_until(lambda: job_of_run(other.engine, key), message="its job")
+    # Another replica judges this one dead and adopts the job, re-running it.
+    taken = await other.registry.adopt_orphans(LEASE, now=time.time() + 3600)
+    assert job_id in {r.job_id for r in taken}
+    await other.update(job_id, state=JobState.RUNNING, start_time=time.time())
+    # This replica's run of it ends (or it notices the adoption first).
+    await async_wait_until(
+        lambda: "its end here is dropped" in caplog.text, timeout=30, message="it lets it go"
+    )
+    done, _ = await asyncio.wait({run}, timeout=1.0)
+    assert not done, f"the Run answered before the adopter ended the job: {run.result()}"
+    return run, job_id
+
+
+async def test_a_run_whose_job_was_adopted_answers_with_the_adopters_end(core, other, caplog):
+    caplog.set_level(logging.WARNING, logger="server.replicas")
+    run, job_id = await adopted_run(core, other, caplog)
+    error = JobError(type="ReplicaLost", message="the adopter's end of a Run's job")
+    await other.update(job_id, state=JobState.FAILED, finish_time=time.time(), error=error)
+    answered = await asyncio.wait_for(run, 30)
+    assert answered.job_id == job_id
+    assert answered.state is JobState.FAILED and answered.error == error
+
+    # A Run whose caller goes away while the adopter runs its job cancels it there.
+    run, job_id = await adopted_run(core, other, caplog)
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    await async_wait_until(
+        lambda: row(other.engine, job_id)[0] == "cancelled", message="the adopted job cancelled"
+    )
+    assert row(other.engine, job_id)[1] == other.instance_id
