@@ -154,6 +154,7 @@ class ComputeCore:
             # cluster's may be unreachable from here (Dask would wait out a
             # connect timeout on each fetch before asking its scheduler).
             direct_gather=self.cluster.owned,
+            checks_by_value=not self.cluster.owned,
         )
         await self.replicas.at_start(self.recovery)
         self._background = [

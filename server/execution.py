@@ -35,7 +35,7 @@ from server.cluster_results import ClusterResult, flatten
 from server.pools import Gate, Occupancy, call_in
 from server.process_pools import ProcessPools
 from server.progress import Progress, flatten_keys
-from server.result_checks import Check, checked, first, unless_collection
+from server.result_checks import Check, checked, first, on_worker, unless_collection
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,12 @@ class Executors:
         direct_gather: bool = True,
         share: float = 1.0,
         max_abandoned: int = 16,
+        checks_by_value: bool = False,
     ) -> None:
         self.client = client
+        # The workers may not import this package (an existing cluster's):
+        # what runs there travels by value (server.result_checks.on_worker).
+        self._checks_by_value = checks_by_value
         # Results are fetched from the workers themselves, not through the
         # scheduler. Off for a cluster whose workers this server may not
         # reach (behind NAT): Dask falls back to the scheduler only after
@@ -214,7 +218,8 @@ class Executors:
         calls really return. ``check`` is called with a local job's value in
         the thread that made it (:mod:`server.result_checks`); what it raises
         fails the job. (A ``processes`` call's value was pickled in its child
-        already; a ``distributed`` one stays on the cluster.)
+        already; a ``distributed`` call's is checked in its task, on the
+        worker: :func:`server.result_checks.on_worker`.)
         """
         progress = progress or Progress()
         occupancy = occupancy or Occupancy()
@@ -241,6 +246,7 @@ class Executors:
             func, args, kwargs = work.call
             if self._in_process_workers:
                 func = functools.partial(job_errors.run_user_code, func)
+            func = on_worker(func, self._checks_by_value)  # (its value checked in its task)
             futures = await self._submit_coalesced(func, args, kwargs, key)
         elif work.collections is not None:
             futures = client.compute(list(work.collections))

@@ -1,5 +1,6 @@
 """A job whose result cannot be pickled (a generator, a lock) fails with a TypeError that
-names the result's type, on ``threads`` and ``synchronous`` alike: it is never a success
+names the result's type, on ``threads``, ``synchronous`` and ``distributed`` alike (on
+``distributed`` a call's result is checked on the worker, in its task): it is never a success
 whose result no call can answer (INTERNAL or FAILED_PRECONDITION later), and in a WaitJobs
 batch it does not sink the others. A result that only lacks the form asked for (JSON) is
 still a success, answered FAILED_PRECONDITION in that form, as before. Against the
@@ -22,7 +23,13 @@ from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.integration
 
 LOCAL = ["threads", "synchronous"]
-SCHEDULERS = {"threads": pb.SCHEDULER_THREADS, "synchronous": pb.SCHEDULER_SYNCHRONOUS}
+#: Where a call's result is checked: the local pools, and the cluster's workers.
+CALLS = [*LOCAL, "distributed"]
+SCHEDULERS = {
+    "threads": pb.SCHEDULER_THREADS,
+    "synchronous": pb.SCHEDULER_SYNCHRONOUS,
+    "distributed": pb.SCHEDULER_DISTRIBUTED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def assert_unpicklable(error, type_name):
     assert "cannot be pickled" in error.message and type_name in error.message, error.message
 
 
-@pytest.mark.parametrize("scheduler", LOCAL)
+@pytest.mark.parametrize("scheduler", CALLS)
 @pytest.mark.parametrize(("func", "type_name"), [(generator, "generator"), (lock, "lock")])
 def test_the_job_fails_with_a_type_error(local_client, scheduler, func, type_name):
     job = local_client.submit(func, scheduler=scheduler)
@@ -73,7 +80,7 @@ def test_the_job_fails_with_a_type_error(local_client, scheduler, func, type_nam
     assert_unpicklable(info.error, type_name)
 
 
-@pytest.mark.parametrize("scheduler", LOCAL)
+@pytest.mark.parametrize("scheduler", CALLS)
 def test_run_answers_the_job_failed(stub, scheduler):
     reply = stub.Run(pb.RunRequest(job=spec(generator, scheduler=scheduler)), timeout=60)
     assert reply.job.state == pb.JOB_STATE_FAILED
@@ -87,7 +94,7 @@ def test_a_dask_collection_computing_to_a_generator(local_client, scheduler):
         local_client.compute(dask.delayed(generator)(), scheduler=scheduler, timeout=60)
 
 
-@pytest.mark.parametrize("scheduler", LOCAL)
+@pytest.mark.parametrize("scheduler", CALLS)
 def test_wait_jobs_answers_for_all_three(stub, scheduler):
     specs = [spec(answer, 1, scheduler=scheduler), spec(generator, scheduler=scheduler)]
     specs.append(spec(answer, 3, scheduler=scheduler))
