@@ -422,8 +422,8 @@ class SharedUploads(Uploads):
         ]
         for object_id in due:
             self._uses[(owner, object_id)] = now
-        if due:
-            self.registry.use_objects([(owner, object_id) for object_id in due], now)
+        if due:  # (stamped by the database's clock, not this replica's)
+            self.registry.use_objects([(owner, object_id) for object_id in due])
 
     async def delete(self, object_id: str, caller: Caller) -> bool:
         """Free an object; its dataset is unpublished before this returns, so every
@@ -472,7 +472,7 @@ class SharedUploads(Uploads):
             return
         ttl = self.held.ttl
         try:
-            stale = await self.registry.take_unused_objects(now - ttl)
+            stale = await self.registry.take_unused_objects(ttl)
         except Exception as exc:  # the next round looks again
             logger.warning("could not look for objects unused through every replica: %s", exc)
             stale = []
@@ -482,7 +482,7 @@ class SharedUploads(Uploads):
                 try:
                     await asyncio.wait_for(client.unpublish_dataset(names), SCHEDULER_TIMEOUT)
                 except BaseException:
-                    self.registry.use_objects(stale, now - ttl - 1)  # still due: the next round
+                    self.registry.use_objects(stale, ago=ttl + 1)  # still due: the next round
                     raise
                 logger.info(
                     "unpublished %d objects unused for %gs through every replica", len(stale), ttl

@@ -6,8 +6,9 @@ written and judged by the database's clock, so that a replica whose own clock
 is off neither judges others dead nor is judged dead wrongly), who holds
 which job (a replica whose jobs were adopted learns it here), leaving
 cleanly, and the shared record of when each uploaded object was last used
-through any replica (so that the replica whose janitor takes an unused
-object is the only one to free it). Only a shared store (PostgreSQL) has one:
+through any replica, stamped and judged by the database's clock too (so
+that the replica whose janitor takes an unused object is the only one to
+free it, and no replica's clock makes one expire early or late). Only a shared store (PostgreSQL) has one:
 a store of one server's own has nobody to share with.
 """
 
@@ -151,16 +152,28 @@ class ReplicaRegistry:
                 replicas_table.delete().where(replicas_table.c.instance_id == self.instance_id)
             )
 
-    def use_objects(self, keys: Iterable[tuple[str, str]], now: float) -> None:
-        """Record that the objects ``keys`` (owner, object id) were used at ``now``.
+    def use_objects(
+        self, keys: Iterable[tuple[str, str]], ago: float = 0.0, now: float | None = None
+    ) -> None:
+        """Record that the objects ``keys`` (owner, object id) were used ``ago`` seconds ago.
 
-        Written with the writer's next transaction (never blocks); a later
-        use already recorded (by another replica) is kept.
+        Stamped with the database's clock when the write is committed (with
+        the writer's next transaction; never blocks), as leases are: a
+        replica whose own clock is off makes no object look used earlier or
+        later than it was. A later use already recorded (by another replica)
+        is kept.
+
+        Args:
+            keys: The objects used.
+            ago: Seconds before now (the database's) to stamp the use with.
+            now: The time (seconds since the epoch) to stamp instead of the
+                database's clock (``None``, what replicas use).
         """
-        rows = [{"owner": o, "object_id": i, "last_used": now} for o, i in keys]
+        rows = [{"u_owner": o, "u_object_id": i} for o, i in keys]
         if not rows:
             return
-        statement = _upsert(self.engine.dialect.name)
+        stamp = (sa.literal(now) if now is not None else _database_now()) - ago
+        statement = _upsert(self.engine.dialect.name, stamp)
         self._writer.put(Write(lambda conn: conn.execute(statement, rows), rank=Rank.EXTRAS))
 
     def forget_object(self, owner: str, object_id: str) -> None:
@@ -170,20 +183,24 @@ class ReplicaRegistry:
         )
         self._writer.put(Write(lambda conn: conn.execute(statement), rank=Rank.EXTRAS))
 
-    async def take_unused_objects(self, before: float) -> list[tuple[str, str]]:
-        """Remove and return the objects last used (through any replica) before ``before``.
+    async def take_unused_objects(
+        self, ttl: float, now: float | None = None
+    ) -> list[tuple[str, str]]:
+        """Remove and return the objects unused (through any replica) for ``ttl`` seconds.
 
-        Each is returned to exactly one caller, however many ask at once;
-        uses queued here count.
+        Judged by the database's clock (or ``now``, seconds since the epoch),
+        never this replica's. Each is returned to exactly one caller, however
+        many ask at once; uses queued here count.
         """
-        return await self._reader.run(self._take_unused_objects, before)
+        return await self._reader.run(self._take_unused_objects, ttl, now)
 
-    def _take_unused_objects(self, before: float) -> list[tuple[str, str]]:
+    def _take_unused_objects(self, ttl: float, at: float | None) -> list[tuple[str, str]]:
         self._writer.flush()  # uses queued here count
+        now: Any = sa.literal(at) if at is not None else _database_now()
         with self.engine.begin() as conn:
             rows = conn.execute(
                 object_uses_table.delete()
-                .where(object_uses_table.c.last_used < before)
+                .where(object_uses_table.c.last_used < now - ttl)
                 .returning(object_uses_table.c.owner, object_uses_table.c.object_id)
             )
             return [(row.owner, row.object_id) for row in rows]
@@ -198,13 +215,16 @@ def _database_now() -> Any:
     return sa.cast(sa.func.extract("epoch", sa.func.now()), sa.Float)
 
 
-def _upsert(dialect: str) -> Any:
-    """An INSERT of object uses that keeps the later use of one already recorded."""
+def _upsert(dialect: str, stamp: Any) -> Any:
+    """An INSERT of object uses at ``stamp`` (an SQL expression) that keeps the
+    later use of one already recorded."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(object_uses_table)
+    statement = insert(object_uses_table).values(
+        owner=sa.bindparam("u_owner"), object_id=sa.bindparam("u_object_id"), last_used=stamp
+    )
     return statement.on_conflict_do_update(
         index_elements=[object_uses_table.c.owner, object_uses_table.c.object_id],
         set_={"last_used": statement.excluded.last_used},

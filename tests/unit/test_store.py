@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import time
 
 import pytest
 import pytest_asyncio
@@ -20,7 +21,7 @@ from server.jobs import (
     NewJob,
     new_job_id,
 )
-from server.store import SqlJobTable, StoreInUse, jobs_table, replicas_table
+from server.store import SqlJobTable, StoreInUse, jobs_table, object_uses_table, replicas_table
 from server.store.schema import read_record
 from tests.helpers import postgres_server
 
@@ -404,15 +405,62 @@ async def test_idempotency_keys_are_found_one_or_many_at_a_time(table):
 @pytest.mark.asyncio
 async def test_object_uses_are_shared_and_each_unused_object_is_taken_once(table):
     registry = table.registry
-    await registry.take_unused_objects(float("inf"))  # (a store left by an earlier test)
-    registry.use_objects([("alice", "o1"), ("alice", "o2")], 10.0)
-    registry.use_objects([("alice", "o1")], 20.0)
-    registry.use_objects([("alice", "o1")], 15.0)  # another replica's older use, written late
-    registry.use_objects([("bob", "o3")], 5.0)
+    await registry.take_unused_objects(-1e12)  # (a store left by an earlier test)
+    registry.use_objects([("alice", "o1"), ("alice", "o2")], now=10.0)
+    registry.use_objects([("alice", "o1")], now=20.0)
+    registry.use_objects([("alice", "o1")], now=15.0)  # another replica's older use, written late
+    registry.use_objects([("bob", "o3")], now=5.0)
     registry.forget_object("bob", "o3")  # deleted
-    assert await registry.take_unused_objects(18.0) == [("alice", "o2")]
-    assert await registry.take_unused_objects(18.0) == [], "each is taken by one caller"
-    assert await registry.take_unused_objects(21.0) == [("alice", "o1")], "its latest use counts"
+    assert await registry.take_unused_objects(2.0, now=20.0) == [("alice", "o2")]
+    assert await registry.take_unused_objects(2.0, now=20.0) == [], "each is taken by one caller"
+    assert await registry.take_unused_objects(2.0, now=23.0) == [("alice", "o1")], (
+        "its latest use counts"
+    )
+
+
+def _object_uses(table):
+    """Each recorded use's ``last_used``, and the database's clock now (seconds since the epoch)."""
+    now = sa.cast(sa.func.extract("epoch", sa.func.now()), sa.Float)
+    with table.engine.connect() as conn:
+        uses = dict(
+            conn.execute(
+                sa.select(object_uses_table.c.object_id, object_uses_table.c.last_used)
+            ).all()
+        )
+        return uses, conn.execute(sa.select(now)).scalar()
+
+
+@pytest.mark.parametrize("table", ["postgresql"], indirect=True)
+@pytest.mark.asyncio
+async def test_object_uses_are_stamped_and_judged_by_the_databases_clock(table, monkeypatch):
+    registry = table.registry
+    await registry.take_unused_objects(-1e12)  # (a store left by an earlier test)
+    real = time.time
+    ttl = 60.0
+    # A replica whose clock is an hour behind uses an object: the use is now.
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)
+    registry.use_objects([("alice", "behind")])
+    await registry.take_unused_objects(ttl)  # (stores what is queued first)
+    uses, db_now = _object_uses(table)
+    assert abs(uses["behind"] - db_now) < 10, "a use is stamped with the database's clock"
+    # A replica whose clock is right, or an hour ahead, finds it used within its ttl.
+    monkeypatch.setattr(time, "time", real)
+    assert await registry.take_unused_objects(ttl) == [], "an object used now expired early"
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert await registry.take_unused_objects(ttl) == [], (
+        "a replica whose clock is ahead expired an object used now"
+    )
+    # Nor does its own use keep an object alive an hour past its ttl.
+    registry.use_objects([("alice", "ahead")])
+    monkeypatch.setattr(time, "time", real)
+    later = db_now + ttl + 20
+    assert sorted(await registry.take_unused_objects(ttl, now=later)) == [
+        ("alice", "ahead"),
+        ("alice", "behind"),
+    ], "a use by a replica whose clock is ahead kept the object past its ttl"
+    # A use stamped in the past (a sweep that could not unpublish it) is due at once.
+    registry.use_objects([("alice", "again")], ago=ttl + 1)
+    assert await registry.take_unused_objects(ttl) == [("alice", "again")]
 
 
 @pytest.mark.asyncio
