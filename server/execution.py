@@ -33,7 +33,7 @@ import dask.threaded
 from server import _pickle, job_errors
 from server.cluster_results import ClusterResult, flatten
 from server.pools import Gate, Occupancy, call_in
-from server.process_pools import ProcessPools
+from server.process_pools import ParentWatch, ProcessPools
 from server.progress import Progress, flatten_keys
 from server.result_checks import Check, checked, first, on_worker, unless_collection
 
@@ -163,14 +163,17 @@ class Executors:
             ),
         }
         self._n_processes = processes
+        # Pool processes end with the server, even one killed with SIGKILL.
+        self._parent_watch = ParentWatch(multiprocessing.get_context("spawn"))
         self._process_pools = ProcessPools(self._new_process_pool)
         # Calls submitted in the same turn of the event loop go to the
         # scheduler together (see _submit_coalesced).
         self._pending_calls: list[tuple[Any, tuple, dict, str, asyncio.Future]] = []
 
     def _new_process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
         return concurrent.futures.ProcessPoolExecutor(
-            self._n_processes, mp_context=multiprocessing.get_context("spawn")
+            self._n_processes, mp_context=context, **self._parent_watch.pool_options()
         )
 
     def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:

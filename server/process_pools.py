@@ -3,7 +3,8 @@
 A job cancelled on the ``processes`` pool retires the pool, and its
 processes are ended (off the event loop); until they are gone, the job's
 call counts as abandoned at its gate (:class:`server.pools.Gate`) and in its
-occupancy, as a thread's would.
+occupancy, as a thread's would. The pools' processes end with the server,
+however it ends (SIGKILL included): :class:`ParentWatch`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -148,3 +150,45 @@ def end_pool(pool: Any, grace: float = END_GRACE) -> None:
             logger.warning("a processes-pool process ignored SIGTERM for %gs: killing it", grace)
             child.kill()
             child.join(timeout=5)
+
+
+class ParentWatch:
+    """Pool processes that end when the server's process does, however it ends.
+
+    A pool process waits for calls on a queue of which it holds both ends, so
+    it never sees the server go: one killed with SIGKILL would leave it (and
+    multiprocessing's resource tracker, which waits for it) running for good.
+    As Dask's own worker processes do (``distributed.process.AsyncProcess``),
+    each pool process watches a pipe whose only write end the server holds:
+    the kernel closes it when the server's process ends, and the process
+    exits at once. (Not ``PR_SET_PDEATHSIG``: it fires when the *thread*
+    that started the process ends, and pool processes are started from
+    whichever thread submits or hands a call on.)
+
+    Args:
+        context: The multiprocessing context the pools start processes with.
+    """
+
+    def __init__(self, context: Any) -> None:
+        # Kept open for the server's life (closed by the kernel when it ends).
+        self.read_end, self._write_end = context.Pipe(duplex=False)
+
+    def pool_options(self) -> dict[str, Any]:
+        """The ``ProcessPoolExecutor`` options that make its processes watch the server."""
+        return {"initializer": exit_with_parent, "initargs": (self.read_end,)}
+
+
+def exit_with_parent(parent_alive: Any) -> None:
+    """In a pool process: exit at once when the server's process has ended.
+
+    ``parent_alive``: the read end of :class:`ParentWatch`'s pipe; nothing is
+    ever written to it, so a read returns only when its write end is closed.
+    """
+
+    def watch() -> None:
+        try:
+            parent_alive.recv()
+        except EOFError:
+            os._exit(1)  # the server is gone: nobody will take this process's answers
+
+    threading.Thread(target=watch, name="dask-compute-parent-watch", daemon=True).start()
