@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from client_sdk import SCHEDULERS, ComputeClient, DefaultScheduler, JobInfo
+from server import cluster
 from tests.helpers import throws
 
 pytestmark = pytest.mark.integration
@@ -126,3 +127,18 @@ def test_a_failing_task_raises_through_compute(client: ComputeClient) -> None:
         client.compute(dask.delayed(throws)("from a task"))
     with client.as_default(), pytest.raises(ValueError, match="from a task"):
         dask.delayed(throws)("from a task").compute()
+
+
+def _monitor_interval() -> str:
+    import dask.config
+
+    return str(dask.config.get("distributed.worker.memory.monitor-interval"))
+
+
+def test_the_servers_workers_run_with_its_slower_memory_monitor(local_client) -> None:
+    # The nannies hand the server's Dask configuration to the workers they start.
+    job = local_client.submit(_monitor_interval, scheduler="distributed")
+    assert (
+        job.result(timeout=60)
+        == cluster.MONITORING_DEFAULTS["distributed"]["worker"]["memory"]["monitor-interval"]
+    )

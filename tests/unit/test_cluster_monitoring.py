@@ -1,0 +1,31 @@
+"""Dask's self-monitoring is slowed for the server's own LocalCluster, unless the operator set it."""
+
+from __future__ import annotations
+
+import copy
+
+import dask.config
+
+from server import cluster
+
+
+def _fresh() -> tuple[dict, list]:
+    return copy.deepcopy(dask.config.config), copy.deepcopy(dask.config.defaults)
+
+
+def test_dask_defaults_give_way_to_slower_monitoring() -> None:
+    config, defaults = _fresh()
+    config["distributed"]["worker"]["memory"]["monitor-interval"] = "100ms"  # Dask's default
+    cluster.quiet_monitoring(config, defaults)
+    assert config["distributed"]["worker"]["memory"]["monitor-interval"] == "250ms"
+    assert config["distributed"]["admin"]["system-monitor"]["interval"] == "2s"
+    assert config["distributed"]["admin"]["system-monitor"]["disk"] is False
+    assert config["distributed"]["admin"]["tick"]["interval"] == "100ms"
+
+
+def test_an_operators_own_setting_is_kept() -> None:
+    config, defaults = _fresh()
+    config["distributed"]["admin"]["system-monitor"]["interval"] = "750ms"  # not Dask's default
+    cluster.quiet_monitoring(config, defaults)
+    assert config["distributed"]["admin"]["system-monitor"]["interval"] == "750ms"
+    assert config["distributed"]["worker"]["memory"]["monitor-interval"] == "250ms"
