@@ -203,7 +203,8 @@ def _upsert(dialect: str) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert
+        # Each dialect's insert() has its own type; both take the same on_conflict_do_update.
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     statement = insert(object_uses_table)
     return statement.on_conflict_do_update(
         index_elements=[object_uses_table.c.owner, object_uses_table.c.object_id],
