@@ -359,7 +359,7 @@ class Copies:
             now, kept = latest()
             if kept is not None:
                 row = conn.execute(INSERT, self._kept_row(now, kept))
-                return row.inserted_primary_key[0]  # type: ignore[index]  # (as in apply)
+                return row.inserted_primary_key[0]  # type: ignore[index]  # (one row: set, as above)
             if not fence:
                 found = read_record(conn, job_id)
                 return MISSING if found is None else found
