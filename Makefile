@@ -49,6 +49,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)

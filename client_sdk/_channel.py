@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -199,7 +199,8 @@ def error_from_rpc(err: grpc.RpcError, unreachable: str = "") -> ComputeError:
     if unreachable:
         return ServiceUnavailable(status, f"could not reach the server: {unreachable}")
     trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    for key, value in trailing or ():
+    # (grpc's metadata items are (key, value) named tuples; types-grpcio's are not iterable)
+    for key, value in cast("tuple[tuple[str, str | bytes], ...]", trailing or ()):
         if key == DETAILS_KEY and isinstance(value, bytes):
             return error_for(status, details, **rich_details(value))
     return error_for(status, details)
@@ -227,13 +228,14 @@ def rich_details(packed: bytes) -> dict[str, Any]:
             error_details_pb2.RetryInfo(),
             error_details_pb2.BadRequest(),
         )
-        if detail.Is(info.DESCRIPTOR):
+        # types-protobuf types DESCRIPTOR as a union that its Any.Is does not take.
+        if detail.Is(info.DESCRIPTOR):  # type: ignore[arg-type]
             if detail.Unpack(info) and ("reason" not in found or info.domain == DOMAIN):
                 found["reason"], found["metadata"] = info.reason, dict(info.metadata)
-        elif detail.Is(retry.DESCRIPTOR):
+        elif detail.Is(retry.DESCRIPTOR):  # type: ignore[arg-type]
             if detail.Unpack(retry):
                 found["retry_delay"] = retry.retry_delay.ToNanoseconds() / 1e9
-        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
+        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):  # type: ignore[arg-type]
             violations += [(v.field, v.description) for v in bad.field_violations]
     if violations:
         found["field_violations"] = tuple(violations)

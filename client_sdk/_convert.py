@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from client_sdk import _pickle
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
@@ -77,7 +77,7 @@ WORKER_TYPES = {
 }
 
 
-def scheduler(name: str | None) -> int:
+def scheduler(name: str | None) -> pb.Scheduler:
     """The ``Scheduler`` enum of a scheduler name (``None``: the server's default)."""
     try:
         return SCHEDULER_ENUMS[name]
@@ -87,7 +87,7 @@ def scheduler(name: str | None) -> int:
         ) from None
 
 
-def result_format(name: str) -> int:
+def result_format(name: str) -> pb.ResultFormat:
     """The ``ResultFormat`` enum of "auto", "json" or "pickle"."""
     try:
         return FORMAT_ENUMS[name]
@@ -192,7 +192,7 @@ def _pickled_spec(scheduler_name: str | None, **work: Any) -> pb.JobSpec:
     )
 
 
-def _time(message: Any, present: bool) -> datetime.datetime | None:
+def _time(message: timestamp_pb2.Timestamp, present: bool) -> datetime.datetime | None:
     if not present:
         return None
     return message.ToDatetime(tzinfo=datetime.timezone.utc)
@@ -353,6 +353,6 @@ def function_info(message: pb.Function) -> FunctionInfo:
     )
 
 
-def job_states(states: Sequence[JobState | str]) -> list[int]:
+def job_states(states: Sequence[JobState | str]) -> list[pb.JobState]:
     """``JobState`` enums from states or their names."""
     return [STATE_ENUMS[JobState(s)] for s in states]

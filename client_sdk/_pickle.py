@@ -25,7 +25,7 @@ PROTOCOL = 5
 PERSISTENT_ID_PREFIX = "dask-compute-object:"
 
 
-class _RefPickler(cloudpickle.Pickler):
+class _RefPickler(cloudpickle.Pickler):  # type: ignore[misc]  # (cloudpickle is untyped)
     """A cloudpickler that writes uploaded objects as references, collecting their ids."""
 
     def __init__(self, file: Any) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import mmap
-from typing import Any
+from typing import Any, cast
 
 from client_sdk import _pickle
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
@@ -159,7 +159,7 @@ class ResultAssembler:
         if self._hexdigest() != expected:
             raise ComputeError("the streamed result does not match its SHA-256: it was corrupted")
         if header.format == pb.RESULT_FORMAT_JSON:
-            return json.loads(self.buffer)  # a bytearray: see new_buffer()
+            return json.loads(cast(bytearray, self.buffer))  # a bytearray: see new_buffer()
         if header.format != pb.RESULT_FORMAT_PICKLE:
             name = pb.ResultFormat.Name(header.format)
             raise ComputeError(f"the result came as {name}, which this client does not read")
@@ -199,7 +199,7 @@ class RunningHash:
         self._counted = 0  # bytes of data in the buffer
         self._handed = 0  # of which were handed to the thread (or hashed)
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._last: concurrent.futures.Future | None = None
+        self._last: concurrent.futures.Future[Any] | None = None
 
     def extend(self, nbytes: int) -> None:
         """Count ``nbytes`` more bytes of data, right after those counted before."""

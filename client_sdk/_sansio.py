@@ -14,8 +14,8 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 if TYPE_CHECKING:
     from client_sdk._ops.paging import JobPages
@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
 P = ParamSpec("P")
 
 #: An operation: yields calls, receives their responses, returns a ``T``.
-Op = Generator["Step", Any, T]
+Op: TypeAlias = Generator["Step", Any, T]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,18 @@ class Stream:
 Step = Call | Stream
 
 
+class Method(Protocol[P, R_co]):
+    """The type of a method :func:`blocking`, :func:`coroutine` or :func:`pages`
+    makes: on an instance, it takes the operation's arguments (``P``, less
+    ``self``) and returns ``R_co``, so users' type checkers see what the client's
+    method takes and returns. A client's method replaces the operation of the
+    same name, with another return type: each such line says so with
+    ``# type: ignore[assignment]``.
+    """
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Callable[P, R_co]: ...
+
+
 def advance(op: Op[Any], reply: Any, error: BaseException | None) -> tuple[bool, Any]:
     """Send ``op`` a call's response (or throw it the call's error).
 
@@ -97,7 +110,7 @@ def _with_return(method: Any, op: Callable[..., Any], returns: str) -> None:
     method.__signature__ = inspect.signature(op).replace(return_annotation=returns)
 
 
-def pages(make: Callable[..., JobPages]) -> Callable[..., Iterator[JobInfo]]:
+def pages(make: Callable[Concatenate[Any, P], JobPages]) -> Method[P, Iterator[JobInfo]]:
     """A blocking iterator method over the pages ``make`` describes."""
 
     @functools.wraps(make)
@@ -107,10 +120,12 @@ def pages(make: Callable[..., JobPages]) -> Callable[..., Iterator[JobInfo]]:
             yield from self._drive(page)
 
     _with_return(method, make, "Iterator[JobInfo]")
-    return method
+    return cast("Method[P, Iterator[JobInfo]]", method)  # (as functools.wraps types it: no __get__)
 
 
-def async_pages(make: Callable[..., JobPages]) -> Callable[..., AsyncIterator[JobInfo]]:
+def async_pages(
+    make: Callable[Concatenate[Any, P], JobPages],
+) -> Method[P, AsyncIterator[JobInfo]]:
     """An asynchronous iterator method over the pages ``make`` describes."""
 
     @functools.wraps(make)
@@ -121,26 +136,26 @@ def async_pages(make: Callable[..., JobPages]) -> Callable[..., AsyncIterator[Jo
                 yield job
 
     _with_return(method, make, "AsyncIterator[JobInfo]")
-    return method
+    return cast("Method[P, AsyncIterator[JobInfo]]", method)  # (as in pages)
 
 
-def blocking(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate[Any, P], T]:
+def blocking(op: Callable[Concatenate[Any, P], Op[T]]) -> Method[P, T]:
     """A blocking method running ``op`` through ``self._drive``."""
 
     @functools.wraps(op)
     def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._drive(op(self, *args, **kwargs))
+        return cast(T, self._drive(op(self, *args, **kwargs)))
 
     method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    return method
+    return cast("Method[P, T]", method)  # (as in pages)
 
 
-def coroutine(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate[Any, P], Any]:
+def coroutine(op: Callable[Concatenate[Any, P], Op[T]]) -> Method[P, Coroutine[Any, Any, T]]:
     """A coroutine method running ``op`` through ``await self._drive``."""
 
     @functools.wraps(op)
     async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._drive(op(self, *args, **kwargs))
+        return cast(T, await self._drive(op(self, *args, **kwargs)))
 
     method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    return method
+    return cast("Method[P, Coroutine[Any, Any, T]]", method)  # (as in pages)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -57,27 +57,30 @@ class AsyncComputeClient(ClientBase):
             self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
         self._stub = pb_grpc.ComputeServiceStub(self._channel)
         self._window: asyncio.Semaphore | None = None
-        self._watchers: dict[asyncio.Task, AsyncJob] = {}
-        self._group_watchers: dict[asyncio.Task, dict[str, AsyncJob]] = {}
+        self._watchers: dict[asyncio.Task[Any], AsyncJob] = {}
+        self._group_watchers: dict[asyncio.Task[Any], dict[str, AsyncJob]] = {}
         self._closed = False
         # Done-callbacks run from the event loop, as asyncio's own do.
         self._link = JobLink(self._drive, self.watch, _call_now)
 
-    info = coroutine(ClientBase.info)
-    functions = coroutine(ClientBase.functions)
-    run = coroutine(ClientBase.run)
-    compute = coroutine(ClientBase.compute)
-    get = coroutine(ClientBase.get)
-    submit = coroutine(ClientBase.submit)
-    submit_function = coroutine(ClientBase.submit_function)
-    map = coroutine(ClientBase.map)
-    get_job = coroutine(ClientBase.get_job)
-    job = coroutine(ClientBase.job)
-    wait = coroutine(ClientBase.wait)
-    cancel = coroutine(ClientBase.cancel)
-    release = coroutine(ClientBase.release)
-    scatter = coroutine(ClientBase.scatter)
-    delete_object = coroutine(ClientBase.delete_object)
+    # Each stands in for the operation of its name and returns its value: where
+
+    # that is not Any, the override's type is not the base's generator ([assignment]).
+    info = coroutine(ClientBase.info)  # type: ignore[assignment]
+    functions = coroutine(ClientBase.functions)  # type: ignore[assignment]
+    run = coroutine(ClientBase.run)  # type: ignore[assignment]
+    compute = coroutine(ClientBase.compute)  # type: ignore[assignment]
+    get = coroutine(ClientBase.get)  # type: ignore[assignment]
+    submit = coroutine(ClientBase.submit)  # type: ignore[assignment]
+    submit_function = coroutine(ClientBase.submit_function)  # type: ignore[assignment]
+    map = coroutine(ClientBase.map)  # type: ignore[assignment]
+    get_job = coroutine(ClientBase.get_job)  # type: ignore[assignment]
+    job = coroutine(ClientBase.job)  # type: ignore[assignment]
+    wait = coroutine(ClientBase.wait)  # type: ignore[assignment]
+    cancel = coroutine(ClientBase.cancel)  # type: ignore[assignment]
+    release = coroutine(ClientBase.release)  # type: ignore[assignment]
+    scatter = coroutine(ClientBase.scatter)  # type: ignore[assignment]
+    delete_object = coroutine(ClientBase.delete_object)  # type: ignore[assignment]
 
     async def gather(
         self, jobs: AsyncJob | Iterable[AsyncJob], timeout: float | None = None
@@ -87,7 +90,8 @@ class AsyncComputeClient(ClientBase):
             return await jobs.result(timeout)
         return [await job.result(timeout) for job in jobs]
 
-    list_jobs = async_pages(ClientBase.list_jobs)
+    # (An iterator over the pages of the base's JobPages: [assignment], as above.)
+    list_jobs = async_pages(ClientBase.list_jobs)  # type: ignore[assignment]
 
     async def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[JobUpdate]:
         """Follow a job as it runs (``async for``), as :meth:`client_sdk.ComputeClient.watch`.
@@ -227,7 +231,7 @@ class AsyncComputeClient(ClientBase):
         else:
             job._settle(*outcome)
 
-    def _forget(self, task: asyncio.Task) -> None:
+    def _forget(self, task: asyncio.Task[Any]) -> None:
         self._watchers.pop(task, None)
         self._group_watchers.pop(task, None)
 
@@ -251,11 +255,14 @@ class AsyncJob(JobBase):
         self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._download_lock = asyncio.Lock()
 
-    info = coroutine(JobBase.info)
-    status = coroutine(JobBase.status)
-    running = coroutine(JobBase.running)
-    cancel = coroutine(JobBase.cancel)
-    release = coroutine(JobBase.release)
+    # Each stands in for the operation of its name and returns its value: where
+
+    # that is not Any, the override's type is not the base's generator ([assignment]).
+    info = coroutine(JobBase.info)  # type: ignore[assignment]
+    status = coroutine(JobBase.status)  # type: ignore[assignment]
+    running = coroutine(JobBase.running)  # type: ignore[assignment]
+    cancel = coroutine(JobBase.cancel)  # type: ignore[assignment]
+    release = coroutine(JobBase.release)  # type: ignore[assignment]
 
     def done(self) -> bool:
         """Whether the job has finished (succeeded, failed or was cancelled)."""
@@ -283,13 +290,14 @@ class AsyncJob(JobBase):
 
     async def progress(self) -> Progress:
         """The job's tasks done out of total now, as :meth:`client_sdk.Job.progress`."""
+        update: JobUpdate
         async for update in self._link.watch(self.job_id, None):
             return update.progress
         raise ComputeError(f"WatchJob: no report on job {self.job_id}")  # pragma: no cover
 
     def watch(self, timeout: float | None = None) -> AsyncIterator[JobUpdate]:
         """Follow the job (``async for``), as :meth:`AsyncComputeClient.watch`."""
-        return self._link.watch(self.job_id, timeout)
+        return cast("AsyncIterator[JobUpdate]", self._link.watch(self.job_id, timeout))
 
     def add_done_callback(self, fn: Callable[[AsyncJob], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes, from the event loop."""

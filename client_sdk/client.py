@@ -83,21 +83,24 @@ class ComputeClient(ClientBase):
         self._closed = False
         self._link = JobLink(self._drive, self.watch, self._dispatch_callback)
 
-    info = blocking(ClientBase.info)
-    functions = blocking(ClientBase.functions)
+    # Each stands in for the operation of its name and returns its value: where
+
+    # that is not Any, the override's type is not the base's generator ([assignment]).
+    info = blocking(ClientBase.info)  # type: ignore[assignment]
+    functions = blocking(ClientBase.functions)  # type: ignore[assignment]
     run = blocking(ClientBase.run)
     compute = blocking(ClientBase.compute)
     get = blocking(ClientBase.get)
     submit = blocking(ClientBase.submit)
     submit_function = blocking(ClientBase.submit_function)
-    map = blocking(ClientBase.map)
-    get_job = blocking(ClientBase.get_job)
+    map = blocking(ClientBase.map)  # type: ignore[assignment]
+    get_job = blocking(ClientBase.get_job)  # type: ignore[assignment]
     job = blocking(ClientBase.job)
-    wait = blocking(ClientBase.wait)
-    cancel = blocking(ClientBase.cancel)
-    release = blocking(ClientBase.release)
-    scatter = blocking(ClientBase.scatter)
-    delete_object = blocking(ClientBase.delete_object)
+    wait = blocking(ClientBase.wait)  # type: ignore[assignment]
+    cancel = blocking(ClientBase.cancel)  # type: ignore[assignment]
+    release = blocking(ClientBase.release)  # type: ignore[assignment]
+    scatter = blocking(ClientBase.scatter)  # type: ignore[assignment]
+    delete_object = blocking(ClientBase.delete_object)  # type: ignore[assignment]
 
     def gather(self, jobs: Job | Iterable[Job], timeout: float | None = None) -> Any:
         """Wait for jobs and return their values.
@@ -118,7 +121,8 @@ class ComputeClient(ClientBase):
             return jobs.result(timeout)
         return [job.result(timeout) for job in jobs]
 
-    list_jobs = pages(ClientBase.list_jobs)
+    # (An iterator over the pages of the base's JobPages: [assignment], as above.)
+    list_jobs = pages(ClientBase.list_jobs)  # type: ignore[assignment]
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobUpdate]:
         """Follow a job as it runs: its state and progress, as the server reports them.

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from client_sdk import _convert
 from client_sdk._ops import jobs, results
@@ -162,7 +162,7 @@ class JobBase:
         raise NotImplementedError
 
 
-class Job(JobBase, concurrent.futures.Future):
+class Job(JobBase, concurrent.futures.Future[Any]):
     """A submitted job: a :class:`concurrent.futures.Future` of its value.
 
     ``result``, ``exception``, ``done``, ``cancelled`` and
@@ -183,11 +183,14 @@ class Job(JobBase, concurrent.futures.Future):
         self._settle_lock = threading.Lock()
         self._download_lock = threading.Lock()
 
-    info = blocking(JobBase.info)
-    status = blocking(JobBase.status)
-    running = blocking(JobBase.running)
-    cancel = blocking(JobBase.cancel)
-    release = blocking(JobBase.release)
+    # Each stands in for the operation of its name and returns its value: where
+
+    # that is not Any, the override's type is not the base's generator ([assignment]).
+    info = blocking(JobBase.info)  # type: ignore[assignment]
+    status = blocking(JobBase.status)  # type: ignore[assignment]
+    running = blocking(JobBase.running)  # type: ignore[assignment]
+    cancel = blocking(JobBase.cancel)  # type: ignore[assignment]
+    release = blocking(JobBase.release)  # type: ignore[assignment]
 
     def done(self) -> bool:
         """Whether the job has finished (succeeded, failed or was cancelled)."""
@@ -233,7 +236,7 @@ class Job(JobBase, concurrent.futures.Future):
         """
         updates = self._link.watch(self.job_id, None)
         try:
-            return next(updates).progress
+            return cast(Progress, next(updates).progress)  # (the link's watch is either client's)
         finally:
             updates.close()  # closes the stream
 
@@ -245,7 +248,7 @@ class Job(JobBase, concurrent.futures.Future):
             for update in job.watch():
                 print(f"{update.progress.tasks_done}/{update.progress.tasks_total}")
         """
-        return self._link.watch(self.job_id, timeout)
+        return cast("Iterator[JobUpdate]", self._link.watch(self.job_id, timeout))
 
     def add_done_callback(self, fn: Callable[[Job], object]) -> None:
         """Call ``fn(job)`` once, when the job finishes (at once if it has).
@@ -254,7 +257,8 @@ class Job(JobBase, concurrent.futures.Future):
         ``fn`` is logged and otherwise ignored, as with any future.
         """
         if self.done():
-            concurrent.futures.Future.add_done_callback(self, fn)
+            # fn takes a Job, which is the future it is given.
+            concurrent.futures.Future.add_done_callback(self, fn)  # type: ignore[arg-type]
         else:
             concurrent.futures.Future.add_done_callback(
                 self, lambda job: self._link.dispatch(fn, job)

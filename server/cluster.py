@@ -307,7 +307,7 @@ class Cluster:
         from distributed import Future
 
         try:
-            future = Future(key, self.client)
+            future: Future[Any] = Future(key, self.client)
             await self.client.cancel([future], force=True, reason=reason)
         except Exception as exc:  # the owning replica cancels it at its next look anyway
             logger.warning("could not cancel task %s on the cluster: %s", key, exc)

@@ -20,6 +20,7 @@ from server.jobs import JobError, JobKind, JobRecord, JobState
 from server.objects import StoredObject
 from server.registry import FunctionSpec
 from server.results import EncodedResult, ResultStream
+from server.worker_stream import WorkerStream
 
 SCHEDULER_NAMES = {
     pb.SCHEDULER_UNSPECIFIED: "",
@@ -269,11 +270,13 @@ def result(encoded: EncodedResult) -> pb.Result:
     )
 
 
-def result_header(stream: ResultStream, offset: int) -> pb.ResultHeader:
+def result_header(stream: ResultStream | WorkerStream, offset: int) -> pb.ResultHeader:
     """The ``ResultHeader`` of a result stream."""
     return pb.ResultHeader(
         format=FORMAT_ENUMS[stream.format],
-        serializer=pb.SERIALIZER_CLOUDPICKLE if stream.format == "pickle" else 0,
+        serializer=pb.SERIALIZER_CLOUDPICKLE
+        if stream.format == "pickle"
+        else pb.SERIALIZER_UNSPECIFIED,
         total_size=stream.total_size,
         sha256=stream.sha256,
         segment_sizes=stream.segment_sizes,

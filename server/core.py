@@ -42,6 +42,9 @@ from server.recording import Recording
 from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
 from server.requests import JobRequest, Preparer
+
+# By name: in the class, `results` is its method (annotations resolve there).
+from server.results import ResultStream
 from server.runner import Runner
 from server.waiting import Waiting
 
@@ -429,7 +432,7 @@ class ComputeCore:
         fmt: str = "auto",
         caller: Caller = ANONYMOUS,
         checksum: bool = True,
-    ) -> results.ResultStream | worker_stream.WorkerStream:
+    ) -> ResultStream | worker_stream.WorkerStream:
         """A succeeded job's result, encoded for streaming (see
         :meth:`server.held_results.HeldResults.open`); without ``checksum`` the
         stream's ``sha256`` is left for its ``digest()``."""

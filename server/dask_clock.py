@@ -37,8 +37,8 @@ def use_monotonic_clock() -> None:
     import distributed.batched
     import tornado.ioloop
 
-    tornado.ioloop.IOLoop.time = _monotonic  # type: ignore[method-assign,assignment]
-    distributed.batched.time = time.monotonic  # type: ignore[attr-defined]
+    tornado.ioloop.IOLoop.time = _monotonic  # type: ignore[method-assign]
+    distributed.batched.time = time.monotonic
 
 
 use_monotonic_clock()

@@ -23,7 +23,7 @@ import multiprocessing
 import traceback
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, cast
 
 import dask
 import dask.local
@@ -233,7 +233,8 @@ class Executors:
             progress.single_task(done=True)
             return result
         if work.lazy:
-            func, args, kwargs = work.call
+            # (a lazy work is a call)
+            func, args, kwargs = cast("tuple[Callable[..., Any], tuple, dict]", work.call)
             unless = unless_collection(check)
             collection = await self._drive(occupancy, checked, unless, None, func, *args, **kwargs)
             if not dask.is_dask_collection(collection):

@@ -27,6 +27,9 @@ from server.errors import FailedPrecondition, NotFound
 from server.execution import Executors
 from server.jobs import JobKind, JobRecord, JobState, JobTable
 
+# By name: in the class, `results` is its method (annotations resolve there).
+from server.results import EncodedResult, ResultStream
+
 logger = logging.getLogger(__name__)
 
 #: Seconds after a job ends before its small result is kept with its record.
@@ -314,9 +317,7 @@ class HeldResults:
             budget -= size
         return len(entries)
 
-    async def _encode_inline(
-        self, record: JobRecord, value: Any, fmt: str
-    ) -> results.EncodedResult:
+    async def _encode_inline(self, record: JobRecord, value: Any, fmt: str) -> EncodedResult:
         """``value`` encoded for an answer, or a pointer to GetJobResult when too large."""
         if fmt == "auto":
             fmt = record.result_format
@@ -334,7 +335,7 @@ class HeldResults:
 
     def _encoded(
         self, job_id: str, value: Any, fmt: str, is_function: bool
-    ) -> results.EncodedResult | None:
+    ) -> EncodedResult | None:
         """The check's encoding of ``value``, if it is the one ``fmt`` asks for.
 
         A ``Run`` that releases its result reads it once: its encoding is
@@ -370,7 +371,7 @@ class HeldResults:
             )
         held = self._held.get(job_id)
         handle = held.result if held is not None else _NO_RESULT
-        if handle is not _NO_RESULT:
+        if held is not None and handle is not _NO_RESULT:
             # Another replica may have released it: the shared record says.
             record = await self.replicas.current(record)
             if not record.result_available:
@@ -424,7 +425,7 @@ class HeldResults:
 
     async def open(
         self, job_id: str, fmt: str, caller: Any, checksum: bool
-    ) -> results.ResultStream | worker_stream.WorkerStream:
+    ) -> ResultStream | worker_stream.WorkerStream:
         """A succeeded job's result, encoded for streaming.
 
         A pickle held on the cluster by one future is encoded and hashed by

@@ -54,7 +54,7 @@ import logging
 import time
 import typing
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -375,6 +375,10 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
     serializer = handler.response_serializer
     deserializer = handler.request_deserializer
     method = gate.method
+    # The handler's methods are the servicer's coroutines and async generators
+    # (grpc.aio's), which types-grpcio types as the synchronous server's; and
+    # the wrappers below stand in for them.
+    Method = Callable[..., Any]
 
     async def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Caller, Any]:
         status.RECEIVED_BYTES.set(len(raw))  # this call's task: the servicer reads it
@@ -390,7 +394,7 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
             await gate.refuse(context, exc)
 
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+        inner_uu: Method = handler.unary_unary
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             caller, request = await admit(raw, context)
@@ -400,7 +404,7 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(unary_unary, None, serializer)
 
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
+        inner_su: Method = handler.stream_unary
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             with caller_scope(await admit_stream(context)):
@@ -412,13 +416,14 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
     # Streamed responses: the servicer method is an async generator, or a
     # coroutine that writes with context.write(); the wrapper is the same kind.
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
+        inner_us: Method = handler.unary_stream
 
         async def prepare_us(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             caller, request = await admit(raw, context)
             set_caller(caller)
             return request
 
+        unary_stream: Method
         if inspect.isasyncgenfunction(inner_us):
 
             async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -432,7 +437,8 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, None, serializer)
 
-    inner_ss = handler.stream_stream
+    inner_ss = cast("Method", handler.stream_stream)  # the one kind left
+    stream_stream: Method
     if inspect.isasyncgenfunction(inner_ss):
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -9,6 +9,7 @@ table is :class:`server.store.SqlJobTable`; paging is :mod:`server.paging`.
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import dataclasses
 import enum
@@ -245,7 +246,7 @@ class JobTable(Protocol):
     async def find_request(self, owner: str, request_id: str) -> JobRecord | None:
         """:meth:`find_requests` for one key."""
 
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:
         """Records still queued or running (after a restart: jobs it interrupted)."""
 
     async def request_of(self, job_id: str) -> dict[str, Any] | None:
@@ -257,20 +258,20 @@ class JobTable(Protocol):
     async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
         """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
 
-    async def expire_results(self, before: float) -> list[str]:
+    async def expire_results(self, before: float) -> builtins.list[str]:
         """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
 
-    async def lose_unstored_results(self, why: str) -> list[str]:
+    async def lose_unstored_results(self, why: str) -> builtins.list[str]:
         """After a restart (alone on the store): succeeded records with no result stored
         with them say it is gone, and ``why``; returns their ids."""
 
     async def why_no_result(self, job_id: str) -> str | None:
         """Why a succeeded job's result is gone, if :meth:`lose_unstored_results` said."""
 
-    async def finished_before(self, when: float) -> list[str]:
+    async def finished_before(self, when: float) -> builtins.list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
 
-    async def oldest_finished(self, count: int) -> list[str]:
+    async def oldest_finished(self, count: int) -> builtins.list[str]:
         """Ids of the ``count`` oldest finished jobs."""
 
     async def delete(self, job_ids: Iterable[str]) -> None:
@@ -293,7 +294,7 @@ class MemoryJobTable:
 
     durable = False
     exclusive = True
-    registry = None
+    registry: ReplicaRegistry | None = None
 
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
@@ -411,7 +412,7 @@ class MemoryJobTable:
         return (await self.find_requests(owner, [request_id])).get(request_id)
 
     # Nothing outlives the process: no orphans, requests or stored results.
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:
         return []
 
     async def request_of(self, job_id: str) -> dict[str, Any] | None:
@@ -420,7 +421,7 @@ class MemoryJobTable:
     async def stored_result(self, job_id: str) -> bytes | None:
         return None
 
-    async def lose_unstored_results(self, why: str) -> list[str]:
+    async def lose_unstored_results(self, why: str) -> builtins.list[str]:
         return []
 
     async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
@@ -429,7 +430,7 @@ class MemoryJobTable:
     async def why_no_result(self, job_id: str) -> str | None:
         return None
 
-    async def expire_results(self, before: float) -> list[str]:
+    async def expire_results(self, before: float) -> builtins.list[str]:
         expired = []
         with self._lock:
             for record in self._records.values():
@@ -438,7 +439,7 @@ class MemoryJobTable:
                     expired.append(record.job_id)
         return expired
 
-    async def finished_before(self, when: float) -> list[str]:
+    async def finished_before(self, when: float) -> builtins.list[str]:
         with self._lock:
             return [
                 r.job_id
@@ -446,9 +447,9 @@ class MemoryJobTable:
                 if r.state.finished and r.finish_time is not None and r.finish_time < when
             ]
 
-    async def oldest_finished(self, count: int) -> list[str]:
+    async def oldest_finished(self, count: int) -> builtins.list[str]:
         with self._lock:
-            out = []
+            out: builtins.list[str] = []
             for r in self._records.values():
                 if len(out) >= count:
                     break

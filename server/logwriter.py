@@ -104,7 +104,7 @@ def install(level: str) -> LogWriter:
     and process), as the logging HOWTO's "Optimization" section suggests.
     """
     global _installed
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

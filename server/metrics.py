@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -121,7 +121,9 @@ class Metrics:
             )
         ):
             gauge = Gauge(name, text, registry=r)
-            gauge.set_function(lambda i=index: float((cluster() or (0, 0, 0))[i]))
+            # The cast: mypy cannot infer a lambda whose default binds the loop's index.
+            read = cast("Callable[[], float]", lambda i=index: float((cluster() or (0, 0, 0))[i]))
+            gauge.set_function(read)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: prometheus-client's lookup

@@ -392,7 +392,7 @@ def _start(waiters: list[_Waiter]) -> None:
         waiter.start()
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
     """``callback(*args)`` on ``loop`` (from any thread); nothing if the loop has closed."""
     try:
         loop.call_soon_threadsafe(callback, *args)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from server.admission import Admission, Admitted
 from server.errors import Unavailable
@@ -117,11 +117,11 @@ class Recording:
             self.admission.reserve(record)
         if waited and self.replicas.defers_waited_records:
             try:
-                kept = self.store.insert_later(entries, WAITED_WRITE_DELAY)
+                later = self.store.insert_later(entries, WAITED_WRITE_DELAY)
             except Exception as exc:
                 raise self._not_recorded(entries, exc) from exc
-            self._launch(executors, kept, admitted, in_caller=True)
-            return kept
+            self._launch(executors, later, admitted, in_caller=True)
+            return later
         # Once written, the jobs start whatever happens to the caller meanwhile
         # (its RPC may be cancelled while the write is under way): a stored
         # job that never started would stay queued for ever.
@@ -210,6 +210,6 @@ def _settle(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
     if done.cancelled():
         target.cancel()
     elif done.exception() is not None:
-        target.set_exception(done.exception())
+        target.set_exception(cast(BaseException, done.exception()))
     else:
         target.set_result(done.result())

@@ -97,6 +97,7 @@ class FunctionSpec:
                 the message shows the signature.
         """
         positional = [p for p in self.parameters if not p.keyword_only]
+        param: ParameterSpec | None
         if len(args) > len(positional) and not self.var_args:
             self._fail(
                 f"takes {len(positional)} positional arguments but {len(args)} were given",

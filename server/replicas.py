@@ -372,7 +372,8 @@ def _on_loop(
 
     def done(outcome: concurrent.futures.Future[Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(callback, *args, outcome)
+            # (mypy 2.4 matches no Callable[..., None] against this TypeVarTuple signature)
+            loop.call_soon_threadsafe(callback, *args, outcome)  # type: ignore[arg-type]
 
     future.add_done_callback(done)
 

@@ -112,6 +112,7 @@ class Preparer:
             InvalidArgument: Arguments the function cannot take, no work at all,
                 or a payload that cannot be loaded.
         """
+        held: dict[str, Any] | None
         if request.kind is JobKind.FUNCTION:
             spec = self.registry.get(request.function)
             args, kwargs = spec.bind(request.args, request.kwargs)

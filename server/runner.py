@@ -144,7 +144,8 @@ class Runner:
         finally:
             runtime.task = runtime.caller_gone = None
         uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-        if runtime.cancel_reason and uncancel is not None and task.cancelling():
+        # (cancelling() is 3.11+ too, and called only when uncancel is there)
+        if runtime.cancel_reason and uncancel is not None and task.cancelling():  # type: ignore[attr-defined]
             uncancel()  # the job's cancellation, handled: the call is not cancelled
         # Its caller is told of its end only once the end is stored.
         await runtime.done.wait()
@@ -372,7 +373,7 @@ class Runner:
         pending = [self.runtimes[job_id].task for job_id in self.running()]
         if pending:
             logger.info("waiting up to %gs for %d running jobs", timeout, len(pending))
-            await asyncio.wait(pending, timeout=timeout)  # type: ignore[arg-type]
+            await asyncio.wait(pending, timeout=timeout)  # type: ignore[type-var]
         return not self.running()
 
     def forget(self, job_ids: set[str]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from server.cluster import SCHEDULER_TIMEOUT, Cluster
@@ -164,7 +164,7 @@ class Waiting:
         return await self._poll(record, backoff)
 
     async def end_of_run(
-        self, job_id: str, caller: Any, cancel: Callable[[], Awaitable[Any]]
+        self, job_id: str, caller: Any, cancel: Callable[[], Coroutine[Any, Any, Any]]
     ) -> JobRecord:
         """The end of a ``Run``'s job, once this server is done with it.
 

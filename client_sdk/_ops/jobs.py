@@ -46,6 +46,9 @@ class Jobs(Session):
 
     def submit(
         self,
+        # self positional-only, so that blocking() and coroutine() keep these
+        # parameters in the clients' types (kwargs may hold any name).
+        /,
         func: Callable[..., Any],
         *args: Any,
         scheduler: str | None = None,
@@ -94,6 +97,7 @@ class Jobs(Session):
 
     def submit_function(
         self,
+        /,
         function: str,
         *args: Any,
         scheduler: str | None = None,
@@ -123,6 +127,7 @@ class Jobs(Session):
 
     def map(
         self,
+        /,
         func: Callable[..., Any],
         iterable: Iterable[Any],
         *iterables: Iterable[Any],

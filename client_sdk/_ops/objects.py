@@ -69,5 +69,6 @@ class Objects(Session):
 
     def delete_object(self, ref: ObjectRef) -> Op[bool]:
         """Free an uploaded object on the server now; returns whether it was held."""
-        response = yield Call("DeleteObject", pb.DeleteObjectRequest(object_id=ref.object_id))
+        request = pb.DeleteObjectRequest(object_id=ref.object_id)
+        response: pb.DeleteObjectResponse = yield Call("DeleteObject", request)
         return response.deleted

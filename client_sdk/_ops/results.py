@@ -98,5 +98,5 @@ def download(job_id: str, release: bool, *, trusted: bool, owner: str = "") -> O
 
 def release(job_id: str) -> Op[bool]:
     """Free a finished job's result on the server; whether there was one to free."""
-    response = yield Call("ReleaseJob", pb.ReleaseJobRequest(job_id=job_id))
+    response: pb.ReleaseJobResponse = yield Call("ReleaseJob", pb.ReleaseJobRequest(job_id=job_id))
     return response.released

@@ -55,6 +55,9 @@ class Runs(Session):
 
     def run(
         self,
+        # self positional-only, so that blocking() and coroutine() keep these
+        # parameters in the clients' types (kwargs may hold any name).
+        /,
         function: str,
         *args: Any,
         scheduler: str | None = None,
@@ -125,6 +128,7 @@ class Runs(Session):
 
     def get(
         self,
+        /,
         dsk: Any,
         keys: Any,
         *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import cast
 
 import click
 
@@ -37,13 +38,18 @@ def health(target: str, timeout: float, service: str) -> None:
 
     address, scheme_tls = parse_target(target)
     tls = common.tls() or scheme_tls
+    # (credentials() is None only for a plaintext channel)
     channel = (
-        grpc.secure_channel(address, credentials(tls)) if tls else grpc.insecure_channel(address)
+        grpc.secure_channel(address, cast(grpc.ChannelCredentials, credentials(tls)))
+        if tls
+        else grpc.insecure_channel(address)
     )
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            request = health_pb2.HealthCheckRequest(service=service)
+            # types-grpcio-health-checking's HealthStub declares none of its methods.
+            response = stub.Check(request, timeout=timeout)  # type: ignore[attr-defined]
         except grpc.RpcError as err:
             click.echo(f"UNREACHABLE: {err.code().name}: {err.details()}", err=True)
             sys.exit(1)

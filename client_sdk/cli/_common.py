@@ -154,7 +154,7 @@ class NamedCall:
 
     def submit(self, client: ComputeClient) -> Job:
         """Submit the call; returns its job at once."""
-        return client.submit_function(
+        job: Job = client.submit_function(
             self.function,
             *self.args,
             scheduler=self.scheduler,
@@ -162,6 +162,7 @@ class NamedCall:
             job_timeout=self.job_timeout,
             **self.kwargs,
         )
+        return job
 
 
 def function_call(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -135,7 +135,8 @@ class Progress:
         every: float = 5.0,
     ) -> None:
         self.label = label
-        self.stream = stream or click.get_text_stream("stderr")
+        # click 8.5 deprecates get_text_stream: its module's __getattr__ gives it, typed object.
+        self.stream = stream or click.get_text_stream("stderr")  # type: ignore[operator]
         self.tty = self.stream.isatty() if tty is None else tty
         self.quiet_for = quiet_for
         self.every = every
@@ -193,7 +194,7 @@ class ProgressBar:
         width: int = 30,
     ) -> None:
         self.job_id = job_id
-        self.stream = stream or click.get_text_stream("stderr")
+        self.stream = stream or click.get_text_stream("stderr")  # type: ignore[operator]
         self.tty = self.stream.isatty() if tty is None else tty
         self.every = every
         self.width = width

@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import sqlalchemy as sa
 
@@ -270,7 +270,8 @@ class Copies:
                 conn.execute(INSERT, rows)  # one executemany
                 return numbered
             if len(rows) == 1:
-                return [conn.execute(INSERT, rows[0]).inserted_primary_key[0]]
+                # SQLAlchemy types the key Optional; a one-row INSERT always sets it.
+                return [conn.execute(INSERT, rows[0]).inserted_primary_key[0]]  # type: ignore[index]
             # One executemany, then the seqs in one query: several times
             # cheaper than a statement per row, or RETURNING in order.
             conn.execute(INSERT, rows)
@@ -371,7 +372,8 @@ class Copies:
                     return None
             now, kept = latest()
             if kept is not None:
-                return conn.execute(INSERT, self._kept_row(now, kept)).inserted_primary_key[0]
+                row = conn.execute(INSERT, self._kept_row(now, kept))
+                return row.inserted_primary_key[0]  # type: ignore[index]  # (one row: set, as above)
             if not fence:
                 found = read_record(conn, job_id)
                 return MISSING if found is None else found
@@ -472,10 +474,10 @@ class Copies:
         return final
 
 
-def _key_taken(error: BaseException) -> bool:
+def _key_taken(error: BaseException) -> TypeGuard[sa.exc.IntegrityError]:
     """Whether an insert failed on the unique idempotency key (not another constraint)."""
     if not isinstance(error, sa.exc.IntegrityError):
         return False
     text = str(error.orig)
     # PostgreSQL names the index; SQLite names its columns.
-    return REQUEST_KEY_INDEX.name in text or "dask_compute_jobs.request_id" in text
+    return cast(str, REQUEST_KEY_INDEX.name) in text or "dask_compute_jobs.request_id" in text

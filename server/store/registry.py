@@ -221,7 +221,8 @@ def _upsert(dialect: str, stamp: Any) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert
+        # Each dialect's insert() has its own type; both take the same on_conflict_do_update.
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     statement = insert(object_uses_table).values(
         owner=sa.bindparam("u_owner"), object_id=sa.bindparam("u_object_id"), last_used=stamp
     )

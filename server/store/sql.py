@@ -15,6 +15,7 @@ re-run, what it accepted.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import json
 import logging
@@ -315,7 +316,7 @@ class SqlJobTable:
         """:meth:`find_requests` for one key."""
         return (await self.find_requests(owner, [request_id])).get(request_id)
 
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:
         """Records still queued or running, oldest first (after a restart: orphans)."""
         return await self._query(queries.unfinished)
 
@@ -334,13 +335,13 @@ class SqlJobTable:
         """The sizes of the results stored with those of ``job_ids`` that have one."""
         return await self._query(queries.stored_result_sizes, list(job_ids), flush=False)
 
-    async def expire_results(self, before: float) -> list[str]:
+    async def expire_results(self, before: float) -> builtins.list[str]:
         """Drop the results of jobs finished before ``before``; returns their ids."""
         ids = await self._query(queries.expire_results, before)
         self._copies.expire(ids)
         return ids
 
-    async def lose_unstored_results(self, why: str) -> list[str]:
+    async def lose_unstored_results(self, why: str) -> builtins.list[str]:
         """After a restart: succeeded records whose result is not stored with them
         say it is gone (see :func:`server.store.queries.lose_results`); their ids."""
         ids = await self._query(queries.lose_results, why)
@@ -351,11 +352,11 @@ class SqlJobTable:
         """Why the job's result is gone, if it was lost rather than released or expired."""
         return await self._query(queries.result_gone, job_id, flush=False)
 
-    async def finished_before(self, when: float) -> list[str]:
+    async def finished_before(self, when: float) -> builtins.list[str]:
         """Ids of finished jobs whose finish time is before ``when``."""
         return await self._query(queries.finished_before, when)
 
-    async def oldest_finished(self, count: int) -> list[str]:
+    async def oldest_finished(self, count: int) -> builtins.list[str]:
         """Ids of the ``count`` oldest finished jobs."""
         return await self._query(queries.oldest_finished, count)
 

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 
@@ -371,7 +371,7 @@ def apply_batch(conn: sa.Connection, batch: list[Write]) -> list[Any]:
         if write.whole_record:
             latest[write.job_id] = index
     kept = [i for i, w in enumerate(batch) if not w.whole_record or latest[w.job_id] == i]
-    plans = {i: batch[i].plan() if batch[i].plan is not None else None for i in kept}
+    plans = {i: make() if (make := batch[i].plan) is not None else None for i in kept}
 
     def place(index: int) -> tuple[int, int]:
         # By rank; within one, the writes of a statement together (a job has at
@@ -429,6 +429,7 @@ def execute_many(
     entry = None
     if conn.dialect.name == "sqlite":
         key = (id(statement), names)
+        found: tuple[sa.Executable, str, _Getters] | None | Literal[False]
         found = _compiled.get(key, False)
         if found is False:
             found = _compile(conn.dialect, statement, names)
@@ -461,7 +462,10 @@ def _compile(
             getters.append(_getter(name, process))
         elif not bind.required:  # a literal of the statement (a compared state, say)
             value = bind.effective_value if process is None else process(bind.effective_value)
-            getters.append(lambda _params, value=value: value)
+            # The cast: mypy cannot infer a lambda whose default binds the value.
+            getters.append(
+                cast("Callable[[dict[str, Any]], Any]", lambda _params, value=value: value)
+            )
         else:
             return None  # a column default, or a missing parameter: SQLAlchemy's business
     return statement, compiled.string, getters
