@@ -323,11 +323,10 @@ class ComputeCore:
     ) -> JobRecord:
         """Submit a job and wait for it to finish.
 
-        If the caller stops waiting (its RPC is cancelled or its deadline
-        passes), the job is cancelled too, with ``why_cancelled()`` as the
-        reason: nobody is left to read its result. ``release``: the caller
-        frees the result once it has it, so it is not kept with the record. A
-        job another replica adopted meanwhile is answered with that one's end.
+        If the caller stops waiting (its RPC is cancelled or its deadline passes),
+        the job is cancelled too, with ``why_cancelled()`` as the reason. ``release``:
+        the caller frees the result once it has it, so it is not kept with the
+        record. A job another replica adopted meanwhile ends as that one says.
         """
         record = await self.submit(request, caller, why_cancelled, waited=True)
         if release and record.job_id in self.runner.runtimes:
