@@ -68,8 +68,7 @@ class HeldResults:
         replicas: The replicas strategy (publishing, shared reads).
         pools: The core's pools (for encoding and pickling off the event loop).
         get_job: The record of a job, if the caller may see it.
-        stored_result_bytes: Results up to this size (pickled) are kept with
-            their durable records.
+        stored_result_bytes: Results up to this size (pickled) are kept with records.
         inline_result_bytes: Results up to this size are answered inline.
         result_ttl: Seconds results are kept (for messages).
     """
@@ -466,7 +465,8 @@ class HeldResults:
             held.result, held.encoded = _NO_RESULT, None
             held.released = True
         if record.result_available:
-            record = await self.replicas.record_release(job_id)
+            kept = held is None or not held.answered_once  # (answered once: never kept)
+            record = await self.replicas.record_release(job_id, kept)
         if held is None or held.published:  # (a job of this replica's says whether)
             await self.replicas.unpublish([job_id])
         return record, had

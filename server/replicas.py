@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 #: Seconds a job runs before its RUNNING state is written (shorter jobs skip that write).
 RUNNING_WRITE_DELAY = 0.25
 
+#: Seconds the record of a released result that was never stored with it waits
+#: to be written, so that many go in one commit (a ``Run`` that releases its
+#: result inline is one a call: without the wait, each would cost a commit).
+RELEASE_WRITE_DELAY = 0.25
+
 #: Called on the event loop with a job's record once its end is stored.
 Ended = Callable[[JobRecord], None]
 
@@ -117,8 +122,16 @@ class Alone:
             record = stored
         ended(record)
 
-    async def record_release(self, job_id: str) -> JobRecord:
-        """Record that a job's result is gone; returns the record."""
+    async def record_release(self, job_id: str, stored: bool = True) -> JobRecord:
+        """Record that a job's result is gone; returns the record.
+
+        ``stored``: the result may be kept with the record, and goes from the
+        store now. One that never was (a ``Run``'s, answered inline) is gone
+        with this process anyway (after a restart its record says so): its
+        release is written a moment later, with the others due by then.
+        """
+        if not stored:
+            return self.store.update_soon(job_id, delay=RELEASE_WRITE_DELAY, result_available=False)
         record = self.store.update_soon(job_id, result_available=False)
         self.store.store_result(job_id, None)
         return record
@@ -227,11 +240,11 @@ class Shared(Alone):
             self._lost.add(job_id)  # (its end here was not recorded: see Runner._wake)
         super()._written(job_id, record, ended, outcome)
 
-    async def record_release(self, job_id: str) -> JobRecord:
-        # Other replicas must see it gone once this answers.
+    async def record_release(self, job_id: str, stored: bool = True) -> JobRecord:
+        # Other replicas must see it gone once this answers (``stored`` or not).
         self.store.store_result(job_id, None)
-        _, stored = self.store.update_stored(job_id, result_available=False)
-        return await asyncio.wrap_future(stored)
+        _, written = self.store.update_stored(job_id, result_available=False)
+        return await asyncio.wrap_future(written)
 
     async def current(self, record: JobRecord) -> JobRecord:
         """The stored record (another replica may have released its result)."""
