@@ -305,6 +305,7 @@ def cluster_info(message: pb.ClusterInfo, response: Any = None) -> ClusterInfo:
         n_workers=message.n_workers,
         total_threads=message.total_threads,
         total_memory=message.total_memory_bytes,
+        n_workers_wanted=message.n_workers_wanted,
         workers=tuple(
             WorkerInfo(
                 address=w.address,

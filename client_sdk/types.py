@@ -102,6 +102,8 @@ class ClusterInfo:
         total_threads: Worker threads in all.
         total_memory: Workers' memory limits in all, in bytes.
         workers: The workers, sorted by address.
+        n_workers_wanted: The size the server keeps its own cluster at; 0 on an
+            existing cluster. Fewer ``n_workers``: lost workers are coming back.
         versions: The server's software versions (``None`` in a Run snapshot).
         schedulers: Schedulers jobs may name.
         default_scheduler: Scheduler of jobs that name none.
@@ -116,6 +118,7 @@ class ClusterInfo:
     total_threads: int
     total_memory: int
     workers: tuple[WorkerInfo, ...] = ()
+    n_workers_wanted: int = 0
     versions: Versions | None = None
     schedulers: tuple[str, ...] = ()
     default_scheduler: str = ""

@@ -40,6 +40,10 @@ RESPONSE_FLUSH_GRACE = 2.0
 #: hangs (a connection that never answers) must not keep a stopped server up.
 SHUTDOWN_WATCHDOG = 15.0
 
+#: The health status that says whether the server's own cluster has all its
+#: workers (NOT_SERVING while lost ones are coming back; the service still serves).
+CLUSTER_SIZE_HEALTH = "dask-compute.cluster-size"
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -130,6 +134,11 @@ async def set_service_serving(health_servicer: health.aio.HealthServicer, servin
     await health_servicer.set(SERVICE_NAME, SERVING if serving else NOT_SERVING)
 
 
+async def set_size_health(health_servicer: health.aio.HealthServicer, full: bool) -> None:
+    """Set :data:`CLUSTER_SIZE_HEALTH`: whether the server's own cluster has all its workers."""
+    await health_servicer.set(CLUSTER_SIZE_HEALTH, SERVING if full else NOT_SERVING)
+
+
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     """Set the overall and the ComputeService health status."""
     status = SERVING if serving else NOT_SERVING
@@ -204,6 +213,8 @@ async def running(settings: Settings, authenticator: Authenticator) -> AsyncIter
         # unreachable: readiness); the overall status "" stays SERVING while the
         # process is fine (liveness), so an outage does not get replicas restarted.
         core.on_cluster_health = functools.partial(set_service_serving, health_servicer)
+        await health_servicer.set(CLUSTER_SIZE_HEALTH, SERVING)
+        core.cluster.on_size = functools.partial(set_size_health, health_servicer)
         await server.start()
         try:
             yield Service(core, server, port, health_servicer, len(registry))

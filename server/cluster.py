@@ -84,6 +84,8 @@ class ClusterSnapshot:
     total_threads: int
     total_memory: int
     workers: tuple[WorkerSnapshot, ...]
+    #: The size the server keeps its own LocalCluster at (0: an existing cluster).
+    n_workers_wanted: int = 0
 
 
 class Cluster:
@@ -100,6 +102,10 @@ class Cluster:
         on_lost: Called when the scheduler is declared lost (the runner fails
             the jobs running on it).
         on_client: Called with a new client after a reconnect.
+        on_size: Awaited with whether the server's own cluster has all its
+            workers, as that changes (the server's health service).
+        full: Whether the last look found it so; ``restorations``: how many
+            workers Dask gave up on were started again.
         on_look: Awaited after each successful look (replicas read the shared
             store there).
     """
@@ -111,6 +117,10 @@ class Cluster:
         self.ok = True
         self.snapshot: ClusterSnapshot | None = None
         self.on_health: Callable[[bool], Awaitable[None]] | None = None
+        self.on_size: Callable[[bool], Awaitable[None]] | None = None
+        #: Whether the last look found the cluster at its size; workers started again.
+        self.full = True
+        self.restorations = 0
         self.on_lost: Callable[[], None] = lambda: None
         self.on_client: Callable[[Any], None] = lambda client: None
         self.on_look: Callable[[], Awaitable[None]] | None = None
@@ -234,7 +244,48 @@ class Cluster:
             total_threads=sum(w.nthreads for w in workers),
             total_memory=sum(w.memory_limit for w in workers),
             workers=tuple(workers),
+            n_workers_wanted=self.wanted,
         )
+
+    @property
+    def wanted(self) -> int:
+        """The number of workers of the server's own LocalCluster (0: not its own)."""
+        return len(self.local.worker_spec) if self.local is not None else 0
+
+    async def _keep_size(self, snapshot: ClusterSnapshot) -> None:
+        """Start again the workers of the server's own LocalCluster that Dask gave up on,
+        and say (``on_size``) whether the cluster is at its size.
+
+        A nanny restarts its worker when the process dies; but a worker lost
+        again while it restarts can stay away past Dask's
+        ``distributed.deploy.lost-worker-timeout``, and the LocalCluster then
+        closes its nanny for good while keeping it in its spec. ``scale`` to
+        the spec's own size starts a nanny for each such entry (Dask's
+        ``SpecCluster`` brings its workers in line with its spec).
+        """
+        if self.local is None:
+            return
+        missing = self.wanted - len(self.local.workers)
+        if missing > 0:
+            logger.warning(
+                "the cluster lost %d of its %d workers for good (their nannies closed): "
+                "starting them again",
+                missing,
+                self.wanted,
+            )
+            self.restorations += missing
+            self.local.scale(self.wanted)
+        full = snapshot.n_workers >= self.wanted
+        if full != self.full:
+            self.full = full
+            if full:
+                logger.info("the cluster is back to its %d workers", self.wanted)
+            else:
+                logger.warning(
+                    "the cluster has %d of its %d workers", snapshot.n_workers, self.wanted
+                )
+            if self.on_size is not None:
+                await self.on_size(full)
 
     def _dashboard_link(self) -> str:
         if self.local is not None and not self.settings.dashboard_address:
@@ -267,6 +318,7 @@ class Cluster:
                 continue
             failures = 0
             self.snapshot = self._make_snapshot(identity)
+            await self._keep_size(self.snapshot)
             await self._tune_local_cluster()
             if self.on_look is not None:
                 await self.on_look()

@@ -316,6 +316,7 @@ def _cluster(snapshot: ClusterSnapshot) -> pb.ClusterInfo:
         n_workers=snapshot.n_workers,
         total_threads=snapshot.total_threads,
         total_memory_bytes=snapshot.total_memory,
+        n_workers_wanted=snapshot.n_workers_wanted,
         workers=[
             pb.WorkerInfo(
                 address=w.address,

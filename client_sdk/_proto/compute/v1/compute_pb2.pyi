@@ -209,7 +209,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, address: _Optional[str] = ..., name: _Optional[str] = ..., nthreads: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., tasks_in_flight: _Optional[int] = ...) -> None: ...
 
 class ClusterInfo(_message.Message):
-    __slots__ = ("scheduler_address", "dashboard_link", "worker_type", "n_workers", "total_threads", "total_memory_bytes", "workers")
+    __slots__ = ("scheduler_address", "dashboard_link", "worker_type", "n_workers", "total_threads", "total_memory_bytes", "workers", "n_workers_wanted")
     SCHEDULER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DASHBOARD_LINK_FIELD_NUMBER: _ClassVar[int]
     WORKER_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class ClusterInfo(_message.Message):
     TOTAL_THREADS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    N_WORKERS_WANTED_FIELD_NUMBER: _ClassVar[int]
     scheduler_address: str
     dashboard_link: str
     worker_type: WorkerType
@@ -224,7 +225,8 @@ class ClusterInfo(_message.Message):
     total_threads: int
     total_memory_bytes: int
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
-    def __init__(self, scheduler_address: _Optional[str] = ..., dashboard_link: _Optional[str] = ..., worker_type: _Optional[_Union[WorkerType, str]] = ..., n_workers: _Optional[int] = ..., total_threads: _Optional[int] = ..., total_memory_bytes: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+    n_workers_wanted: int
+    def __init__(self, scheduler_address: _Optional[str] = ..., dashboard_link: _Optional[str] = ..., worker_type: _Optional[_Union[WorkerType, str]] = ..., n_workers: _Optional[int] = ..., total_threads: _Optional[int] = ..., total_memory_bytes: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., n_workers_wanted: _Optional[int] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("python", "dask", "distributed", "cloudpickle", "service", "grpcio", "protobuf")
