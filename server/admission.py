@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from server import results
 from server.auth import Caller
@@ -61,6 +61,9 @@ class Admission:
             ``None`` if the server no longer knows it.
         pool_refusal: Why a local scheduler's pool takes no new job now, or
             ``None`` (see :meth:`server.pools.Gate.refusal`).
+        check_inputs: Refuses the jobs a request uses as inputs if the caller
+            may not use them or their results are gone
+            (:meth:`server.dependencies.Dependencies.check`).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Admission:
         outage_message: Callable[[], str],
         callers: Callable[[str], Caller | None],
         pool_refusal: Callable[[str], str | None] = lambda scheduler: None,
+        check_inputs: Callable[[Sequence[str], Caller], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -80,6 +84,7 @@ class Admission:
         self.outage_message = outage_message
         self.callers = callers
         self.pool_refusal = pool_refusal
+        self.check_inputs = check_inputs
         #: Unfinished jobs, in all and by owner, for the limits.
         self.pending = 0
         self.pending_by_owner: dict[str, int] = {}
@@ -298,6 +303,8 @@ class Admission:
                 retry_delay=RETRY_DELAY,
             )
         work, target = await self.preparer.prepare(request, caller, scheduler)
+        if work.inputs and self.check_inputs is not None:
+            await self.check_inputs(work.inputs, caller)
         return Admitted(request, caller, work, target, scheduler)
 
     # -- idempotency -------------------------------------------------------
