@@ -4,7 +4,8 @@ Whatever brings a job (``Run``, ``SubmitJob``, ``SubmitJobs``, a re-run after
 a restart, adoption from a replica that stopped), :class:`Admission` decides
 whether it may run, with the caller's *current* permissions and the server's
 *current* policy, before any of its payload is loaded (loading a pickle runs
-its code). It owns the counts of unfinished jobs that the limits are checked
+its code), and whether the jobs it uses as inputs are the caller's and still
+held (:mod:`server.dependencies`). It owns the counts of unfinished jobs that the limits are checked
 against, and the map of idempotency keys to the jobs they made.
 """
 
