@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import re
 import urllib.request
 
+import cloudpickle
 import dask
+import grpc
 import numpy as np
 import pytest
 
-from client_sdk import ComputeClient, FailedPrecondition, JobFailed, JobNotFound
+from client_sdk import (
+    AsyncComputeClient,
+    ComputeClient,
+    FailedPrecondition,
+    JobFailed,
+    JobNotFound,
+)
+from client_sdk._proto.compute.v1 import compute_pb2 as pb
+from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
 from client_sdk.types import JobState
 from tests.helpers import (
     free_port,
@@ -53,6 +64,41 @@ def test_a_job_in_a_dask_graph_is_a_dependency(local_client):
         total = dask.delayed(np.sum)(dask.delayed(operator.mul)(a, 3))
         (value,) = local_client.compute(total, scheduler=scheduler)
         assert value == 300, scheduler
+
+
+def test_graph_jobs_results_of_every_shape_are_inputs(local_client, local_server):
+    x, y = dask.delayed(inc)(1), dask.delayed(inc)(2)
+    graphs = {
+        "collections": ((x, y), (2, 3)),
+        "a graph's keys": (({"p": (inc, 10), "q": (inc, "p")}, ["p", "q"]), [11, 12]),
+        "one collection": (x, 2),
+    }
+    with grpc.insecure_channel(local_server.target) as channel:
+        stub = pb_grpc.ComputeServiceStub(channel)
+        for what, (work, expected) in graphs.items():
+            spec = pb.JobSpec(
+                graph=pb.DaskGraph(payload=cloudpickle.dumps(work)),
+                scheduler=pb.SCHEDULER_DISTRIBUTED,
+                result_format=pb.RESULT_FORMAT_PICKLE,
+            )
+            job_id = stub.SubmitJob(pb.SubmitJobRequest(job=spec), timeout=30).job.job_id
+            upstream = local_client.job(job_id)
+            for scheduler in ("distributed", "threads"):
+                same = local_client.submit(lambda v: v, upstream, scheduler=scheduler)
+                assert same.result(timeout=60) == expected, (what, scheduler)
+
+
+def test_run_and_async_clients_take_jobs_too(local_client, local_server):
+    a = local_client.submit_function("add", 2, 3)
+    assert local_client.run("add", a, 1) == 6
+
+    async def chain() -> int:
+        async with AsyncComputeClient(local_server.target, timeout=60) as client:
+            first = await client.submit(inc, 1)
+            second = await client.submit(inc, first)
+            return await second.result(timeout=60)
+
+    assert asyncio.run(chain()) == 3
 
 
 def test_a_fan_in_of_100_jobs_into_one(local_client):
@@ -120,12 +166,17 @@ def test_named_calls_take_job_markers(local_client):
 
 
 def test_another_callers_job_is_not_found(tmp_path):
-    tokens = "alice run,code alice-token-0123456789\nbob run,code bob-token-0123456789\n"
+    tokens = (
+        "alice run,code alice-token-0123456789\n"
+        "bob run,code bob-token-0123456789\n"
+        "root run,code,admin root-token-0123456789\n"
+    )
     settings = local_settings(tmp_path, tokens=tokens, n_workers=1, local_processes=1)
     with serving_in_process(settings) as srv:
         with (
             ComputeClient(srv.target, token="alice-token-0123456789", timeout=60) as alice,
             ComputeClient(srv.target, token="bob-token-0123456789", timeout=60) as bob,
+            ComputeClient(srv.target, token="root-token-0123456789", timeout=60) as root,
         ):
             a = alice.submit(inc, 1)
             assert a.result(timeout=60) == 2
@@ -134,6 +185,7 @@ def test_another_callers_job_is_not_found(tmp_path):
             with pytest.raises(JobNotFound):
                 bob.submit_function("add", a, 1)
             assert alice.submit(inc, a).result(timeout=60) == 3
+            assert root.submit(inc, a).result(timeout=60) == 3  # an admin may use any job
 
 
 def _metric(port: int, name: str, **labels: str) -> float:
