@@ -128,7 +128,12 @@ def dump_graph(obj: Any) -> Payload:
         graph = obj[0] if isinstance(obj, tuple) and len(obj) == 2 else None
         if isinstance(graph, Mapping):
             return [(f"the task {key!r} of the graph", task) for key, task in graph.items()]
-        return []
+        named = []
+        for collection in obj if isinstance(obj, (tuple, list)) else (obj,):
+            tasks = getattr(collection, "__dask_graph__", None)
+            for key, task in dict(tasks() if tasks is not None else {}).items():
+                named.append((f"the task {key!r} of the collection", task))
+        return named
 
     return _dump(obj, parts)
 

@@ -68,6 +68,16 @@ def test_what_cannot_be_pickled_is_named_with_what_to_do():
         _pickle.dump_call(inc, (), {"x": threading.Lock()})
 
 
+def test_a_graph_task_that_cannot_be_pickled_is_named():
+    import dask
+
+    total = dask.delayed(inc)(threading.Lock(), dask_key_name="with-a-lock")
+    with pytest.raises(TypeError, match="the task 'with-a-lock' of the collection"):
+        _pickle.dump_graph(total)
+    with pytest.raises(TypeError, match="the task 'x' of the graph"):
+        _pickle.dump_graph(({"x": (inc, threading.Lock())}, ["x"]))
+
+
 def test_named_calls_carry_jobs_as_json_markers():
     spec = _convert.function_call_spec("add", [job("d" * 32), [job("e" * 32)]], {}, None)
     args = json_format.MessageToDict(spec.call.args)
