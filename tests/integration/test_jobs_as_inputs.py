@@ -128,6 +128,16 @@ def test_a_job_using_a_cancelled_job_fails(local_client):
     assert "cancelled" in caught.value.message and a.job_id in caught.value.message
 
 
+def test_a_downstream_cancelled_while_it_waits_never_runs(local_client):
+    a = local_client.submit(slowinc, 1, delay=30, scheduler="threads")
+    b = local_client.submit(inc, a, scheduler="threads")
+    assert b.cancel("changed my mind")
+    info = b.info()
+    assert info.state is JobState.CANCELLED and info.started is None
+    a.cancel()
+    assert local_client.submit(inc, 1, scheduler="threads").result(timeout=60) == 2
+
+
 def test_a_downstream_waits_queued_for_a_running_upstream(local_client):
     a = local_client.submit(slowinc, 1, delay=2, scheduler="threads")
     b = local_client.submit(inc, a, scheduler="threads")

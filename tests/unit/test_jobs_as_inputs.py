@@ -84,6 +84,28 @@ def test_named_calls_carry_jobs_as_json_markers():
     assert args == [{"$job": "d" * 32}, [{"$job": "e" * 32}]]
 
 
+def test_the_cli_shows_a_jobs_inputs():
+    from client_sdk.cli import _output
+
+    record = JobInfo(
+        "g" * 32,
+        JobState.QUEUED,
+        "threads",
+        "pickled_call",
+        "f",
+        "",
+        None,
+        None,
+        None,
+        None,
+        "",
+        False,
+        depends_on=("a1", "b2"),
+    )
+    assert "inputs:     a1 b2" in _output.job_details(record)
+    assert _output.plain(record)["depends_on"] == ["a1", "b2"]
+
+
 def test_json_markers_are_found_in_order_and_replaced():
     args = [{"$job": "x"}, {"nested": [{"$job": "y"}, {"$job": "x"}]}, {"$object": "z"}]
     assert dependencies.json_marker_ids(args) == ["x", "y"]
