@@ -9,6 +9,7 @@ import urllib.request
 
 import cloudpickle
 import dask
+import dask.array as da
 import grpc
 import numpy as np
 import pytest
@@ -64,6 +65,9 @@ def test_a_job_in_a_dask_graph_is_a_dependency(local_client):
         total = dask.delayed(np.sum)(dask.delayed(operator.mul)(a, 3))
         (value,) = local_client.compute(total, scheduler=scheduler)
         assert value == 300, scheduler
+        array = da.from_delayed(dask.delayed(a), shape=(100,), dtype=float)
+        (value,) = local_client.compute((array * 2).sum(), scheduler=scheduler)
+        assert value == 200, scheduler
 
 
 def test_graph_jobs_results_of_every_shape_are_inputs(local_client, local_server):
