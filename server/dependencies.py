@@ -219,10 +219,16 @@ class Dependencies:
             UpstreamFailed: One did not succeed, or its result is gone.
         """
         ids = list(job_ids)
-        ended = await asyncio.gather(*(self.wait_job(i, None, caller) for i in ids))
-        for record, _ in ended:
-            if record.state is not JobState.SUCCEEDED:
-                raise UpstreamFailed(_why(record))
+        waits = [asyncio.ensure_future(self.wait_job(i, None, caller)) for i in ids]
+        try:
+            for ended in asyncio.as_completed(waits):
+                record, _ = await ended
+                if record.state is not JobState.SUCCEEDED:  # no need to wait for the others
+                    raise UpstreamFailed(_why(record))
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         stand_ins = {}
         for job_id in ids:
             try:

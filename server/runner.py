@@ -166,9 +166,13 @@ class Runner:
     ) -> None:
         runtime = self.runtimes[job_id]
         if job.work.inputs:
-            ready = await self._with_inputs(job_id, job, runtime)
+            ready = None
+            try:
+                ready = await self._with_inputs(job_id, job, runtime)
+            finally:
+                if ready is None:  # it ended (or its Run's caller left) while it waited
+                    runtime.unwound.set()
             if ready is None:
-                runtime.unwound.set()
                 return
             job = ready
         # Written only if the job is still running a moment later: a short

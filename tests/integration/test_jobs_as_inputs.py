@@ -123,6 +123,16 @@ def test_a_job_using_a_failed_job_fails_naming_it_and_never_runs(local_client):
     assert info.state is JobState.FAILED and info.started is None
 
 
+def test_a_failed_input_fails_the_job_without_waiting_for_the_others(local_client):
+    slow = local_client.submit(slowinc, 1, delay=30, scheduler="threads")
+    broken = local_client.submit(throws, "early", scheduler="threads")
+    both = local_client.submit(lambda x, y: x + y, slow, broken, scheduler="threads")
+    with pytest.raises(JobFailed, match="early"):
+        both.result(timeout=20)
+    assert not slow.done()
+    slow.cancel()
+
+
 def test_a_job_using_a_cancelled_job_fails(local_client):
     a = local_client.submit(slowinc, 1, delay=30)
     b = local_client.submit(inc, a)
