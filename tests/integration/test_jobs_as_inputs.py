@@ -251,3 +251,8 @@ def test_on_distributed_the_data_never_passes_through_the_server(tmp_path):
                 assert inputs == 0
             else:  # the local schedulers take the values from where they are held
                 assert inputs >= 2 * size * 8
+
+
+def test_a_calls_own_key_and_pure_keywords_are_its_own_on_distributed(local_client):
+    job = local_client.submit(lambda key, pure: (key, pure), key=5, pure=6, scheduler="distributed")
+    assert job.result(timeout=60) == (5, 6)
