@@ -7,6 +7,8 @@ counterpart side by side, moments apart, in the same run:
   (:mod:`bench.core`);
 - ``data``: large results and uploads against a bare gRPC stream
   (:mod:`bench.data`);
+- ``chain``: a chain of jobs passing a large array, against direct Dask futures
+  and a download and upload per step (:mod:`bench.chain`);
 - ``scale``: one service replica against two on the same external cluster
   (:mod:`bench.scale`);
 - ``soak``: mixed load with cancellations, deadlines and worker kills, every
@@ -31,7 +33,7 @@ from bench.table import Row, render
 logger = logging.getLogger(__name__)
 
 #: Every section, in the order a full run measures them.
-SECTIONS = ("core", "data", "scale", "soak")
+SECTIONS = ("core", "data", "chain", "scale", "soak")
 
 
 def _available() -> tuple[str, ...]:

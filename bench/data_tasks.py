@@ -1,4 +1,5 @@
-"""The data section's work (:mod:`bench.data`); importable by the server and every worker."""
+"""The data and chain sections' work (:mod:`bench.data`, :mod:`bench.chain`); importable by
+the server and every worker."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def expected_sum(nbytes: int) -> int:
 def total(array: np.ndarray) -> int:
     """The array's sum, as a Python int: a job that reads every byte of its argument."""
     return int(array.sum())
+
+
+def step(array: np.ndarray) -> np.ndarray:
+    """A new array of the same size, each element one more: a chain's step (:mod:`bench.chain`)."""
+    return array + 1

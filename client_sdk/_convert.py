@@ -6,7 +6,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, timestamp_pb2
 
@@ -33,6 +33,9 @@ from client_sdk.types import (
     Versions,
     WorkerInfo,
 )
+
+if TYPE_CHECKING:
+    from client_sdk.job import JobBase
 
 logger = logging.getLogger(__name__)
 
@@ -148,14 +151,24 @@ def function_call_spec(
 
 
 def _object_markers(value: Any) -> Any:
-    """JSON arguments with each :class:`ObjectRef` as the server's ``{"$object": id}``."""
+    """JSON arguments with each :class:`ObjectRef` as the server's ``{"$object": id}``
+    and each job as ``{"$job": id}`` (its result, on the server)."""
     if isinstance(value, ObjectRef):
         return {"$object": value.object_id}
+    if isinstance(value, _job_type()):
+        return {"$job": value.job_id}
     if isinstance(value, (list, tuple)):
         return [_object_markers(v) for v in value]
     if isinstance(value, dict):
         return {k: _object_markers(v) for k, v in value.items()}
     return value
+
+
+def _job_type() -> type[JobBase]:
+    # Imported here: client_sdk.job imports this module.
+    from client_sdk.job import JobBase
+
+    return JobBase
 
 
 def pickled_call_spec(
@@ -164,19 +177,25 @@ def pickled_call_spec(
     kwargs: Mapping[str, Any],
     scheduler_name: str | None,
 ) -> pb.JobSpec:
-    """A ``JobSpec`` carrying a cloudpickled call."""
-    payload, object_ids = _pickle.dump_call(func, args, kwargs)
+    """A ``JobSpec`` carrying a cloudpickled call (jobs in it stand for their results)."""
+    payload = _pickle.dump_call(func, args, kwargs)
     work = pb.PickledCall(
-        payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
+        payload=payload.data,
+        serializer=pb.SERIALIZER_CLOUDPICKLE,
+        object_ids=payload.object_ids,
+        job_ids=payload.job_ids,
     )
     return _pickled_spec(scheduler_name, pickled_call=work)
 
 
 def graph_spec(obj: Any, scheduler_name: str | None) -> pb.JobSpec:
     """A ``JobSpec`` carrying a cloudpickled Dask collection or graph."""
-    payload, object_ids = _pickle.dump_graph(obj)
+    payload = _pickle.dump_graph(obj)
     work = pb.DaskGraph(
-        payload=payload, serializer=pb.SERIALIZER_CLOUDPICKLE, object_ids=object_ids
+        payload=payload.data,
+        serializer=pb.SERIALIZER_CLOUDPICKLE,
+        object_ids=payload.object_ids,
+        job_ids=payload.job_ids,
     )
     return _pickled_spec(scheduler_name, graph=work)
 
@@ -222,6 +241,7 @@ def job_info(message: pb.Job) -> JobInfo:
         cancel_reason=message.cancel_reason,
         result_available=message.result_available,
         owner=message.owner,
+        depends_on=tuple(message.depends_on),
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import io
 import itertools
 import logging
 import pickle
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,47 +26,116 @@ PROTOCOL = 5
 #: How a pickle names an uploaded object: the server puts the object in its place.
 PERSISTENT_ID_PREFIX = "dask-compute-object:"
 
+#: How a pickle names a job's result: the server puts the result in its place.
+JOB_PERSISTENT_ID_PREFIX = "dask-compute-job:"
+
 
 class _RefPickler(cloudpickle.Pickler):  # type: ignore[misc]  # (cloudpickle is untyped)
-    """A cloudpickler that writes uploaded objects as references, collecting their ids."""
+    """A cloudpickler that writes uploaded objects and jobs as references,
+    collecting their ids (a job stands for its result, on the server)."""
 
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=PROTOCOL)
+        # Imported here: client_sdk.job imports this module (through _convert).
+        from client_sdk.job import JobBase
+
+        self._job_type = JobBase
         self.object_ids: list[str] = []
+        self.job_ids: list[str] = []
 
     def persistent_id(self, obj: Any) -> str | None:
         if isinstance(obj, ObjectRef):
             if obj.object_id not in self.object_ids:
                 self.object_ids.append(obj.object_id)
             return PERSISTENT_ID_PREFIX + obj.object_id
+        if isinstance(obj, self._job_type):
+            if obj.job_id not in self.job_ids:
+                self.job_ids.append(obj.job_id)
+            return JOB_PERSISTENT_ID_PREFIX + obj.job_id
         return None
 
 
-def _dump(obj: Any) -> tuple[bytes, list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """Pickled work and the ids of what it refers to on the server."""
+
+    data: bytes
+    object_ids: list[str]
+    job_ids: list[str]
+
+
+def _dump(obj: Any, parts: Callable[[], Sequence[tuple[str, Any]]]) -> Payload:
     buffer = io.BytesIO()
     pickler = _RefPickler(buffer)
-    pickler.dump(obj)
-    return buffer.getvalue(), pickler.object_ids
+    try:
+        pickler.dump(obj)
+    except Exception as exc:
+        raise _unpicklable(parts(), exc) from exc
+    return Payload(buffer.getvalue(), pickler.object_ids, pickler.job_ids)
 
 
-def dump_call(
-    func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> tuple[bytes, list[str]]:
+def _unpicklable(parts: Sequence[tuple[str, Any]], exc: Exception) -> TypeError:
+    """A :class:`TypeError` naming the first of ``parts`` that cannot be pickled, and what to do."""
+    what, culprit = "the work", None
+    for name, part in parts:
+        try:
+            _RefPickler(io.BytesIO()).dump(part)
+        except Exception:
+            what, culprit = name, part
+            break
+    shown = (
+        ""
+        if culprit is None
+        else f" ({reprlib.repr(culprit)}, of type {type(culprit).__qualname__})"
+    )
+    return TypeError(
+        f"{what}{shown} cannot be sent to the server: {type(exc).__name__}: {exc}. "
+        "Work travels pickled: pass data the function can use (a Job or an uploaded "
+        "object stands for data held on the server), or make the object inside the "
+        "function instead of passing it"
+    )
+
+
+def dump_call(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Payload:
     """Serialize a call as the ``(callable, args, kwargs)`` tuple the server expects.
 
     Returns:
-        The payload, and the ids of the uploaded objects it refers to.
+        The payload, with the ids of the uploaded objects and jobs it refers to.
+
+    Raises:
+        TypeError: Something in it cannot be pickled (the message names it).
     """
-    return _dump((func, tuple(args), dict(kwargs)))
+
+    def parts() -> list[tuple[str, Any]]:
+        named = [("the function", func)]
+        named += [(f"argument {i}", a) for i, a in enumerate(args)]
+        return named + [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+
+    return _dump((func, tuple(args), dict(kwargs)), parts)
 
 
-def dump_graph(obj: Any) -> tuple[bytes, list[str]]:
+def dump_graph(obj: Any) -> Payload:
     """Serialize a collection, a tuple of collections, or a ``(graph, keys)`` pair.
 
     Returns:
-        The payload, and the ids of the uploaded objects it refers to.
+        The payload, with the ids of the uploaded objects and jobs it refers to.
+
+    Raises:
+        TypeError: Something in it cannot be pickled (the message names it).
     """
-    return _dump(obj)
+
+    def parts() -> list[tuple[str, Any]]:
+        graph = obj[0] if isinstance(obj, tuple) and len(obj) == 2 else None
+        if isinstance(graph, Mapping):
+            return [(f"the task {key!r} of the graph", task) for key, task in graph.items()]
+        named = []
+        for collection in obj if isinstance(obj, (tuple, list)) else (obj,):
+            tasks = getattr(collection, "__dask_graph__", None)
+            for key, task in dict(tasks() if tasks is not None else {}).items():
+                named.append((f"the task {key!r} of the collection", task))
+        return named
+
+    return _dump(obj, parts)
 
 
 class ObjectBytes:

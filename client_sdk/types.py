@@ -198,6 +198,9 @@ class JobInfo:
         cancel_reason: Why it was cancelled ("" otherwise).
         result_available: Whether its result can still be read.
         owner: The caller that submitted it ("" when the server does not say).
+        depends_on: The jobs whose results it uses as inputs. It stays
+            ``QUEUED`` until they have all finished, and fails without running
+            (error type ``UpstreamFailed``) if one of them did not succeed.
     """
 
     job_id: str
@@ -213,6 +216,7 @@ class JobInfo:
     cancel_reason: str
     result_available: bool
     owner: str = ""
+    depends_on: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float | None:

@@ -23,6 +23,9 @@ from server import job_errors
 from server.errors import InvalidPayload
 from server.objects import PERSISTENT_ID_PREFIX
 
+#: How a pickle names another job's result (see :mod:`server.dependencies`).
+JOB_PERSISTENT_ID_PREFIX = "dask-compute-job:"
+
 #: Protocol 5 keeps NumPy and Arrow buffers out of band where the reader supports it.
 PROTOCOL = 5
 
@@ -50,7 +53,7 @@ def dumps_out_of_band(obj: Any, buffer_callback: Any) -> bytes:
 
 
 class _ObjectUnpickler(pickle.Unpickler):
-    """Puts held objects where the pickle names them by persistent id."""
+    """Puts held objects (and jobs' results) where the pickle names them by persistent id."""
 
     def __init__(self, data: bytes, objects: Mapping[str, Any]) -> None:
         super().__init__(io.BytesIO(data))
@@ -60,6 +63,13 @@ class _ObjectUnpickler(pickle.Unpickler):
         prefix = PERSISTENT_ID_PREFIX
         if isinstance(pid, str) and pid.startswith(prefix) and pid[len(prefix) :] in self._objects:
             return self._objects[pid[len(prefix) :]]
+        if isinstance(pid, str) and pid.startswith(JOB_PERSISTENT_ID_PREFIX):
+            if pid in self._objects:  # jobs go by their whole persistent id
+                return self._objects[pid]
+            raise pickle.UnpicklingError(
+                f"the payload uses job {pid[len(JOB_PERSISTENT_ID_PREFIX) :][:100]!r}, "
+                "which its request does not list in job_ids"
+            )
         raise pickle.UnpicklingError(
             f"the payload refers to object {str(pid)[:100]!r}, which its request does not list"
         )
@@ -69,7 +79,9 @@ def load_payload(payload: bytes, what: str, objects: Mapping[str, Any] | None = 
     """Load serialized work sent by a caller.
 
     ``objects`` maps the ids of held objects the payload may refer to (by the
-    persistent id "dask-compute-object:<id>") to what stands in their place.
+    persistent id "dask-compute-object:<id>") to what stands in their place,
+    and the persistent ids "dask-compute-job:<id>" of jobs it uses to what
+    stands in for their results.
 
     Raises:
         InvalidPayload: The bytes are not a pickle this server can load; the

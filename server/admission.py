@@ -4,7 +4,8 @@ Whatever brings a job (``Run``, ``SubmitJob``, ``SubmitJobs``, a re-run after
 a restart, adoption from a replica that stopped), :class:`Admission` decides
 whether it may run, with the caller's *current* permissions and the server's
 *current* policy, before any of its payload is loaded (loading a pickle runs
-its code). It owns the counts of unfinished jobs that the limits are checked
+its code), and whether the jobs it uses as inputs are the caller's and still
+held (:mod:`server.dependencies`). It owns the counts of unfinished jobs that the limits are checked
 against, and the map of idempotency keys to the jobs they made.
 """
 
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from server import results
-from server.auth import Caller
+from server.auth import Authenticator, Caller
 from server.config import SCHEDULERS, Settings
 from server.errors import (
     RETRY_DELAY,
@@ -61,6 +62,9 @@ class Admission:
             ``None`` if the server no longer knows it.
         pool_refusal: Why a local scheduler's pool takes no new job now, or
             ``None`` (see :meth:`server.pools.Gate.refusal`).
+        check_inputs: Refuses the jobs a request uses as inputs if the caller
+            may not use them or their results are gone
+            (:meth:`server.dependencies.Dependencies.check`).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Admission:
         outage_message: Callable[[], str],
         callers: Callable[[str], Caller | None],
         pool_refusal: Callable[[str], str | None] = lambda scheduler: None,
+        check_inputs: Callable[[Sequence[str], Caller], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -80,6 +85,7 @@ class Admission:
         self.outage_message = outage_message
         self.callers = callers
         self.pool_refusal = pool_refusal
+        self.check_inputs = check_inputs
         #: Unfinished jobs, in all and by owner, for the limits.
         self.pending = 0
         self.pending_by_owner: dict[str, int] = {}
@@ -298,6 +304,8 @@ class Admission:
                 retry_delay=RETRY_DELAY,
             )
         work, target = await self.preparer.prepare(request, caller, scheduler)
+        if work.inputs and self.check_inputs is not None:
+            await self.check_inputs(work.inputs, caller)
         return Admitted(request, caller, work, target, scheduler)
 
     # -- idempotency -------------------------------------------------------
@@ -366,3 +374,12 @@ class Admission:
             self.pending_by_owner[owner] = left
         else:
             self.pending_by_owner.pop(owner, None)
+
+
+def policy_callers(settings: Settings) -> Callable[[str], Caller | None]:
+    """The callers the policy of ``settings`` knows, as they are now (for ``readmit``)."""
+
+    def named(owner: str) -> Caller | None:
+        return Authenticator.from_settings(settings).caller_named(owner)
+
+    return named

@@ -194,7 +194,11 @@ def job_request(spec: pb.JobSpec, max_values: int | None = None) -> JobRequest:
             )
         kind = JobKind.PICKLED_CALL if work == "pickled_call" else JobKind.GRAPH
         return JobRequest(
-            kind=kind, payload=message.payload, object_ids=tuple(message.object_ids), **common
+            kind=kind,
+            payload=message.payload,
+            object_ids=tuple(message.object_ids),
+            job_ids=tuple(message.job_ids),
+            **common,
         )
     raise InvalidArgument(
         "job has no work: set one of call, pickled_call or graph", field="work", reason="NO_WORK"
@@ -229,6 +233,7 @@ def job(record: JobRecord) -> pb.Job:
         result_available=record.result_available,
         owner=record.owner,
         request_id=record.request_id,
+        depends_on=record.depends_on,
     )
     _timestamp(message.submit_time, record.submit_time)
     _timestamp(message.start_time, record.start_time)

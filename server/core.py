@@ -10,6 +10,7 @@ each part owns one concern and knows nothing of gRPC:
 - :mod:`server.runner`: recording, starting, time limits, cancelling, ending;
 - :mod:`server.waiting`: waiting for jobs, and their progress;
 - :mod:`server.held_results`: results held, stored, served and released;
+- :mod:`server.dependencies`: jobs that use other jobs' results;
 - :mod:`server.uploads`: objects callers upload;
 - :mod:`server.replicas`: alone with the store, or one of several replicas;
 - :mod:`server.recovery`: jobs left unfinished by a restart or a lost replica;
@@ -28,15 +29,16 @@ from typing import Any
 
 import server
 from server import objects, replicas, results, worker_stream
-from server.admission import Admission, Admitted
-from server.auth import ANONYMOUS, Authenticator, Caller
+from server.admission import Admission, Admitted, policy_callers
+from server.auth import ANONYMOUS, Caller
 from server.cluster import Cluster, ClusterSnapshot, WorkerSnapshot
 from server.config import SCHEDULERS, Settings
-from server.errors import InvalidArgument, JobNotFound, cluster_starting, shutting_down
+from server.dependencies import Dependencies
+from server.errors import JobNotFound, cluster_starting, shutting_down
 from server.execution import Executors
 from server.held_results import HeldResults
 from server.janitor import Janitor
-from server.jobs import JobRecord, JobState, JobTable, MemoryJobTable, new_job_id
+from server.jobs import JobRecord, JobState, JobTable, MemoryJobTable, check_job_id, new_job_id
 from server.metrics import Metrics
 from server.recording import Recording
 from server.recovery import Recovery
@@ -86,14 +88,16 @@ class ComputeCore:
         self.replicas, self.uploads = replicas.strategies(s, self.jobs, self.cluster, self._pools)
         #: Objects uploaded by callers, held on the cluster.
         self.objects = self.uploads.held
+        preparer = Preparer(registry, self.uploads.stand_ins, self._in_thread)
         self.admission = Admission(
             s,
             self.jobs,
-            Preparer(registry, self.uploads.stand_ins, self._in_thread),
+            preparer,
             cluster_ok=lambda: self.cluster.ok,
             outage_message=self.cluster.outage_message,
-            callers=callers or _policy_callers(s),
+            callers=callers or policy_callers(s),
             pool_refusal=self._pool_refusal,
+            check_inputs=lambda ids, caller: self.inputs.check(ids, caller),
         )
         #: Counters and gauges; the server exposes them on --metrics-port.
         self.metrics = Metrics(pending=lambda: self.admission.pending, cluster=self.cluster.totals)
@@ -107,6 +111,11 @@ class ComputeCore:
             s.result_ttl,
         )
         self.waiting: Waiting
+        #: Jobs that use other jobs' results.
+        self.inputs = Dependencies(
+            self.get_job, self.held, lambda *a: self.waiting.wait_job(*a), preparer.prepare
+        )
+        self.inputs.counted = self.metrics.job_input
         self.runner = Runner(
             self.jobs,
             self.admission,
@@ -115,6 +124,7 @@ class ComputeCore:
             self.metrics,
             on_end=lambda job_id: self.waiting.wake(job_id),
             succeeded=self.held.keep,
+            inputs=self.inputs,
         )
         self.recording = Recording(
             self.jobs, self.admission, self.replicas, self._pools, self.metrics, self.runner
@@ -123,7 +133,9 @@ class ComputeCore:
             self.jobs, self.runner.runtimes, self.get_job, self.cluster, self.replicas.as_stored
         )
         self.recovery = Recovery(self.jobs, self.admission, self.runner, self._pools)
-        self.janitor = Janitor(s, self.jobs, self.uploads, self.held, self._forget)
+        self.janitor = Janitor(
+            s, self.jobs, self.uploads, self.held, self._forget, self.inputs.in_use
+        )
         lost = "the connection to the Dask scheduler was lost while the job ran"
         self.cluster.on_lost = lambda: self.runner.fail_on_cluster(lost)
         self.cluster.on_look = lambda: self.replicas.on_look(self.runner)
@@ -341,7 +353,7 @@ class ComputeCore:
         Raises:
             JobNotFound: No such job, or another caller's (ids cannot be probed).
         """
-        record = self.jobs.cached(_check_job_id(job_id)) or await self.jobs.get(job_id)
+        record = self.jobs.cached(check_job_id(job_id)) or await self.jobs.get(job_id)
         record = self.replicas.as_stored(record)
         if not caller.is_admin and record.owner != caller.name:
             raise JobNotFound(resource_name=job_id)
@@ -438,8 +450,9 @@ class ComputeCore:
         return await self.held.open(job_id, fmt, caller, checksum)
 
     async def release(self, job_id: str, caller: Caller = ANONYMOUS) -> tuple[JobRecord, bool]:
-        """Free a finished job's result now (on the cluster too); returns whether there was one."""
-        return await self.held.release(job_id, caller)
+        """Free a finished job's result now (on the cluster too), unless unfinished
+        jobs use it; returns whether there was one."""
+        return await self.inputs.release(job_id, caller)
 
     # -- objects -----------------------------------------------------------
 
@@ -481,20 +494,3 @@ class ComputeCore:
     async def expire(self, now: float) -> None:
         """Drop what has expired as of ``now`` (see :class:`server.janitor.Janitor`)."""
         await self.janitor.expire(now)
-
-
-def _policy_callers(settings: Settings) -> Callable[[str], Caller | None]:
-    """The callers the policy of ``settings`` knows, as they are now."""
-
-    def named(owner: str) -> Caller | None:
-        return Authenticator.from_settings(settings).caller_named(owner)
-
-    return named
-
-
-def _check_job_id(job_id: str) -> str:
-    if not job_id:
-        raise InvalidArgument("job_id is required", field="job_id", reason="JOB_ID_REQUIRED")
-    if len(job_id) > 128 or not job_id.isascii() or not job_id.isprintable():
-        raise JobNotFound(f"no job with id {job_id[:64]!r}", resource_name=job_id[:64])
-    return job_id

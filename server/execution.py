@@ -46,7 +46,8 @@ class Work:
 
     Exactly one of ``call`` (a function with its arguments), ``collections``
     or ``graph`` is set. ``lazy`` marks a call that returns a Dask collection
-    to be computed on the job's scheduler.
+    to be computed on the job's scheduler. ``inputs``: the jobs whose results
+    it waits for, not in place yet (:mod:`server.dependencies`).
     """
 
     call: tuple[Callable[..., Any], tuple, dict] | None = None
@@ -55,6 +56,7 @@ class Work:
     single: bool = False
     graph: Any = None
     keys: Any = None
+    inputs: tuple[str, ...] = ()
 
 
 def _apply(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -312,7 +314,8 @@ class Executors:
         try:
             if len(pending) == 1:
                 func, args, kwargs, key, _ = pending[0]
-                submitted = [self.client.submit(func, *args, key=key, pure=False, **kwargs)]
+                # Through _apply: the call's own keywords (a "key", a "pure") are its own.
+                submitted = [self.client.submit(_apply, func, args, kwargs, key=key, pure=False)]
             else:
                 submitted = self.client.map(
                     _apply,

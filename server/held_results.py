@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from dask.sizeof import sizeof
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 STORE_RESULT_DELAY = 0.05
 
 _NO_RESULT = object()
-#: A result the record says is there, not loaded yet (see HeldResults._handle).
+#: A result the record says is there, not loaded yet (see HeldResults.handle).
 _STORED = object()
 
 
@@ -213,7 +213,7 @@ class HeldResults:
 
     async def result(self, job_id: str, fmt: str, caller: Any) -> results.EncodedResult:
         """The result of a succeeded job, encoded as ``fmt`` (see ComputeCore.result)."""
-        record, handle = await self._handle(job_id, caller)
+        record, handle = await self.handle(job_id, caller)
         estimate = await self.estimate_size(handle)
         if estimate > self.inline_result_bytes:
             return results.EncodedResult("auto", size_bytes=estimate, streamed=True)
@@ -245,7 +245,7 @@ class HeldResults:
         entries: list[tuple[JobRecord, Any] | None] = []
         for job_id in job_ids:
             try:
-                entries.append(await self._handle(job_id, caller, load=False))
+                entries.append(await self.handle(job_id, caller, load=False))
             except NotFound:
                 entries.append(None)
         if budget is not None:
@@ -253,7 +253,7 @@ class HeldResults:
         for index, entry in enumerate(entries):
             if entry is not None and entry[1] is _STORED:  # loaded now that it is wanted
                 try:
-                    entries[index] = await self._handle(entry[0].job_id, caller)
+                    entries[index] = await self.handle(entry[0].job_id, caller)
                 except NotFound:
                     entries[index] = None
         held = [h for h in entries if h is not None and isinstance(h[1], ClusterResult)]
@@ -354,7 +354,7 @@ class HeldResults:
             held.encoded = None
         return encoded
 
-    async def _handle(self, job_id: str, caller: Any, load: bool = True) -> tuple[JobRecord, Any]:
+    async def handle(self, job_id: str, caller: Any, load: bool = True) -> tuple[JobRecord, Any]:
         """The record and the result (a value, or a :class:`ClusterResult`) of a succeeded job.
 
         Without ``load``, a result this server does not hold but the record
@@ -435,7 +435,7 @@ class HeldResults:
         ``checksum`` the stream's ``sha256`` is left empty, for the caller to
         get with the stream's ``digest()`` while it sends.
         """
-        record, handle = await self._handle(job_id, caller)
+        record, handle = await self.handle(job_id, caller)
         if fmt == "auto":
             fmt = record.result_format
         is_function = record.kind is JobKind.FUNCTION
@@ -471,9 +471,9 @@ class HeldResults:
             await self.replicas.unpublish([job_id])
         return record, had
 
-    async def expire(self, before: float) -> None:
-        """Drop the results of jobs that finished before ``before``."""
-        expired = await self.store.expire_results(before)
+    async def expire(self, before: float, keep: Collection[str] = ()) -> None:
+        """Drop the results of jobs that finished before ``before``, but those in ``keep``."""
+        expired = await self.store.expire_results(before, keep)
         for job_id in expired:
             held = self._held.get(job_id)
             if held is not None:

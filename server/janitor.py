@@ -3,7 +3,8 @@
 Every round it drops uploaded objects unused for ``object_ttl`` (with
 replicas, those unused through every replica), results older than
 ``result_ttl``, and records older than ``job_ttl`` or past ``max_jobs``,
-with what each part holds for them.
+with what each part holds for them; never the results (nor records) of jobs
+that unfinished jobs use as inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Janitor:
         held: The held results (:class:`server.held_results.HeldResults`).
         forget: Called with the ids of records dropped, for the parts that
             hold something for them.
+        in_use: The jobs whose results unfinished jobs use (kept past the ttls,
+            see :mod:`server.dependencies`).
     """
 
     def __init__(
@@ -43,12 +46,14 @@ class Janitor:
         uploads: Uploads,
         held: HeldResults,
         forget: Callable[[set[str]], None],
+        in_use: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads
         self.held = held
         self.forget = forget
+        self.in_use = in_use
 
     async def run(self) -> None:
         """Expire, round after round (often enough that an object outlives its
@@ -63,11 +68,13 @@ class Janitor:
         s = self.settings
         self.uploads.expire(now)
         self.held.background(self.uploads.sweep(now))
-        await self.held.expire(now - s.result_ttl)
+        in_use = self.in_use()
+        await self.held.expire(now - s.result_ttl, in_use)
         old = set(await self.store.finished_before(now - s.job_ttl))
         excess = await self.store.count() - s.max_jobs
         if excess > 0:
             old.update(await self.store.oldest_finished(excess))
+        old -= in_use
         if old:
             await self.store.delete(old)
             self.forget(old)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.errors import JobNotFound
+from server.errors import InvalidArgument, JobNotFound
 from server.paging import make_page_token, page_bounds
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ class JobRecord:
     request_id: str = ""
     retryable: bool = False
     seq: int = 0
+    #: The jobs whose results it uses (see :mod:`server.dependencies`).
+    depends_on: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied (a field it lacks is a ``TypeError``).
@@ -114,6 +116,15 @@ def new_job_id() -> str:
     """A fresh, unguessable job id (128 random bits, in hex) that says nothing
     about the server that made it."""
     return secrets.token_hex(16)
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id``, if it may name a job (else InvalidArgument, or JobNotFound if too odd)."""
+    if not job_id:
+        raise InvalidArgument("job_id is required", field="job_id", reason="JOB_ID_REQUIRED")
+    if len(job_id) > 128 or not job_id.isascii() or not job_id.isprintable():
+        raise JobNotFound(f"no job with id {job_id[:64]!r}", resource_name=job_id[:64])
+    return job_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +269,9 @@ class JobTable(Protocol):
     async def stored_result_sizes(self, job_ids: Collection[str]) -> dict[str, int]:
         """The sizes in bytes of the results stored with those of ``job_ids`` that have one."""
 
-    async def expire_results(self, before: float) -> builtins.list[str]:
-        """Mark results of jobs finished before ``before`` unavailable; returns their ids."""
+    async def expire_results(self, before: float, keep: Collection[str] = ()) -> builtins.list[str]:
+        """Mark results of jobs finished before ``before`` unavailable, but those
+        of the jobs in ``keep``; returns their ids."""
 
     async def lose_unstored_results(self, why: str) -> builtins.list[str]:
         """After a restart (alone on the store): succeeded records with no result stored
@@ -430,10 +442,12 @@ class MemoryJobTable:
     async def why_no_result(self, job_id: str) -> str | None:
         return None
 
-    async def expire_results(self, before: float) -> builtins.list[str]:
+    async def expire_results(self, before: float, keep: Collection[str] = ()) -> builtins.list[str]:
         expired = []
         with self._lock:
             for record in self._records.values():
+                if record.job_id in keep:
+                    continue
                 if record.result_available and (record.finish_time or before) < before:
                     self._records[record.job_id] = record.replace(result_available=False)
                     expired.append(record.job_id)

@@ -106,6 +106,13 @@ class Metrics:
         self.bytes_out = Counter(
             "dask_compute_sent_bytes_total", "Response bytes sent.", ["method"], registry=r
         )
+        self.input_bytes = Counter(
+            "dask_compute_job_input_bytes_total",
+            "Bytes of jobs' results brought to this server as inputs of other jobs "
+            "(local schedulers; on distributed they stay on the cluster).",
+            ["scheduler"],
+            registry=r,
+        )
         queue = Gauge(
             "dask_compute_jobs_pending", "Unfinished (queued or running) jobs.", registry=r
         )
@@ -152,6 +159,10 @@ class Metrics:
             self._child(self.bytes_in, method).inc(received)
         if sent:
             self._child(self.bytes_out, method).inc(sent)
+
+    def job_input(self, scheduler: str, nbytes: int) -> None:
+        """Count a job's result brought here (``nbytes``, as Dask sizes it) for a job using it."""
+        self._child(self.input_bytes, scheduler).inc(nbytes)
 
     def serve(self, host: str, port: int) -> Any:
         """Serve ``/metrics`` over HTTP; returns the server (``.server_port`` has the port)."""

@@ -110,6 +110,7 @@ class Recording:
                 owner=job.caller.name,
                 request_id=request.request_id,
                 retryable=request.retryable,
+                depends_on=job.work.inputs,
             )
             # A retryable job's request is kept until it ends, to re-run it after a restart.
             kept = request_doc(request) if request.retryable and durable else None

@@ -353,8 +353,9 @@ def convert_json(value: Any, annotation: Any) -> Any:
     """
     if annotation is Any or annotation is inspect.Parameter.empty:
         return _from_json_any(value)
-    if isinstance(value, Mapping) and len(value) == 1 and "$object" in value:
-        return dict(value)  # a reference to an uploaded object: the core puts the object here
+    if isinstance(value, Mapping) and len(value) == 1 and ("$object" in value or "$job" in value):
+        # A reference to an uploaded object or a job's result: the core puts it here.
+        return dict(value)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):

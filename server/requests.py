@@ -5,7 +5,9 @@
 turns one into :class:`server.execution.Work`: it binds a named function's
 arguments, or loads a pickled call or graph (which runs the caller's code, so
 it is only ever called by :mod:`server.admission` after the permission check),
-with uploaded objects put in place of their markers.
+with uploaded objects put in place of their markers. Other jobs' results are
+put in place once they are known (:mod:`server.dependencies`): until then the
+work lists them in ``Work.inputs``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from server import _pickle, objects
+from server import _pickle, dependencies, objects
 from server.auth import Caller
 from server.errors import InvalidArgument
 from server.execution import Work
@@ -43,6 +45,7 @@ class JobRequest:
         retryable: Whether a restart may run the job again.
         timeout: Seconds the job may run (capped by the server's limit).
         object_ids: Uploaded objects the payload refers to.
+        job_ids: Jobs whose results the payload uses (:mod:`server.dependencies`).
     """
 
     kind: JobKind
@@ -57,6 +60,7 @@ class JobRequest:
     retryable: bool = False
     timeout: float | None = None
     object_ids: tuple[str, ...] = ()
+    job_ids: tuple[str, ...] = ()
 
 
 def request_doc(request: JobRequest) -> dict[str, Any]:
@@ -67,6 +71,7 @@ def request_doc(request: JobRequest) -> dict[str, Any]:
     doc["args"] = list(request.args)
     doc["kwargs"] = dict(request.kwargs)
     doc["object_ids"] = list(request.object_ids)
+    doc["job_ids"] = list(request.job_ids)
     return doc
 
 
@@ -76,6 +81,7 @@ def request_from_doc(doc: dict[str, Any]) -> JobRequest:
     values["kind"] = JobKind(values["kind"])
     values["payload"] = base64.b64decode(values["payload"])
     values["object_ids"] = tuple(values.get("object_ids", ()))
+    values["job_ids"] = tuple(values.get("job_ids", ()))
     return JobRequest(**values)
 
 
@@ -103,9 +109,17 @@ class Preparer:
         self.in_thread = in_thread
 
     async def prepare(
-        self, request: JobRequest, caller: Caller, scheduler: str
+        self,
+        request: JobRequest,
+        caller: Caller,
+        scheduler: str,
+        inputs: Mapping[str, Any] | None = None,
     ) -> tuple[Work, str]:
         """The work of ``request`` and its target's name.
+
+        ``inputs``: what stands in for each job the request uses (see
+        :mod:`server.dependencies`); without them, the work lists those jobs
+        in ``Work.inputs``, and a pickle gets placeholders in their place.
 
         Raises:
             FunctionNotFound: No such named function.
@@ -121,7 +135,13 @@ class Preparer:
                 held = await self.resolve_objects(caller, ids, scheduler)
                 args = objects.replace_json_markers(args, held)
                 kwargs = objects.replace_json_markers(kwargs, held)
-            return Work(call=(spec.func, tuple(args), kwargs), lazy=spec.lazy), spec.name
+            jobs = tuple(dependencies.json_marker_ids([args, kwargs]))
+            if jobs and inputs is not None:
+                args = dependencies.replace_json_markers(args, dict(inputs))
+                kwargs = dependencies.replace_json_markers(kwargs, dict(inputs))
+                jobs = ()
+            work = Work(call=(spec.func, tuple(args), kwargs), lazy=spec.lazy, inputs=jobs)
+            return work, spec.name
         held = None
         if request.object_ids:
             ids = {objects.check_object_id(i) for i in request.object_ids}
@@ -130,16 +150,28 @@ class Preparer:
             # graphs get the values (fetched from the cluster) on every scheduler.
             by_value = request.kind is JobKind.GRAPH
             held = await self.resolve_objects(caller, ids, "local" if by_value else scheduler)
+        jobs = tuple(dict.fromkeys(request.job_ids))
+        if jobs:
+            stand_ins = (
+                inputs if inputs is not None else {i: dependencies.JobInput(i) for i in jobs}
+            )
+            prefix = dependencies.PERSISTENT_ID_PREFIX
+            held = {**(held or {}), **{prefix + i: stand_ins[i] for i in jobs}}
+        waiting = jobs if inputs is None else ()
         if request.kind is JobKind.PICKLED_CALL:
             func, args, kwargs = await self._load(_pickle.load_call, request.payload, held)
-            return Work(call=(func, args, kwargs)), _pickle.describe_callable(func)
+            work = Work(call=(func, args, kwargs), inputs=waiting)
+            return work, _pickle.describe_callable(func)
         if request.kind is JobKind.GRAPH:
             shape, obj, keys = await self._load(_pickle.load_graph, request.payload, held)
+            if jobs and inputs is not None and scheduler == "distributed":
+                # The futures put in place become dependencies of the tasks using them.
+                shape, obj, keys = dependencies.bind_futures(shape, obj, keys)
             if shape == "graph":
-                return Work(graph=obj, keys=keys), "graph"
+                return Work(graph=obj, keys=keys, inputs=waiting), "graph"
             if shape == "collection":
-                return Work(collections=(obj,), single=True), "graph"
-            return Work(collections=obj), "graph"
+                return Work(collections=(obj,), single=True, inputs=waiting), "graph"
+            return Work(collections=obj, inputs=waiting), "graph"
         raise InvalidArgument(
             "the job carries no work: set call, pickled_call or graph",
             field="work",

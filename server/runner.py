@@ -5,7 +5,9 @@
 state made here. A job is recorded before it starts (:mod:`server.recording`), and its end is recorded
 before anyone waiting for it is woken (how each is written is the replicas
 strategy's business, :mod:`server.replicas`). What a job's code raised
-becomes its error by the rule in :mod:`server.job_errors`.
+becomes its error by the rule in :mod:`server.job_errors`. A job that uses
+other jobs' results waits for them, still queued, before it starts
+(:mod:`server.dependencies`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from server import job_errors
 from server.admission import Admission, Admitted
+from server.dependencies import UpstreamFailed
 from server.errors import JobNotFound
 from server.execution import Executors
 from server.jobs import JobError, JobKind, JobRecord, JobState, JobTable
@@ -79,6 +82,9 @@ class Runner:
             returns, before it is marked succeeded (``encoded``: the value as
             its check encoded it, or ``None``, see :mod:`server.result_checks`);
             returns a callable to run once it is.
+        inputs: What the jobs that use other jobs' results need
+            (:class:`server.dependencies.Dependencies`: ``hold``, ``let_go``
+            and ``work``), or ``None``.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class Runner:
         metrics: Metrics,
         on_end: Callable[[str], None],
         succeeded: Callable[[str, Any, EncodedResult | None], Awaitable[Callable[[], None] | None]],
+        inputs: Any = None,
     ) -> None:
         self.store = store
         self.admission = admission
@@ -98,6 +105,7 @@ class Runner:
         self.metrics = metrics
         self.on_end = on_end
         self.succeeded = succeeded
+        self.inputs = inputs
         self.runtimes: dict[str, JobRuntime] = {}
 
     def start(
@@ -109,6 +117,8 @@ class Runner:
             scheduler=job.scheduler, occupancy=Occupancy(record.owner)
         )
         limit = self.admission.time_limit(job.request)
+        if job.work.inputs and self.inputs is not None:
+            self.inputs.hold(record.job_id, job.work.inputs)
         work = self._run_job(executors, record.job_id, job, limit)
         if in_caller:
             runtime.start = work
@@ -155,6 +165,17 @@ class Runner:
     async def _run_job(
         self, executors: Executors, job_id: str, job: Admitted, time_limit: float | None
     ) -> None:
+        runtime = self.runtimes[job_id]
+        if job.work.inputs:
+            ready = None
+            try:
+                ready = await self._with_inputs(job_id, job, runtime)
+            finally:
+                if ready is None:  # it ended (or its Run's caller left) while it waited
+                    runtime.unwound.set()
+            if ready is None:
+                return
+            job = ready
         # Written only if the job is still running a moment later: a short
         # job's end is its first write after it was accepted. (Other
         # replicas, which read the shared store, see it at once.)
@@ -174,7 +195,6 @@ class Runner:
             job.scheduler,
             record.owner,
         )
-        runtime = self.runtimes[job_id]
         try:
             await self._run_work(executors, job_id, job, runtime, time_limit)
         finally:
@@ -235,6 +255,28 @@ class Runner:
         if then is not None:
             then()
 
+    async def _with_inputs(
+        self, job_id: str, job: Admitted, runtime: JobRuntime
+    ) -> Admitted | None:
+        """The job with its inputs in place, once the jobs it uses have ended
+        (``None``: it ended instead, failed or cancelled while it waited)."""
+        try:
+            work = await self.inputs.work(job)
+        except asyncio.CancelledError:
+            reason = runtime.cancel_reason
+            if not reason and runtime.caller_gone is not None:
+                self.finish(job_id, JobState.CANCELLED, cancel_reason=runtime.caller_gone())
+                raise
+            self.finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
+            return None
+        except Exception as exc:  # an input failed, or the work could not be made
+            error = job_errors.to_job_error(exc)
+            if isinstance(exc, UpstreamFailed):
+                error = JobError(type="UpstreamFailed", message=str(exc))
+            self.finish(job_id, JobState.FAILED, error=error)
+            return None
+        return dataclasses.replace(job, work=work)
+
     @staticmethod
     async def _within(running: Awaitable[Any], time_limit: float) -> Any:
         """``await running``, cancelled past ``time_limit`` seconds (then :class:`_TimedOut`)."""
@@ -279,6 +321,8 @@ class Runner:
         # It counts against its caller's limits until its work has really
         # stopped: a cancelled job's thread may run on.
         owner = record.owner
+        if record.depends_on and self.inputs is not None:
+            self.inputs.let_go(job_id, record.depends_on)
         runtime = self.runtimes.get(job_id)
         if runtime is None:
             self.admission.finished(owner)

@@ -109,6 +109,8 @@ def job_details(job: JobInfo) -> str:
         lines.append(f"error:      {job.error.type}: {job.error.message}")
     if job.cancel_reason:
         lines.append(f"cancelled:  {job.cancel_reason}")
+    if job.depends_on:  # the jobs whose results it uses (it waits for them)
+        lines.append(f"inputs:     {' '.join(job.depends_on)}")
     return "\n".join(lines)
 
 

@@ -148,10 +148,13 @@ def stored_result_sizes(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str
     return sizes
 
 
-def expire_results(conn: sa.Connection, before: float) -> list[str]:
-    """Drop the results of jobs finished before ``before``; their ids."""
+def expire_results(
+    conn: sa.Connection, before: float, keep: frozenset[str] = frozenset()
+) -> list[str]:
+    """Drop the results of jobs finished before ``before``, but ``keep``'s; their ids."""
     condition = sa.and_(jobs_table.c.result_available.is_(True), jobs_table.c.finish_time < before)
-    ids = list(conn.execute(sa.select(jobs_table.c.job_id).where(condition)).scalars())
+    found = conn.execute(sa.select(jobs_table.c.job_id).where(condition)).scalars()
+    ids = [job_id for job_id in found if job_id not in keep]
     for chunk in _chunks(ids):
         conn.execute(
             jobs_table.update()

@@ -54,6 +54,8 @@ jobs_table = sa.Table(
     # Why a succeeded job's result is gone though it was not released or expired
     # (it was held only by a server process that stopped); see queries.lose_results.
     sa.Column("result_gone", sa.Text),
+    # The ids of the jobs whose results it uses, separated by spaces.
+    sa.Column("depends_on", sa.Text),
 )
 
 #: One idempotency key of one owner names one job, across replicas (an empty key is none).
@@ -99,7 +101,7 @@ RECORD_SELECT = [
 ]
 
 #: Columns added since the first release, as (name, SQL type): added to stores made before.
-_ADDED_COLUMNS = (("result_gone", "TEXT"),)
+_ADDED_COLUMNS = (("result_gone", "TEXT"), ("depends_on", "TEXT"))
 
 INSERT = jobs_table.insert()
 
@@ -115,6 +117,7 @@ def row_values(record: JobRecord) -> dict[str, Any]:
     values = {name: getattr(record, name) for name in _RECORD_COLUMNS}
     values["state"] = record.state.value
     values["kind"] = record.kind.value
+    values["depends_on"] = " ".join(record.depends_on) or None
     error = record.error
     values.update(
         error_type=error.type if error else None,
@@ -153,13 +156,14 @@ def to_record(row: Any) -> JobRecord:
         request_id=row.request_id,
         retryable=row.retryable,
         seq=row.seq,
+        depends_on=tuple((row.depends_on or "").split()),
     )
 
 
 #: The columns a whole-record update writes (the job id is the key).
 _UPDATED_COLUMNS = (
     *(name for name in _RECORD_COLUMNS if name != "job_id"),
-    "error_type", "error_message", "error_traceback", "error_pickled",
+    "error_type", "error_message", "error_traceback", "error_pickled", "depends_on",
 )  # fmt: skip
 
 

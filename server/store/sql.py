@@ -335,9 +335,9 @@ class SqlJobTable:
         """The sizes of the results stored with those of ``job_ids`` that have one."""
         return await self._query(queries.stored_result_sizes, list(job_ids), flush=False)
 
-    async def expire_results(self, before: float) -> builtins.list[str]:
-        """Drop the results of jobs finished before ``before``; returns their ids."""
-        ids = await self._query(queries.expire_results, before)
+    async def expire_results(self, before: float, keep: Collection[str] = ()) -> builtins.list[str]:
+        """Drop the results of jobs finished before ``before`` (not ``keep``'s); their ids."""
+        ids = await self._query(queries.expire_results, before, frozenset(keep))
         self._copies.expire(ids)
         return ids
 

@@ -89,24 +89,28 @@ class FunctionCall(_message.Message):
     def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PickledCall(_message.Message):
-    __slots__ = ("payload", "serializer", "object_ids")
+    __slots__ = ("payload", "serializer", "object_ids", "job_ids")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     serializer: Serializer
     object_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DaskGraph(_message.Message):
-    __slots__ = ("payload", "serializer", "object_ids")
+    __slots__ = ("payload", "serializer", "object_ids", "job_ids")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     serializer: Serializer
     object_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., serializer: _Optional[_Union[Serializer, str]] = ..., object_ids: _Optional[_Iterable[str]] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("call", "pickled_call", "graph", "scheduler", "result_format", "name", "request_id", "retryable", "timeout")
@@ -143,7 +147,7 @@ class JobError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled_exception: _Optional[bytes] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "scheduler", "kind", "target", "name", "submit_time", "start_time", "finish_time", "error", "cancel_reason", "result_available", "owner", "request_id")
+    __slots__ = ("job_id", "state", "scheduler", "kind", "target", "name", "submit_time", "start_time", "finish_time", "error", "cancel_reason", "result_available", "owner", "request_id", "depends_on")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +162,7 @@ class Job(_message.Message):
     RESULT_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     scheduler: Scheduler
@@ -172,7 +177,8 @@ class Job(_message.Message):
     result_available: bool
     owner: str
     request_id: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ..., owner: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., target: _Optional[str] = ..., name: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., result_available: _Optional[bool] = ..., owner: _Optional[str] = ..., request_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("json", "pickle", "arrow", "format", "serializer", "size_bytes", "streamed")

@@ -78,6 +78,7 @@ class ComputeServiceStub:
     INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
     OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
     INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    INVALID_JOB_INPUT          a {"$job": ...} marker whose id is not a string
     NEGATIVE_SIZE              a PutObject header with a negative size
     UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
     UPLOAD_HEADER_REPEATED     a PutObject header after the first message
@@ -89,6 +90,7 @@ class ComputeServiceStub:
     NOT_FOUND
     FUNCTION_NOT_FOUND         no named function by that name [function]
     JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    (a job named as an input too: {"$job": id}, job_ids)
     OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
     RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
     RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
@@ -121,6 +123,8 @@ class ComputeServiceStub:
     RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
     ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
     RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    UPSTREAM_RESULT_GONE       a job named as an input whose result is no longer held (released, expired, or not kept) [job_id]
+    RESULT_IN_USE              ReleaseJob of a result that unfinished jobs use [job_id, dependents]
     FAILED_PRECONDITION        any other state that cannot answer
     UNAVAILABLE
     CLUSTER_STARTING           retry: the Dask cluster is still starting
@@ -273,6 +277,7 @@ class ComputeServiceServicer:
     INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
     OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
     INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    INVALID_JOB_INPUT          a {"$job": ...} marker whose id is not a string
     NEGATIVE_SIZE              a PutObject header with a negative size
     UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
     UPLOAD_HEADER_REPEATED     a PutObject header after the first message
@@ -284,6 +289,7 @@ class ComputeServiceServicer:
     NOT_FOUND
     FUNCTION_NOT_FOUND         no named function by that name [function]
     JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    (a job named as an input too: {"$job": id}, job_ids)
     OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
     RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
     RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
@@ -316,6 +322,8 @@ class ComputeServiceServicer:
     RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
     ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
     RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    UPSTREAM_RESULT_GONE       a job named as an input whose result is no longer held (released, expired, or not kept) [job_id]
+    RESULT_IN_USE              ReleaseJob of a result that unfinished jobs use [job_id, dependents]
     FAILED_PRECONDITION        any other state that cannot answer
     UNAVAILABLE
     CLUSTER_STARTING           retry: the Dask cluster is still starting
@@ -427,7 +435,9 @@ class ComputeServiceServicer:
 
     def ReleaseJob(self, request, context):
         """ReleaseJob frees a finished job's result at once (it is held on the
-        cluster until fetched and released, or until it expires).
+        cluster until fetched and released, or until it expires). A result that
+        unfinished jobs use as an input (Job.depends_on) is not released:
+        FAILED_PRECONDITION (RESULT_IN_USE) names them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -612,6 +622,7 @@ class ComputeService:
     INVALID_CHUNK_SIZE         GetJobResult chunk_size out of range [limit]
     OFFSET_OUT_OF_RANGE        GetJobResult offset past the result [total_size]
     INVALID_OBJECT_ID          an object id not "sha256:" and 64 hex digits
+    INVALID_JOB_INPUT          a {"$job": ...} marker whose id is not a string
     NEGATIVE_SIZE              a PutObject header with a negative size
     UPLOAD_HEADER_REQUIRED     a PutObject stream not starting with its header
     UPLOAD_HEADER_REPEATED     a PutObject header after the first message
@@ -623,6 +634,7 @@ class ComputeService:
     NOT_FOUND
     FUNCTION_NOT_FOUND         no named function by that name [function]
     JOB_NOT_FOUND              no job by that id, or another caller's [job_id]
+    (a job named as an input too: {"$job": id}, job_ids)
     OBJECT_NOT_FOUND           no uploaded object by that id for this caller [object_id]
     RESULT_RELEASED            the job's result was released by ReleaseJob [job_id]
     RESULT_EXPIRED             the job's result expired [job_id, result_ttl_seconds]
@@ -655,6 +667,8 @@ class ComputeService:
     RESULT_NOT_ARROW           Arrow asked of a result that is not a table [type]
     ARROW_UNSUPPORTED          Arrow asked of a server without pyarrow
     RESULT_NOT_PICKLABLE       a result that cannot be pickled [type]
+    UPSTREAM_RESULT_GONE       a job named as an input whose result is no longer held (released, expired, or not kept) [job_id]
+    RESULT_IN_USE              ReleaseJob of a result that unfinished jobs use [job_id, dependents]
     FAILED_PRECONDITION        any other state that cannot answer
     UNAVAILABLE
     CLUSTER_STARTING           retry: the Dask cluster is still starting
