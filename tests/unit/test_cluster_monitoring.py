@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import copy
+import pathlib
 
-import dask.config
+import distributed
+import yaml
 
 from server import cluster
 
 
 def _fresh() -> tuple[dict, list]:
-    return copy.deepcopy(dask.config.config), copy.deepcopy(dask.config.defaults)
+    """Dask's own defaults, as a config and a defaults list (this process's global
+    ones may already hold the server's, from a server started earlier)."""
+    own = yaml.safe_load(
+        (pathlib.Path(distributed.__file__).parent / "distributed.yaml").read_text()
+    )
+    return copy.deepcopy(own), [copy.deepcopy(own)]
 
 
 def test_dask_defaults_give_way_to_slower_monitoring() -> None:
