@@ -43,6 +43,7 @@ from server.recovery import Recovery
 from server.registry import FunctionSpec, Registry
 from server.requests import JobRequest, Preparer
 from server.runner import Runner
+from server.tracing import OFF, Tracing
 from server.waiting import Waiting
 
 __all__ = ["ClusterSnapshot", "ComputeCore", "JobRequest", "WorkerSnapshot"]
@@ -60,6 +61,7 @@ class ComputeCore:
         callers: The caller named ``owner`` with its current permissions, or
             ``None`` if unknown: the gate asks it when a stored job is re-run.
             Defaults to the policy of ``settings`` (no credentials: anonymous).
+        tracing: The jobs' spans (:mod:`server.tracing`); off by default.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class ComputeCore:
         registry: Registry,
         job_table: JobTable | None = None,
         callers: Callable[[str], Caller | None] | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -112,6 +115,7 @@ class ComputeCore:
             self.metrics,
             on_end=lambda job_id: self.waiting.wake(job_id),
             succeeded=self.held.keep,
+            tracing=tracing,
         )
         self.recording = Recording(
             self.jobs, self.admission, self.replicas, self._pools, self.metrics, self.runner

@@ -28,6 +28,7 @@ from server.pools import Occupancy
 from server.progress import Progress
 from server.result_checks import ResultCheck
 from server.results import EncodedResult
+from server.tracing import OFF, Tracing, trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class JobRuntime:
     # While a Run's job runs in its caller's task: the reason to cancel it
     # with when that caller goes away.
     caller_gone: Callable[[], str] | None = None
+    # Its span, from acceptance to end, when tracing is on (server.tracing).
+    span: Any = None
 
     @property
     def running(self) -> bool:
@@ -79,6 +82,7 @@ class Runner:
             returns, before it is marked succeeded (``encoded``: the value as
             its check encoded it, or ``None``, see :mod:`server.result_checks`);
             returns a callable to run once it is.
+        tracing: Each job's span, when on (:mod:`server.tracing`).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Runner:
         metrics: Metrics,
         on_end: Callable[[str], None],
         succeeded: Callable[[str, Any, EncodedResult | None], Awaitable[Callable[[], None] | None]],
+        tracing: Tracing = OFF,
     ) -> None:
         self.store = store
         self.admission = admission
@@ -98,16 +103,21 @@ class Runner:
         self.metrics = metrics
         self.on_end = on_end
         self.succeeded = succeeded
+        self.tracing = tracing
         self.runtimes: dict[str, JobRuntime] = {}
 
     def start(
         self, executors: Executors, record: JobRecord, job: Admitted, in_caller: bool = False
     ) -> None:
         """Start a recorded, reserved job in a task of its own, or, ``in_caller``,
-        leave it for :meth:`run_in_caller`."""
+        leave it for :meth:`run_in_caller`.
+
+        Its span (tracing on) begins here, in the accepting RPC's context."""
         runtime = self.runtimes[record.job_id] = JobRuntime(
             scheduler=job.scheduler, occupancy=Occupancy(record.owner)
         )
+        if self.tracing.enabled:
+            runtime.span = self.tracing.job_started(record, job.target)
         limit = self.admission.time_limit(job.request)
         work = self._run_job(executors, record.job_id, job, limit)
         if in_caller:
@@ -163,17 +173,18 @@ class Runner:
             state=JobState.RUNNING,
             start_time=time.time(),
         )
+        runtime = self.runtimes[job_id]
         # A job starts as soon as it is accepted: one line says both.
         log_event(
             logger,
-            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s",
+            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s%s",
             job_id,
             record.kind.value,
             job.target,
             job.scheduler,
             record.owner,
+            _traced(runtime.span),
         )
-        runtime = self.runtimes[job_id]
         try:
             await self._run_work(executors, job_id, job, runtime, time_limit)
         finally:
@@ -225,7 +236,9 @@ class Runner:
         try:
             then = await self.succeeded(job_id, value, check.encoded)
         except Exception as exc:  # holding its result failed: the job fails, never hangs
-            logger.warning("job=%s its result could not be held: %s", job_id, exc)
+            logger.warning(
+                "job=%s its result could not be held: %s%s", job_id, exc, _traced(runtime.span)
+            )
             self.finish(job_id, JobState.FAILED, error=job_errors.to_job_error(exc))
             return
         if self._ended(job_id):
@@ -297,23 +310,33 @@ class Runner:
             runtime = self.runtimes.pop(job_id, None)
             if runtime is not None:
                 runtime.done.set()
+                self._end_span(runtime, record, now)
             self.on_end(job_id)
             return
         runtime = self.runtimes.get(job_id)
+        traced = ""
         if runtime is not None:
             runtime.done.set()
+            traced = _traced(runtime.span)
+            self._end_span(runtime, record, now)
         self.on_end(job_id)
         duration = None if record.start_time is None else now - record.start_time
         self.metrics.job_finished(record.state.value, record.scheduler, duration)
         log_event(
             logger,
-            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s",
+            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s%s",
             job_id,
             record.state.value,
             record.scheduler,
             duration or 0.0,
             f" error={record.error.type}" if record.error else "",
+            traced,
         )
+
+    def _end_span(self, runtime: JobRuntime, record: JobRecord, now: float) -> None:
+        span, runtime.span = runtime.span, None
+        if span is not None:
+            self.tracing.job_ended(span, record, now)
 
     def cancel(self, job_id: str, reason: str) -> JobRecord:
         """Cancel a job this server runs."""
@@ -383,6 +406,11 @@ class Runner:
 
 class _TimedOut(Exception):
     """A job ran past its time limit (the message says which)."""
+
+
+def _traced(span: Any) -> str:
+    """What a job's log lines add for its span: `` trace_id=<32 hex digits>``, or nothing."""
+    return "" if span is None else f" trace_id={trace_id(span)}"
 
 
 def task_key(target: str, job_id: str) -> str:
