@@ -12,7 +12,9 @@ counterpart side by side, moments apart, in the same run:
 - ``scale``: one service replica against two on the same external cluster
   (:mod:`bench.scale`);
 - ``soak``: mixed load with cancellations, deadlines and worker kills, every
-  job accounted for (:mod:`bench.soak`).
+  job accounted for (:mod:`bench.soak`);
+- ``tracing``: the ping path with traces off, and on (OTLP to a local
+  collector), with and without a caller's span (:mod:`bench.tracing`).
 
 Figures are medians of many calls, but other work on the machine moves them:
 compare the two sides of a row, measured moments apart, rather than runs.
@@ -33,7 +35,7 @@ from bench.table import Row, render
 logger = logging.getLogger(__name__)
 
 #: Every section, in the order a full run measures them.
-SECTIONS = ("core", "data", "chain", "scale", "soak")
+SECTIONS = ("core", "data", "chain", "scale", "soak", "tracing")
 
 
 def _available() -> tuple[str, ...]:

@@ -1,8 +1,8 @@
 """What both clients need to open a channel and read a failed call.
 
 Targets, channel options (message limits, keepalive, gRPC's own retry policy),
-TLS and token credentials, and the one mapping from :class:`grpc.RpcError` to
-the SDK's exceptions. The synchronous and the asynchronous client differ only
+TLS and token credentials, the caller's trace context in each call's metadata,
+and the one mapping from :class:`grpc.RpcError` to the SDK's exceptions. The synchronous and the asynchronous client differ only
 in how they call the stub.
 """
 
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 from typing import Any, Union, cast
 
 import grpc
@@ -181,6 +182,29 @@ def call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
     if not token or any(c.isspace() for c in token):
         raise ValueError("token must be a non-empty string without whitespace")
     return (("authorization", f"Bearer {token}"),)
+
+
+def with_trace_context(
+    metadata: tuple[tuple[str, str], ...] | None,
+) -> tuple[tuple[str, str], ...] | None:
+    """``metadata`` plus the caller's OpenTelemetry trace context, when it has one.
+
+    With a span current in the caller (``opentelemetry-api`` installed and
+    used), OpenTelemetry's propagators write its context into the call's
+    metadata (a W3C ``traceparent`` by default, ``OTEL_PROPAGATORS`` may
+    choose others), as its gRPC client instrumentation would: a server that
+    traces then makes its spans children of the caller's. A caller that never
+    imported OpenTelemetry can have no span, and pays one dictionary look-up:
+    the SDK neither needs nor imports it.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return metadata
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return (*(metadata or ()), *carrier.items()) if carrier else metadata
 
 
 def error_from_rpc(err: grpc.RpcError, unreachable: str = "") -> ComputeError:

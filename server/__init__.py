@@ -17,7 +17,19 @@ SERVER_REQUIREMENTS: dict[str, str] = {
     "bokeh": "bokeh",
     "pandas": "pandas",
     "pyarrow": "pyarrow",
+    "opentelemetry.trace": "opentelemetry-api",
+    "opentelemetry.sdk": "opentelemetry-sdk",
+    "opentelemetry.exporter.otlp.proto.grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "opentelemetry.instrumentation.grpc": "opentelemetry-instrumentation-grpc",
 }
+
+
+def _found(module: str) -> bool:
+    """Whether ``module`` can be imported (a submodule's parent may be missing too)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _check_requirements() -> None:
@@ -26,11 +38,7 @@ def _check_requirements() -> None:
     That install ships this package but not what it needs: the error says what to
     install, rather than which import broke first.
     """
-    missing = sorted(
-        dist
-        for module, dist in SERVER_REQUIREMENTS.items()
-        if importlib.util.find_spec(module) is None
-    )
+    missing = sorted(dist for module, dist in SERVER_REQUIREMENTS.items() if not _found(module))
     if missing:
         raise ImportError(
             "the Dask Compute Service server needs packages this install lacks "

@@ -9,6 +9,7 @@ import faulthandler
 import functools
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from client_sdk._proto.compute.v1 import compute_pb2 as pb
 from client_sdk._proto.compute.v1 import compute_pb2_grpc as pb_grpc
-from server import tls
+from server import telemetry, tls
 from server.auth import AuthConfigError, Authenticator
 from server.builtins import builtins
 from server.config import Settings
@@ -27,6 +28,7 @@ from server.core import ComputeCore
 from server.interceptors import CallerInterceptor
 from server.registry import Registry, default_registry, load_modules
 from server.servicer import ComputeServicer
+from server.tracing import OFF, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,10 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 def build_server(
-    settings: Settings, core: ComputeCore, authenticator: Authenticator | None = None
+    settings: Settings,
+    core: ComputeCore,
+    authenticator: Authenticator | None = None,
+    tracing: Tracing = OFF,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Create the server with every service, bound to ``settings.host:port``.
 
@@ -87,6 +92,8 @@ def build_server(
         core: What the servicer calls.
         authenticator: Who the callers are; built from ``settings`` when
             ``None`` (see :meth:`Authenticator.from_settings`).
+        tracing: When on, a server span per RPC (:mod:`server.telemetry`),
+            around everything else the call meets; give the core the same.
 
     Returns:
         The (not yet started) server, the port it bound (useful with port 0),
@@ -104,9 +111,10 @@ def build_server(
     server = grpc.aio.server(
         options=server_options(settings),
         interceptors=[
+            *telemetry.server_interceptors(tracing),
             CallerInterceptor(
                 authenticator, servicer.answers, max_argument_bytes=settings.max_argument_bytes
-            )
+            ),
         ],
     )
     pb_grpc.add_ComputeServiceServicer_to_server(servicer, server)
@@ -196,18 +204,40 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, authenticator: Authenticator) -> AsyncIterator[Service]:
+async def running(
+    settings: Settings, authenticator: Authenticator, tracing: Tracing | None = None
+) -> AsyncIterator[Service]:
     """The service started: the cluster first (so no request meets a half-made
     cluster), then the gRPC server; on exit the server stops, then the core closes.
 
+    ``tracing`` defaults to what ``settings`` and the ``OTEL_*`` variables ask
+    for (:func:`server.telemetry.tracing_from`), whose queued spans are
+    exported on exit; one given is the caller's to shut down.
+
     Raises:
-        RuntimeError: Named functions, the address or the TLS files cannot be used.
+        RuntimeError: Named functions, the address, the TLS files or the trace
+            exporter cannot be used.
     """
     registry = build_registry(settings)
-    core = ComputeCore(settings, registry, callers=authenticator.caller_named)
+    own = tracing is None
+    if tracing is None:
+        tracing = telemetry.tracing_from(settings, os.environ)
+    try:
+        async with _serving(settings, authenticator, registry, tracing) as service:
+            yield service
+    finally:
+        if own:
+            await asyncio.to_thread(tracing.shutdown)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, authenticator: Authenticator, registry: Registry, tracing: Tracing
+) -> AsyncIterator[Service]:
+    core = ComputeCore(settings, registry, callers=authenticator.caller_named, tracing=tracing)
     await core.start()
     try:
-        server, port, health_servicer = build_server(settings, core, authenticator)
+        server, port, health_servicer = build_server(settings, core, authenticator, tracing)
         await set_serving(health_servicer, True)
         # The service's health follows the Dask scheduler (NOT_SERVING while it is
         # unreachable: readiness); the overall status "" stays SERVING while the

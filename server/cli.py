@@ -188,6 +188,13 @@ def _env(name: str) -> str:
     f"process may use, container limits honoured; env {_env('max_upload_bytes')}]",
 )
 @click.option(
+    "--otlp-endpoint",
+    help=f"Export traces (a span per RPC and per job) with OTLP over gRPC to this collector: "
+    f"http://HOST:PORT for plaintext, https://HOST:PORT for TLS. Without it the standard "
+    f"OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER variables decide; with neither, "
+    f"nothing is traced. [env {_env('otlp_endpoint')}]",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     help=f"Seconds running calls get to finish on SIGTERM. [default: 25; env {_env('shutdown_grace')}]",

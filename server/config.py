@@ -141,6 +141,11 @@ class Settings:
             hold in the server together (counted as they arrive); past it
             RESOURCE_EXHAUSTED. ``None`` means a quarter of the memory this
             process may use (see :attr:`upload_bytes_bound`).
+        otlp_endpoint: Where to export traces with OTLP over gRPC
+            (``http://collector:4317`` plaintext, ``https://...`` TLS). Empty
+            leaves it to the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` and
+            ``OTEL_TRACES_EXPORTER`` variables; with neither, nothing is
+            traced (see :mod:`server.telemetry`).
     """
 
     host: str = "127.0.0.1"
@@ -186,6 +191,7 @@ class Settings:
     max_uploads_per_caller: int = 4
     max_upload_bytes_per_caller: int = 4 * 1024**3
     max_upload_bytes: int | None = None
+    otlp_endpoint: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -251,6 +257,11 @@ class Settings:
             raise SettingsError("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise SettingsError("tls_client_ca (mutual TLS) needs tls_cert and tls_key too")
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"otlp_endpoint must be http://HOST:PORT (plaintext) or https://HOST:PORT "
+                f"(TLS), got {self.otlp_endpoint!r}"
+            )
         if self.tokens_file and self.tokens:
             raise SettingsError(
                 "give tokens in one place: tokens_file or DASK_COMPUTE_TOKENS, not both"

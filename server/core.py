@@ -48,6 +48,7 @@ from server.requests import JobRequest, Preparer
 # By name: in the class, `results` is its method (annotations resolve there).
 from server.results import ResultStream
 from server.runner import Runner
+from server.tracing import OFF, Tracing
 from server.waiting import Waiting
 
 __all__ = ["ClusterSnapshot", "ComputeCore", "JobRequest", "WorkerSnapshot"]
@@ -65,6 +66,7 @@ class ComputeCore:
         callers: The caller named ``owner`` with its current permissions, or
             ``None`` if unknown: the gate asks it when a stored job is re-run.
             Defaults to the policy of ``settings`` (no credentials: anonymous).
+        tracing: The jobs' spans (:mod:`server.tracing`); off by default.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ComputeCore:
         registry: Registry,
         job_table: JobTable | None = None,
         callers: Callable[[str], Caller | None] | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -125,6 +128,7 @@ class ComputeCore:
             on_end=lambda job_id: self.waiting.wake(job_id),
             succeeded=self.held.keep,
             inputs=self.inputs,
+            tracing=tracing,
         )
         self.recording = Recording(
             self.jobs, self.admission, self.replicas, self._pools, self.metrics, self.runner

@@ -31,6 +31,7 @@ from server.pools import Occupancy
 from server.progress import Progress
 from server.result_checks import ResultCheck
 from server.results import EncodedResult
+from server.tracing import OFF, Tracing, trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class JobRuntime:
     # While a Run's job runs in its caller's task: the reason to cancel it
     # with when that caller goes away.
     caller_gone: Callable[[], str] | None = None
+    # Its span, from acceptance to end, when tracing is on (server.tracing).
+    span: Any = None
 
     @property
     def running(self) -> bool:
@@ -85,6 +88,7 @@ class Runner:
         inputs: What the jobs that use other jobs' results need
             (:class:`server.dependencies.Dependencies`: ``hold``, ``let_go``
             and ``work``), or ``None``.
+        tracing: Each job's span, when on (:mod:`server.tracing`).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Runner:
         on_end: Callable[[str], None],
         succeeded: Callable[[str, Any, EncodedResult | None], Awaitable[Callable[[], None] | None]],
         inputs: Any = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.store = store
         self.admission = admission
@@ -106,16 +111,21 @@ class Runner:
         self.on_end = on_end
         self.succeeded = succeeded
         self.inputs = inputs
+        self.tracing = tracing
         self.runtimes: dict[str, JobRuntime] = {}
 
     def start(
         self, executors: Executors, record: JobRecord, job: Admitted, in_caller: bool = False
     ) -> None:
         """Start a recorded, reserved job in a task of its own, or, ``in_caller``,
-        leave it for :meth:`run_in_caller`."""
+        leave it for :meth:`run_in_caller`.
+
+        Its span (tracing on) begins here, in the accepting RPC's context."""
         runtime = self.runtimes[record.job_id] = JobRuntime(
             scheduler=job.scheduler, occupancy=Occupancy(record.owner)
         )
+        if self.tracing.enabled:
+            runtime.span = self.tracing.job_started(record, job.target)
         limit = self.admission.time_limit(job.request)
         if job.work.inputs and self.inputs is not None:
             self.inputs.hold(record.job_id, job.work.inputs)
@@ -185,15 +195,17 @@ class Runner:
             state=JobState.RUNNING,
             start_time=time.time(),
         )
+        runtime = self.runtimes[job_id]
         # A job starts as soon as it is accepted: one line says both.
         log_event(
             logger,
-            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s",
+            "job=%s event=started kind=%s target=%s scheduler=%s owner=%s%s",
             job_id,
             record.kind.value,
             job.target,
             job.scheduler,
             record.owner,
+            _traced(runtime.span),
         )
         try:
             await self._run_work(executors, job_id, job, runtime, time_limit)
@@ -246,7 +258,9 @@ class Runner:
         try:
             then = await self.succeeded(job_id, value, check.encoded)
         except Exception as exc:  # holding its result failed: the job fails, never hangs
-            logger.warning("job=%s its result could not be held: %s", job_id, exc)
+            logger.warning(
+                "job=%s its result could not be held: %s%s", job_id, exc, _traced(runtime.span)
+            )
             self.finish(job_id, JobState.FAILED, error=job_errors.to_job_error(exc))
             return
         if self._ended(job_id):
@@ -342,23 +356,33 @@ class Runner:
             runtime = self.runtimes.pop(job_id, None)
             if runtime is not None:
                 runtime.done.set()
+                self._end_span(runtime, record, now)
             self.on_end(job_id)
             return
         runtime = self.runtimes.get(job_id)
+        traced = ""
         if runtime is not None:
             runtime.done.set()
+            traced = _traced(runtime.span)
+            self._end_span(runtime, record, now)
         self.on_end(job_id)
         duration = None if record.start_time is None else now - record.start_time
         self.metrics.job_finished(record.state.value, record.scheduler, duration)
         log_event(
             logger,
-            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s",
+            "job=%s event=finished state=%s scheduler=%s duration=%.6f%s%s",
             job_id,
             record.state.value,
             record.scheduler,
             duration or 0.0,
             f" error={record.error.type}" if record.error else "",
+            traced,
         )
+
+    def _end_span(self, runtime: JobRuntime, record: JobRecord, now: float) -> None:
+        span, runtime.span = runtime.span, None
+        if span is not None:
+            self.tracing.job_ended(span, record, now)
 
     def cancel(self, job_id: str, reason: str) -> JobRecord:
         """Cancel a job this server runs."""
@@ -428,6 +452,11 @@ class Runner:
 
 class _TimedOut(Exception):
     """A job ran past its time limit (the message says which)."""
+
+
+def _traced(span: Any) -> str:
+    """What a job's log lines add for its span: `` trace_id=<32 hex digits>``, or nothing."""
+    return "" if span is None else f" trace_id={trace_id(span)}"
 
 
 def task_key(target: str, job_id: str) -> str:

@@ -312,6 +312,11 @@ class LocalServer:
     of the server's own (signals, SIGKILL, restarts, its exit code, what its
     command line does) use :func:`start_server` instead.
 
+    Args:
+        settings: What to build it with.
+        tracing: Its :class:`server.tracing.Tracing` (a test's own provider);
+            ``None`` lets the settings and ``OTEL_*`` variables decide.
+
     Attributes:
         settings: What the server was built with.
         host: The address it listens on.
@@ -319,8 +324,9 @@ class LocalServer:
         job_store: The URL of its job records.
     """
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, tracing=None) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.host = settings.host
         self.port = 0
         self.job_store = settings.job_store
@@ -369,7 +375,7 @@ class LocalServer:
 
         # As server.app.serve does, without its signal handlers (this is not the main thread).
         authenticator = Authenticator.from_settings(self.settings)
-        async with running(self.settings, authenticator) as service:
+        async with running(self.settings, authenticator, self.tracing) as service:
             self.port = service.port
             self._loop = asyncio.get_running_loop()
             self._stopping = asyncio.Event()
@@ -379,9 +385,9 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def serving_in_process(settings) -> Iterator[LocalServer]:
-    """A started :class:`LocalServer` of ``settings``, stopped on exit."""
-    server = LocalServer(settings).start()
+def serving_in_process(settings, tracing=None) -> Iterator[LocalServer]:
+    """A started :class:`LocalServer` of ``settings`` (and ``tracing``), stopped on exit."""
+    server = LocalServer(settings, tracing).start()
     try:
         yield server
     finally:

@@ -45,7 +45,7 @@ class Session:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.timeout = float(timeout)
         self.check_versions = check_versions
-        self._metadata = _channel.call_metadata(token)
+        self._token_metadata = _channel.call_metadata(token)
         self._credentials = _channel.credentials(True if scheme_tls and not tls else tls)
         self._server_versions: Versions | None = None
         self._versions_ok = False
@@ -56,6 +56,11 @@ class Session:
     def _open(self) -> None:
         """Open the channel (each client its own kind)."""
         raise NotImplementedError
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The metadata of a call made now: the token, and the caller's trace context."""
+        return _channel.with_trace_context(self._token_metadata)
 
     @property
     def address(self) -> str:

@@ -53,3 +53,25 @@ def test_quick_benchmark_prints_every_row() -> None:
         assert re.search(r"\d+\.\d{3} s\s+\d+\.\d{3} s\s+\d+\.\d\dx$", row(f"  {scheduler}"))
     took = float(re.search(r"^took (\d+\.\d)s", out, re.MULTILINE).group(1))
     assert took < 120, f"the quick benchmark took {took}s"
+
+
+def test_quick_tracing_benchmark_prints_every_row() -> None:
+    out, _ = run_bench("tracing", timeout=240)
+    assert re.search(r'^tracing: run\("ping"\), threads, 300 calls each$', out, re.MULTILINE), out
+    for label in ("served: off", "in-process: off"):
+        assert re.search(rf"^  {re.escape(label)}\s+{MS}$", out, re.MULTILINE), out
+    for label in (
+        "served: off, caller's span",
+        "served: on, OTLP to a collector",
+        "served: on, OTLP, caller's span",
+        "in-process: on, in-memory exporter",
+    ):
+        line = re.search(rf"^  {re.escape(label)}\s+{MS}\s+\d+\.\d\dx off\s+<= ", out, re.MULTILINE)
+        assert line, f"no row {label!r} in:\n{out}"
+    # Two spans (the RPC's and the job's) per call to a traced server, warm-ups included.
+    spans = re.search(
+        r"^  spans made \(in memory; at the collector\)\s+([\d,]+); ([\d,]+)$", out, re.MULTILINE
+    )
+    assert spans, out
+    in_memory, exported = (int(n.replace(",", "")) for n in spans.groups())
+    assert in_memory >= 2 * 300 and exported >= 2 * 2 * 300, out

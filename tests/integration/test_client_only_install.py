@@ -31,7 +31,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 _SOURCES = ("pyproject.toml", "README.md", "LICENSE", "server", "client_sdk")
 
 #: Distributions of the [server] extra that the plain install must not bring, by module.
-_SERVER_ONLY = ("sqlalchemy", "bokeh", "prometheus_client", "distributed", "grpc_reflection")
+_SERVER_ONLY = (
+    "sqlalchemy",
+    "bokeh",
+    "prometheus_client",
+    "distributed",
+    "grpc_reflection",
+    "opentelemetry",
+)
 
 _INSTALL_HINT = "pip install 'dask-compute-service[server]'"
 
