@@ -33,6 +33,7 @@ from typing import Any
 
 from dask.sizeof import sizeof
 
+from server import objects
 from server._pickle import JOB_PERSISTENT_ID_PREFIX
 from server.cluster_results import ClusterResult
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -64,7 +65,7 @@ class JobInput:
 
 def is_json_marker(value: Any) -> bool:
     """Whether a decoded JSON value is a job reference ``{"$job": id}``."""
-    return isinstance(value, dict) and len(value) == 1 and JSON_MARKER in value
+    return objects.is_json_marker(value, JSON_MARKER)
 
 
 def json_marker_ids(value: Any, found: list[str] | None = None) -> list[str]:
@@ -95,15 +96,7 @@ def json_marker_ids(value: Any, found: list[str] | None = None) -> list[str]:
 
 def replace_json_markers(value: Any, results: dict[str, Any]) -> Any:
     """Arguments with each ``{"$job": id}`` replaced by ``results[id]``."""
-    if is_json_marker(value):
-        return results[value[JSON_MARKER]]
-    if isinstance(value, dict):
-        return {k: replace_json_markers(v, results) for k, v in value.items()}
-    if isinstance(value, list):
-        return [replace_json_markers(v, results) for v in value]
-    if isinstance(value, tuple):
-        return tuple(replace_json_markers(v, results) for v in value)
-    return value
+    return objects.replace_json_markers(value, results, JSON_MARKER)
 
 
 class Dependencies:

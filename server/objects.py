@@ -88,9 +88,9 @@ def dataset_name(owner: str, object_id: str) -> str:
     return f"{DATASET_PREFIX}{owner_hash}-{digest}"
 
 
-def is_json_marker(value: Any) -> bool:
-    """Whether a decoded JSON value is an object reference ``{"$object": id}``."""
-    return isinstance(value, dict) and len(value) == 1 and JSON_MARKER in value
+def is_json_marker(value: Any, marker: str = JSON_MARKER) -> bool:
+    """Whether a decoded JSON value is a reference ``{marker: id}`` (an object's, by default)."""
+    return isinstance(value, dict) and len(value) == 1 and marker in value
 
 
 def json_marker_ids(value: Any) -> set[str]:
@@ -104,16 +104,17 @@ def json_marker_ids(value: Any) -> set[str]:
     return set()
 
 
-def replace_json_markers(value: Any, objects: dict[str, Any]) -> Any:
-    """Decoded JSON arguments with each ``{"$object": id}`` replaced by ``objects[id]``."""
-    if is_json_marker(value):
-        return objects[value[JSON_MARKER]]
+def replace_json_markers(value: Any, objects: dict[str, Any], marker: str = JSON_MARKER) -> Any:
+    """Decoded JSON arguments with each ``{marker: id}`` (by default ``{"$object": id}``)
+    replaced by ``objects[id]``."""
+    if is_json_marker(value, marker):
+        return objects[value[marker]]
     if isinstance(value, dict):
-        return {k: replace_json_markers(v, objects) for k, v in value.items()}
+        return {k: replace_json_markers(v, objects, marker) for k, v in value.items()}
     if isinstance(value, list):
-        return [replace_json_markers(v, objects) for v in value]
+        return [replace_json_markers(v, objects, marker) for v in value]
     if isinstance(value, tuple):
-        return tuple(replace_json_markers(v, objects) for v in value)
+        return tuple(replace_json_markers(v, objects, marker) for v in value)
     return value
 
 
