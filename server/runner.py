@@ -236,13 +236,8 @@ class Runner:
             else:
                 value = await self._within(running, time_limit)
         except asyncio.CancelledError:
-            reason = runtime.cancel_reason
-            if not reason and runtime.caller_gone is not None:
-                # Run in its caller's task, and that caller went away: the
-                # cancellation is the caller's, and goes on up.
-                self.finish(job_id, JobState.CANCELLED, cancel_reason=runtime.caller_gone())
+            if self._cancelled(job_id, runtime):
                 raise
-            self.finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
             return
         except _TimedOut as exc:
             error = JobError(type="TimeoutError", message=str(exc))
@@ -269,6 +264,19 @@ class Runner:
         if then is not None:
             then()
 
+    def _cancelled(self, job_id: str, runtime: JobRuntime) -> bool:
+        """End a job whose task was cancelled; returns whether the cancellation goes on up.
+
+        It does when the job runs in its caller's task and that caller went
+        away: the cancellation is the caller's.
+        """
+        reason = runtime.cancel_reason
+        if not reason and runtime.caller_gone is not None:
+            self.finish(job_id, JobState.CANCELLED, cancel_reason=runtime.caller_gone())
+            return True
+        self.finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
+        return False
+
     async def _with_inputs(
         self, job_id: str, job: Admitted, runtime: JobRuntime
     ) -> Admitted | None:
@@ -277,11 +285,8 @@ class Runner:
         try:
             work = await self.inputs.work(job)
         except asyncio.CancelledError:
-            reason = runtime.cancel_reason
-            if not reason and runtime.caller_gone is not None:
-                self.finish(job_id, JobState.CANCELLED, cancel_reason=runtime.caller_gone())
+            if self._cancelled(job_id, runtime):
                 raise
-            self.finish(job_id, JobState.CANCELLED, cancel_reason=reason or "cancelled")
             return None
         except Exception as exc:  # an input failed, or the work could not be made
             error = job_errors.to_job_error(exc)
