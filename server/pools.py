@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from server import job_errors
+from server import cancellation, job_errors
 from server.errors import RETRY_DELAY, ResourceExhausted
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,8 @@ class Gate:
 
         def run() -> None:  # in the pool's thread
             try:
-                result: tuple[BaseException | None, Any] = (None, work())
+                with cancellation.checked_by(lambda: call.state == _Call.ABANDONED):
+                    result: tuple[BaseException | None, Any] = (None, work())
             except BaseException as exc:
                 result = (job_errors.job_exception(exc), None)
             with self._lock:

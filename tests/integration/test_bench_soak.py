@@ -63,6 +63,18 @@ def test_quick_soak_accounts_for_every_job() -> None:
         rf"trivial job round trip \({INT} pings\)\s+p50 [\d.]+ ms  p99 [\d.]+ ms  max [\d.]+ s$",
         row("  trivial job round trip"),
     )
+    # Each scheduler's pings, the local ones judged against a p99 target, and
+    # where the slowest 1% spent their time.
+    assert re.search(r"on distributed \({INT}\)\s+p50 [\d.]+ ms".replace("{INT}", INT), out)
+    for local in ("threads", "processes", "synchronous"):
+        judged = re.search(
+            rf"on {local} \({INT}\)\s+p50 [\d.]+ ms  p99 [\d.]+ ms  max [\d.]+ s\s+"
+            r"p99 <= 1 s\s+(ok|MISSED)$",
+            out,
+            re.MULTILINE,
+        )
+        assert judged, out
+    assert re.search(r"slowest 1% \(.*\)\s+queued [\d.]+ ms, ran [\d.]+ ms, after", out)
     assert re.search(
         r"ListFunctions, once a second \(\d+ calls\)\s+p50 [\d.]+ ms  p99 [\d.]+ ms  max [\d.]+ s$",
         row("  ListFunctions, once a second"),
