@@ -38,6 +38,7 @@ from client_sdk.errors import (
     UntrustedResult,
     VersionMismatch,
 )
+from client_sdk.futures import DoneAndNotDone, as_completed, fire_and_forget, wait
 from client_sdk.job import Job
 from client_sdk.types import (
     SCHEDULERS,
@@ -63,6 +64,7 @@ __all__ = [
     "ComputeError",
     "DeadlineExceeded",
     "DefaultScheduler",
+    "DoneAndNotDone",
     "FailedPrecondition",
     "FunctionInfo",
     "FunctionNotFound",
@@ -91,4 +93,7 @@ __all__ = [
     "VersionMismatch",
     "Versions",
     "WorkerInfo",
+    "as_completed",
+    "fire_and_forget",
+    "wait",
 ]

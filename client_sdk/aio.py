@@ -241,8 +241,8 @@ class AsyncJob(JobBase):
 
     Mirrors :class:`asyncio.Future`: ``done()``, ``cancelled()`` and
     ``add_done_callback()`` answer from local state; ``result()``,
-    ``exception()``, ``cancel()``, ``running()``, ``status()`` and ``info()``
-    are coroutines.
+    ``exception()``, ``cancel()``, ``running()``, ``state()`` and ``info()``
+    are coroutines; ``status`` is Dask's string, from local state.
 
     Attributes:
         job_id: The job's id on the service.
@@ -259,7 +259,7 @@ class AsyncJob(JobBase):
 
     # that is not Any, the override's type is not the base's generator ([assignment]).
     info = coroutine(JobBase.info)  # type: ignore[assignment]
-    status = coroutine(JobBase.status)  # type: ignore[assignment]
+    state = coroutine(JobBase.state)  # type: ignore[assignment]
     running = coroutine(JobBase.running)  # type: ignore[assignment]
     cancel = coroutine(JobBase.cancel)  # type: ignore[assignment]
     release = coroutine(JobBase.release)  # type: ignore[assignment]

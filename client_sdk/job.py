@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 _MISSING = object()
 
+#: A finished job's state as :attr:`distributed.Future.status` says it.
+_DASK_STATUS = {
+    JobState.SUCCEEDED: "finished",
+    JobState.FAILED: "error",
+    JobState.CANCELLED: "cancelled",
+}
+
 #: The one caller of a server without credentials: every job there is the caller's own.
 ANONYMOUS_OWNER = "anonymous"
 
@@ -110,7 +117,27 @@ class JobBase:
             self._info = yield from jobs.record(self.job_id)
         return self._info
 
-    def status(self) -> Op[JobState]:
+    @property
+    def status(self) -> str:
+        """Where the job is as far as this client knows, in Dask's words.
+
+        The strings of :attr:`distributed.Future.status`: ``"pending"``
+        until the job ends (queued, running, or waiting for its inputs),
+        then ``"finished"``, ``"error"`` or ``"cancelled"``. It asks nothing
+        of the server: the client watches every job it hands out and learns
+        of its end as it happens. :meth:`state` asks the server for the
+        service's own, finer, state.
+        """
+        if not self.done():
+            return "pending"
+        return _DASK_STATUS.get(self._info.state, "error")
+
+    @property
+    def key(self) -> str:
+        """The job's id, where Dask code reads a future's ``key``."""
+        return self.job_id
+
+    def state(self) -> Op[JobState]:
         """The job's state: queued, running, succeeded, failed or cancelled.
 
         Asks the server unless the job is done here; the server may report a
@@ -121,7 +148,7 @@ class JobBase:
 
     def running(self) -> Op[bool]:
         """Whether the job is running on its scheduler now (asks the server)."""
-        state = yield from JobBase.status(self)
+        state = yield from JobBase.state(self)
         return state is JobState.RUNNING
 
     def cancel(self, reason: str = "") -> Op[bool]:
@@ -169,7 +196,8 @@ class Job(JobBase, concurrent.futures.Future[Any]):
     ``add_done_callback`` behave as on any future, so
     ``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future``
     work with jobs. Done-callbacks run on the client's callback thread, not
-    on gRPC's. ``cancel``, ``running`` and ``status`` ask the server.
+    on gRPC's. ``cancel``, ``running`` and ``state`` ask the server; ``status`` is
+    Dask's string, from local state.
 
     Attributes:
         job_id: The job's id on the service.
@@ -187,7 +215,7 @@ class Job(JobBase, concurrent.futures.Future[Any]):
 
     # that is not Any, the override's type is not the base's generator ([assignment]).
     info = blocking(JobBase.info)  # type: ignore[assignment]
-    status = blocking(JobBase.status)  # type: ignore[assignment]
+    state = blocking(JobBase.state)  # type: ignore[assignment]
     running = blocking(JobBase.running)  # type: ignore[assignment]
     cancel = blocking(JobBase.cancel)  # type: ignore[assignment]
     release = blocking(JobBase.release)  # type: ignore[assignment]

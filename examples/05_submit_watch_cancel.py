@@ -1,7 +1,7 @@
 """Submit a long job, watch its state change, then cancel it.
 
 ``client.submit_function`` (or ``client.submit``) returns at once with a
-``Job``; ``job.status()`` asks the server where the job is; ``job.cancel()``
+``Job``; ``job.state()`` asks the server where the job is; ``job.cancel()``
 stops it, queued or running; ``job.result()`` then raises ``JobCancelled``.
 
 As in Dask, cancelling releases the job's tasks, but a task already running
@@ -37,11 +37,11 @@ def main() -> None:
         job.add_done_callback(lambda j: seen.append(j.cancelled()))
         print(f"submitted {job.job_id}")
         start = time.monotonic()
-        while job.status() is not JobState.RUNNING and time.monotonic() - start < 30:
-            print(f"  {time.monotonic() - start:5.2f}s  {job.status().value}")
+        while job.state() is not JobState.RUNNING and time.monotonic() - start < 30:
+            print(f"  {time.monotonic() - start:5.2f}s  {job.state().value}")
             time.sleep(0.05)
         for _ in range(3):
-            print(f"  {time.monotonic() - start:5.2f}s  {job.status().value}")
+            print(f"  {time.monotonic() - start:5.2f}s  {job.state().value}")
             time.sleep(0.2)
         print("cancel() ->", job.cancel())
         try:

@@ -62,7 +62,7 @@ async def test_submit_returns_an_awaitable_job(aclient: AsyncComputeClient) -> N
     assert await job == 2
     assert job.done() and not job.cancelled()
     assert await job.result() == 2 and await job.exception() is None
-    assert await job.status() is JobState.SUCCEEDED and not await job.running()
+    assert await job.state() is JobState.SUCCEEDED and not await job.running()
     assert (await job.info()).scheduler == "threads"
     assert repr(job) == f"<AsyncJob {job.job_id}: succeeded>"
 
@@ -107,7 +107,7 @@ async def test_a_job_as_a_future(aclient: AsyncComputeClient) -> None:
 
 async def test_cancel_a_job(aclient: AsyncComputeClient) -> None:
     job = await aclient.submit(slowinc, 1, delay=10, scheduler="synchronous")
-    assert await job.running() or await job.status() is JobState.QUEUED
+    assert await job.running() or await job.state() is JobState.QUEUED
     assert await job.cancel("enough") is True
     assert job.cancelled() and job.done()
     with pytest.raises(JobCancelled, match="enough"):

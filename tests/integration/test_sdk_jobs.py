@@ -38,12 +38,12 @@ def test_status_and_running_ask_the_server(client: ComputeClient) -> None:
     job = client.submit(slowinc, 1, delay=1.0)
     seen = set()
     while not job.done():
-        seen.add(job.status())
+        seen.add(job.state())
         if job.running():
             seen.add("running() was true")
     assert JobState.RUNNING in seen and "running() was true" in seen
     job.result(timeout=30)
-    assert job.status() is JobState.SUCCEEDED and not job.running()
+    assert job.state() is JobState.SUCCEEDED and not job.running()
 
 
 def test_exception_returns_what_the_job_raised(client: ComputeClient) -> None:
@@ -70,7 +70,7 @@ def test_a_finished_job_cannot_be_cancelled(client: ComputeClient) -> None:
     job = client.submit(inc, 1)
     job.result(timeout=30)
     assert job.cancel() is False
-    assert not job.cancelled() and job.status() is JobState.SUCCEEDED
+    assert not job.cancelled() and job.state() is JobState.SUCCEEDED
 
 
 def test_done_callbacks_fire_once_off_grpcs_threads(client: ComputeClient) -> None:
@@ -85,7 +85,7 @@ def test_done_callbacks_fire_once_off_grpcs_threads(client: ComputeClient) -> No
     job.add_done_callback(callback)
     assert job.result(timeout=30) == 2
     assert fired.wait(10)
-    assert job.status() is JobState.SUCCEEDED  # settle nothing twice
+    assert job.state() is JobState.SUCCEEDED  # settle nothing twice
     assert len(calls) == 1
     job_id, value, thread = calls[0]
     assert (job_id, value) == (job.job_id, 2)

@@ -18,6 +18,7 @@ EXPECTED = [
     "ComputeError",
     "DeadlineExceeded",
     "DefaultScheduler",
+    "DoneAndNotDone",
     "FailedPrecondition",
     "FunctionInfo",
     "FunctionNotFound",
@@ -46,6 +47,9 @@ EXPECTED = [
     "VersionMismatch",
     "Versions",
     "WorkerInfo",
+    "as_completed",
+    "fire_and_forget",
+    "wait",
 ]
 
 

@@ -53,14 +53,14 @@ def test_a_job_asks_and_cancels_through_its_link_alone() -> None:
     }
     drive, calls = scripted(answers)
     job = Job(JobLink(drive, no_watch, lambda fn, job: fn(job)), queued())
-    assert job.status() is JobState.RUNNING and job.running()
+    assert job.state() is JobState.RUNNING and job.running()
     assert job.cancel("enough") is True
     assert job.done() and job.cancelled()
     with pytest.raises(JobCancelled, match="enough"):
         job.result(timeout=0)
     assert [c.method for c in calls] == ["GetJob", "GetJob", "CancelJob"]
     assert calls[-1].request == pb.CancelJobRequest(job_id="j1", reason="enough")
-    assert job.status() is JobState.CANCELLED and len(calls) == 3, "a done job asks no more"
+    assert job.state() is JobState.CANCELLED and len(calls) == 3, "a done job asks no more"
 
 
 def test_done_callbacks_of_an_unfinished_job_run_where_the_link_says() -> None:
